@@ -1,0 +1,30 @@
+"""qa-lirpa: quantized neural networks as first-class citizens of auto_LiRPA.
+
+Public API::
+
+    qa_lirpa.QuantSpec, qa_lirpa.fake_quant            the integer format and fake quantization
+    qa_lirpa.nn.QuantInput / QuantLinear / QuantConv2d / QuantAct
+    qa_lirpa.integer_forward(model, x)                 exact integer semantics (float64 outputs)
+    qa_lirpa.bounded_module(model, x, **bound_opts)    an auto_LiRPA BoundedModule with our operators
+
+Importing this package does not import auto_LiRPA; ``bounded_module`` does (with the fixes of
+``qa_lirpa.compat``).
+"""
+from . import nn
+from .nn import integer_forward
+from .quant import QuantSpec, fake_quant
+
+__version__ = "0.1.0"
+
+
+def bounded_module(model, example_input, **bound_opts):
+    """An auto_LiRPA ``BoundedModule`` of ``model`` with qa_lirpa's bound operators registered.
+
+    See :func:`qa_lirpa.operators.bounded_module` for the options.
+    """
+    from .operators import bounded_module as _bm
+
+    return _bm(model, example_input, **bound_opts)
+
+
+__all__ = ["QuantSpec", "fake_quant", "nn", "integer_forward", "bounded_module", "__version__"]

@@ -1,0 +1,7 @@
+"""Quantized layers and the exact integer reference."""
+from .layers import (IntTensor, QuantAct, QuantConv2d, QuantInput, QuantLinear, accumulator_bias_spec,
+                     requantize)
+from .reference import argmax_smallest, integer_codes, integer_forward, iter_layers
+
+__all__ = ["IntTensor", "QuantAct", "QuantConv2d", "QuantInput", "QuantLinear", "accumulator_bias_spec",
+           "requantize", "argmax_smallest", "integer_codes", "integer_forward", "iter_layers"]

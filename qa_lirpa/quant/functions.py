@@ -1,0 +1,121 @@
+"""Rounding and fake quantization on float tensors.
+
+All functions here are exact on floats: ``round_half_up`` does not compute ``floor(v + 0.5)`` in
+float (which rounds ``0.49999999999999994`` up) but ``floor(v) + (v - floor(v) >= 0.5)``, where the
+fractional part is exact. ``fake_quant`` divides by the scale in the tensor's dtype: with
+power-of-two scales the division is exact, so the result equals the integer semantics whenever the
+input value itself is exact (see docs/semantics.md for where float32 stops being exact).
+"""
+from __future__ import annotations
+
+import torch
+
+from .spec import ROUNDING_CODE, QuantSpec
+
+DOMAIN = "qa_lirpa"
+FAKE_QUANT_OP = f"{DOMAIN}::FakeQuant"
+
+
+def round_half_even(v: torch.Tensor) -> torch.Tensor:
+    """Round to nearest, ties to even (``torch.round``)."""
+    return torch.round(v)
+
+
+def round_half_up(v: torch.Tensor) -> torch.Tensor:
+    """``floor(v + 0.5)`` computed exactly: ties go towards +infinity."""
+    f = torch.floor(v)
+    return f + (v - f >= 0.5).to(v.dtype)
+
+
+def round_half_down(v: torch.Tensor) -> torch.Tensor:
+    """``ceil(v - 0.5)`` computed exactly: ties go towards -infinity.
+
+    Never used as a model's semantics; it gives sound lower ends for intervals (it is below both
+    modes at every tie), as ``round_half_up`` gives sound upper ends.
+    """
+    f = torch.floor(v)
+    return f + (v - f > 0.5).to(v.dtype)
+
+
+def round_mode(v: torch.Tensor, rounding: str | int) -> torch.Tensor:
+    """Round with the named mode (``"half_even"``/0 or ``"half_up"``/1)."""
+    code = ROUNDING_CODE[rounding] if isinstance(rounding, str) else int(rounding)
+    return round_half_up(v) if code == 1 else round_half_even(v)
+
+
+def _param(values: tuple, like: torch.Tensor, axis: int) -> torch.Tensor:
+    t = torch.tensor(values, dtype=like.dtype, device=like.device)
+    if len(values) == 1:
+        return t.reshape(())
+    shape = [1] * like.dim()
+    shape[axis if axis >= 0 else like.dim() + axis] = len(values)
+    return t.reshape(shape)
+
+
+def quantize_codes(x: torch.Tensor, scale: tuple, zero_point: tuple, qmin: int, qmax: int,
+                   axis: int, rounding: str | int) -> torch.Tensor:
+    """Integer codes ``clamp(R(x / s) + z, qmin, qmax)`` as a float tensor of ``x``'s dtype."""
+    s, z = _param(scale, x, axis), _param(zero_point, x, axis)
+    return torch.clamp(round_mode(x / s, rounding) + z, qmin, qmax)
+
+
+def fake_quant_raw(x: torch.Tensor, scale: tuple, zero_point: tuple, qmin: int, qmax: int,
+                   axis: int, rounding: str | int) -> torch.Tensor:
+    """Quantize then dequantize, no autograd trick: ``(codes - z) * s``."""
+    s, z = _param(scale, x, axis), _param(zero_point, x, axis)
+    return (quantize_codes(x, scale, zero_point, qmin, qmax, axis, rounding) - z) * s
+
+
+class FakeQuantFunction(torch.autograd.Function):
+    """Fake quantization with a clipped straight-through estimator.
+
+    Forward: ``(clamp(R(x/s) + z, qmin, qmax) - z) * s``. Backward: the gradient passes unchanged
+    where ``x`` lies inside the representable range ``[(qmin - z) s, (qmax - z) s]`` (inclusive)
+    and is 0 outside. Traced by auto_LiRPA as one node ``qa_lirpa::FakeQuant``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, rounding):  # type: ignore[override]
+        s, z = _param(scale, x, axis), _param(zero_point, x, axis)
+        ctx.save_for_backward(x)
+        ctx.params = (scale, zero_point, qmin, qmax, axis)
+        return (quantize_codes(x, scale, zero_point, qmin, qmax, axis, rounding) - z) * s
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        scale, zero_point, qmin, qmax, axis = ctx.params
+        s, z = _param(scale, x, axis), _param(zero_point, x, axis)
+        inside = (x >= (qmin - z) * s) & (x <= (qmax - z) * s)
+        return grad * inside.to(grad.dtype), None, None, None, None, None, None
+
+    @staticmethod
+    def symbolic(g, x, scale, zero_point, qmin, qmax, axis, rounding):
+        # lists are passed as tensor attributes: TorchScript's kindOf() misreports float lists
+        out = g.op(FAKE_QUANT_OP, x, scale_t=torch.tensor(scale, dtype=torch.float64),
+                   zero_point_t=torch.tensor(zero_point, dtype=torch.int64),
+                   qmin_i=int(qmin), qmax_i=int(qmax), axis_i=int(axis), rounding_i=int(rounding))
+        out.setType(x.type())
+        return out
+
+
+def spec_args(spec: QuantSpec) -> tuple:
+    """The positional attributes of :class:`FakeQuantFunction` for ``spec``."""
+    axis = spec.axis if spec.per_channel else 0
+    return (spec.scale, spec.zero_point, spec.qmin, spec.qmax, axis, ROUNDING_CODE[spec.rounding])
+
+
+def fake_quant(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Fake-quantize ``x`` with ``spec`` (differentiable with the clipped STE)."""
+    return FakeQuantFunction.apply(x, *spec_args(spec))
+
+
+def quantize(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Integer codes of ``x`` as ``torch.int64`` (computed in float64)."""
+    return quantize_codes(x.double(), *spec_args(spec)).to(torch.int64)
+
+
+def dequantize(q: torch.Tensor, spec: QuantSpec, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Real values ``(q - z) * s`` of integer codes."""
+    qf = q.to(dtype)
+    return (qf - spec.zero_point_tensor(qf)) * spec.scale_tensor(qf)

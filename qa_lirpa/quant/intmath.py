@@ -1,0 +1,107 @@
+"""Exact integer arithmetic for the reference semantics.
+
+Values are ``torch.int64`` tensors. Rescaling by a rational multiplier ``n/d`` uses integer floor
+division, so it is exact; when an intermediate product could leave the int64 range the computation
+moves to Python integers (numpy object arrays), which is slow but still exact.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .spec import ROUNDING_CODE
+
+_INT64_SAFE = 1 << 62
+_F64_EXACT = 1 << 53
+
+
+def _channel_view(values: Sequence[int], ndim: int, axis: int, device) -> torch.Tensor:
+    t = torch.tensor(list(values), dtype=torch.int64, device=device)
+    if len(values) == 1:
+        return t.reshape(())
+    shape = [1] * ndim
+    shape[axis] = len(values)
+    return t.reshape(shape)
+
+
+def max_abs(t: torch.Tensor) -> int:
+    """Largest absolute value of an integer tensor (0 for empty tensors)."""
+    return int(t.abs().max().item()) if t.numel() else 0
+
+
+def round_div(num, den, rounding: str):
+    """Exact ``R(num / den)`` for integer ``num`` and positive integer ``den`` (tensors or arrays)."""
+    if isinstance(num, torch.Tensor):
+        q = torch.div(num, den, rounding_mode="floor")
+    else:
+        q = num // den
+    r2 = 2 * (num - q * den)          # 2 * remainder, in [0, 2 den)
+    if ROUNDING_CODE[rounding] == 1:    # half up: ties go up
+        return q + (r2 >= den)
+    odd = (q % 2) == 1
+    return q + ((r2 > den) | ((r2 == den) & odd))
+
+
+def rescale(values: torch.Tensor, multipliers: Sequence[Fraction], axis: int, rounding: str) -> torch.Tensor:
+    """Exact ``R(values * m_c)`` with one rational multiplier per channel along ``axis``.
+
+    ``values`` is int64; the result is int64. Uses int64 when no intermediate can overflow and
+    Python integers otherwise.
+    """
+    nums = [m.numerator for m in multipliers]
+    dens = [m.denominator for m in multipliers]
+    bound = 2 * max_abs(values) * max(abs(n) for n in nums) + 2 * max(dens)
+    if bound < _INT64_SAFE:
+        n = _channel_view(nums, values.dim(), axis, values.device)
+        d = _channel_view(dens, values.dim(), axis, values.device)
+        return round_div(values * n, d, rounding)
+    return _rescale_pyint(values, nums, dens, axis, rounding)
+
+
+def _object_view(values: Sequence[int], ndim: int, axis: int) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = [int(v) for v in values]
+    if len(values) == 1:
+        return arr.reshape(())[()]
+    shape = [1] * ndim
+    shape[axis] = len(values)
+    return arr.reshape(shape)
+
+
+def _rescale_pyint(values: torch.Tensor, nums, dens, axis: int, rounding: str) -> torch.Tensor:
+    v = values.cpu().numpy().astype(object)
+    n = _object_view(nums, v.ndim, axis)
+    d = _object_view(dens, v.ndim, axis)
+    out = round_div(v * n, d, rounding)
+    big = max((abs(int(x)) for x in out.reshape(-1)), default=0)
+    if big >= (1 << 63):
+        raise OverflowError("integer reference: rescaled value does not fit in int64")
+    return torch.tensor(out.astype(np.int64), device=values.device)
+
+
+def common_scale(scales: Sequence[Fraction]) -> Fraction:
+    """The largest rational ``S`` such that every scale is an integer multiple of ``S``."""
+    num = 0
+    den = 1
+    for s in scales:
+        den = den * s.denominator // math.gcd(den, s.denominator)
+    for s in scales:
+        num = math.gcd(num, s.numerator * (den // s.denominator))
+    return Fraction(num, den)
+
+
+def exact_float_matmul(fn, a: torch.Tensor, b: torch.Tensor, fan_in: int, **kw) -> torch.Tensor:
+    """Apply a bilinear torch op (``F.linear``, ``F.conv2d``) to int64 tensors exactly.
+
+    The op runs in float64, where integer products and sums are exact as long as every partial sum
+    stays below 2^53; that bound (``max|a| * max|b| * fan_in``) is checked, not assumed.
+    """
+    bound = max_abs(a) * max_abs(b) * max(fan_in, 1)
+    if bound >= _F64_EXACT:
+        raise OverflowError(
+            f"integer reference: accumulator bound {bound} >= 2^53; float64 products would be inexact")
+    return torch.round(fn(a.double(), b.double(), **kw)).to(torch.int64)
