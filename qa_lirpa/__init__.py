@@ -17,6 +17,13 @@ from .quant import QuantSpec, fake_quant
 __version__ = "0.1.0"
 
 
+def auto_lirpa():
+    """The ``auto_LiRPA`` module, imported with qa_lirpa's compatibility fixes applied."""
+    from .compat import import_auto_lirpa
+
+    return import_auto_lirpa()
+
+
 def bounded_module(model, example_input, **bound_opts):
     """An auto_LiRPA ``BoundedModule`` of ``model`` with qa_lirpa's bound operators registered.
 
@@ -27,4 +34,4 @@ def bounded_module(model, example_input, **bound_opts):
     return _bm(model, example_input, **bound_opts)
 
 
-__all__ = ["QuantSpec", "fake_quant", "nn", "integer_forward", "bounded_module", "__version__"]
+__all__ = ["QuantSpec", "fake_quant", "nn", "integer_forward", "bounded_module", "auto_lirpa", "__version__"]

@@ -68,23 +68,58 @@ def requantize(x: IntTensor, spec: QuantSpec) -> IntTensor:
 
 
 class QuantInput(nn.Module):
-    """Quantizes the real input: ``x -> (clamp(R(x/s) + z) - z) s``. Makes the input grid finite."""
+    """Quantizes the real input: codes ``q = clamp(R(x/s) + z)``; the next layer sees
+    ``(q - z) * output_scale`` (``output_scale`` defaults to ``s``: plain fake quantization).
 
-    def __init__(self, spec: QuantSpec) -> None:
+    A different ``output_scale`` (a power-of-two ratio to ``s`` keeps the float forward exact) lets
+    a model take raw pixels (``s = 1``: the code *is* the pixel, eps in pixel units) while its first
+    layer sees them in fixed point, e.g. ``output_scale = 2^-8`` as in the QA-IBP paper.
+    The input grid is finite: branch and bound works on the codes.
+    """
+
+    def __init__(self, spec: QuantSpec, output_scale: float | None = None) -> None:
         super().__init__()
+        if spec.per_channel and output_scale is not None:
+            raise ValueError("QuantInput: output_scale needs a per-tensor input spec")
         self.spec = spec
+        self.output_scale = None if output_scale is None else float(output_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_quant(x, self.spec)
+        y = fake_quant(x, self.spec)
+        if self.output_scale is None or self.output_scale == self.spec.scale[0]:
+            return y
+        return y * (self.output_scale / self.spec.scale[0])
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of real inputs (int64), computed as the float64 forward does. Monotone
+        non-decreasing in ``x``, so a real box maps to the integer box of its end points' codes."""
+        return quantize(x.double(), self.spec)
+
+    def _out_scales(self) -> list[Fraction]:
+        if self.output_scale is None:
+            return self.spec.scale_fractions()
+        return [Fraction(self.output_scale)]
+
+    def dequantize_codes(self, q: torch.Tensor) -> torch.Tensor:
+        """The real values (float64) that the next layer receives for integer codes ``q``."""
+        return IntTensor(q, self._out_scales(), self.spec.zero_points(), self._axis(q)).dequantize()
+
+    def real_inputs(self, q: torch.Tensor) -> torch.Tensor:
+        """Real inputs (float64) that quantize exactly to the codes ``q``: ``(q - z) * s``."""
+        zt = self.spec.zero_point_tensor(q.double())
+        return (q.double() - zt) * self.spec.scale_tensor(q.double())
+
+    def _axis(self, x: torch.Tensor) -> int:
+        return self.spec.axis % x.dim() if self.spec.per_channel else 1
 
     def int_forward(self, x: torch.Tensor) -> IntTensor:
         """Quantize the real input exactly as the float64 forward does (division in float64)."""
-        q = quantize(x.double(), self.spec)
-        axis = self.spec.axis % x.dim() if self.spec.per_channel else 1
-        return IntTensor(q, self.spec.scale_fractions(), self.spec.zero_points(), axis)
+        q = self.codes(x)
+        return IntTensor(q, self._out_scales(), self.spec.zero_points(), self._axis(x))
 
     def extra_repr(self) -> str:
-        return repr(self.spec)
+        extra = f", output_scale={self.output_scale}" if self.output_scale is not None else ""
+        return repr(self.spec) + extra
 
 
 class QuantAct(nn.Module):

@@ -1,0 +1,22 @@
+"""The README's example runs and its bounds contain the exact outputs of the box."""
+import itertools
+import re
+from pathlib import Path
+
+import torch
+
+
+def test_readme_example_runs_and_is_sound():
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 20
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    model, x, lb, ub = ns["model"], ns["x"], ns["lb"].detach(), ns["ub"].detach()
+    grid = torch.tensor(list(itertools.product(*[range(int(v) - 2, int(v) + 3) for v in x[0]])),
+                        dtype=torch.float64)
+    import qa_lirpa
+
+    y = qa_lirpa.integer_forward(model, grid)
+    assert (lb <= y.min(0).values).all() and (ub >= y.max(0).values).all()
+    assert torch.equal(ns["exact"], qa_lirpa.integer_forward(model, x))
