@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = (
     "qa_lirpa.demo",
     "qa_lirpa.train.cli",
     "qa_lirpa.verify.cli",
+    "qa_lirpa.benchfolder",
 )
 
 

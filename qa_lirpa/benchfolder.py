@@ -1,0 +1,166 @@
+"""``qa-lirpa benchmark make|run``: VNN-COMP-style benchmark folders.
+
+A folder holds ``onnx/``, ``vnnlib/`` and ``instances.csv`` (``onnx_path,vnnlib_path,timeout_s``,
+paths relative to the folder). ``make`` writes one from a model and dataset samples at given
+epsilons (the standard VNN-LIB robustness property: some other class scores at least as high as the
+label, i.e. ties count as violations); ``run`` decides every instance with the same code path as
+``run_instance.sh`` and writes ``results.csv`` and a summary table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .config import atomic_write_text
+
+
+def parse_slice(text: str) -> range:
+    """``"0:100"`` -> range(0, 100); ``"7"`` -> range(7, 8)."""
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            return range(int(a or 0), int(b))
+        return range(int(text), int(text) + 1)
+    except ValueError:
+        from .cli import UserError
+
+        raise UserError(f"--samples must look like START:END or N, got '{text}'") from None
+
+
+def _load_model(path: Path):
+    if path.suffix in (".onnx", ".gz"):
+        from .onnx import load_onnx
+
+        return load_onnx(path), path
+    from .models import load_model
+
+    return load_model(path), None
+
+
+def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[float], out: str,
+                timeout: float, data_root: str | None = None, name: str = "model") -> Path:
+    """Write ``out/{onnx,vnnlib}/`` and ``out/instances.csv``; returns the folder."""
+    from .nn import integer_forward
+    from .train.datasets import load_dataset
+    from .verify.vnnlib import robustness_property, write_vnnlib
+
+    out_dir = Path(out)
+    (out_dir / "onnx").mkdir(parents=True, exist_ok=True)
+    (out_dir / "vnnlib").mkdir(parents=True, exist_ok=True)
+    model, onnx_src = _load_model(Path(model_path))
+    ds = load_dataset(dataset, "test", data_root)
+    onnx_rel = f"onnx/{name}.onnx"
+    if onnx_src is not None:
+        (out_dir / onnx_rel).write_bytes(onnx_src.read_bytes())
+    else:
+        from .onnx import export_onnx
+
+        export_onnx(model, out_dir / onnx_rel, tuple(ds.images.shape[1:]))
+    n_out = int(integer_forward(model, ds.images[:1].double()).shape[-1])
+    rows = []
+    for eps in eps_list:
+        for i in samples:
+            x = ds.images[i].double()
+            label = int(ds.labels[i])
+            flat = x.reshape(-1).numpy()
+            lo, hi = np.maximum(flat - eps, 0.0), np.minimum(flat + eps, 255.0)
+            lo, hi, disj = robustness_property(lo, hi, label, n_out)
+            rel = f"vnnlib/{dataset}_{i}_eps{eps:g}.vnnlib"
+            write_vnnlib(out_dir / rel, lo, hi, disj,
+                         comment=f"{dataset} test sample {i}, label {label}, eps {eps:g} pixels")
+            rows.append((onnx_rel, rel, f"{timeout:g}"))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    atomic_write_text(out_dir / "instances.csv", buf.getvalue())
+    return out_dir
+
+
+def read_instances(folder: Path) -> list[tuple[str, str, float]]:
+    path = folder / "instances.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no instances.csv in {folder}")
+    rows = []
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 3:
+                from .cli import UserError
+
+                raise UserError(f"{path}:{lineno}: expected onnx_path,vnnlib_path,timeout_s")
+            rows.append((row[0].strip(), row[1].strip(), float(row[2])))
+    return rows
+
+
+def run_folder(folder: str, category: str = "default", results_name: str = "results.csv") -> list[dict]:
+    """Decide every instance like run_instance.sh; write results.csv; return the rows."""
+    from .vnncomp import run_instance
+
+    root = Path(folder)
+    rows = []
+    res_dir = root / "results"
+    res_dir.mkdir(exist_ok=True)
+    for k, (onnx_rel, vnn_rel, timeout) in enumerate(tqdm(read_instances(root), desc="instances",
+                                                           unit="inst")):
+        result_file = res_dir / f"{Path(vnn_rel).stem}.txt"
+        t0 = time.monotonic()
+        word = run_instance(category, str(root / onnx_rel), str(root / vnn_rel), str(result_file),
+                            timeout, started=t0)
+        rows.append({"instance": k, "onnx": onnx_rel, "vnnlib": vnn_rel, "result": word,
+                     "time_s": round(time.monotonic() - t0, 3), "timeout_s": timeout})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["instance"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(root / results_name, buf.getvalue())
+    return rows
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Counts per result word and time statistics, as markdown."""
+    words = ["sat", "unsat", "timeout", "unknown", "error"]
+    counts = {w: sum(r["result"] == w for r in rows) for w in words}
+    times = [r["time_s"] for r in rows] or [0.0]
+    head = "| instances | " + " | ".join(words) + " | time mean | median | max |"
+    sep = "|---" * (len(words) + 4) + "|"
+    body = (f"| {len(rows)} | " + " | ".join(str(counts[w]) for w in words)
+            + f" | {statistics.mean(times):.2f} s | {statistics.median(times):.2f} s | {max(times):.2f} s |")
+    return "\n".join([head, sep, body])
+
+
+def _cmd_make(a) -> int:
+    eps = [float(e) for e in a.eps]
+    folder = make_folder(a.model, a.dataset, parse_slice(a.samples), eps, a.out, a.timeout, a.data_root)
+    print(f"wrote {folder}/instances.csv")
+    return 0
+
+
+def _cmd_run(a) -> int:
+    rows = run_folder(a.folder, a.category)
+    print(summary_table(rows))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="make or run a VNN-COMP-style benchmark folder")
+    s = p.add_subparsers(dest="benchmark_command", metavar="ACTION", required=True)
+    m = s.add_parser("make", help="write onnx/, vnnlib/ and instances.csv")
+    m.add_argument("--model", required=True, help="checkpoint (.pt) or ONNX file")
+    m.add_argument("--dataset", default="mnist")
+    m.add_argument("--data-root", default=None)
+    m.add_argument("--samples", default="0:100", help="test samples, START:END")
+    m.add_argument("--eps", nargs="+", default=["2"], help="epsilons in pixel units")
+    m.add_argument("--timeout", type=float, default=60.0, help="per-instance timeout (s)")
+    m.add_argument("--out", required=True, help="the folder to write")
+    m.set_defaults(func=_cmd_make)
+    r = s.add_parser("run", help="decide every instance as run_instance.sh does")
+    r.add_argument("folder")
+    r.add_argument("--category", default="default", help="picks vnncomp_configs/<category>.yaml")
+    r.set_defaults(func=_cmd_run)
