@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,21 +23,28 @@ class IntTensor:
     ``scale`` and ``zero_point`` have one entry (per tensor) or one per channel along ``axis``.
     """
 
-    values: torch.Tensor  # int64
+    values: torch.Tensor  # int64; a numpy array of Python ints where int64 would overflow
     scale: list[Fraction]
     zero_point: list[int]
     axis: int = 1
 
     def centered(self) -> torch.Tensor:
-        """``values - zero_point`` (int64)."""
+        """``values - zero_point`` (int64, or Python ints for object values)."""
         if all(z == 0 for z in self.zero_point):
             return self.values
+        if not isinstance(self.values, torch.Tensor):
+            return self.values - intmath._object_view(self.zero_point, self.values.ndim, self.axis)
         z = intmath._channel_view(self.zero_point, self.values.dim(), self.axis, self.values.device)
         return self.values - z
 
     def dequantize(self) -> torch.Tensor:
-        """Real values in float64 (exact when they are representable, e.g. power-of-two scales)."""
+        """Real values in float64: correctly rounded, so exact whenever representable (e.g.
+        power-of-two scales)."""
         c = self.centered()
+        if not isinstance(c, torch.Tensor):
+            s = intmath._object_view(self.scale, c.ndim, self.axis)
+            exact = np.frompyfunc(lambda v, f: float(v * f), 2, 1)(c, s)
+            return torch.from_numpy(np.asarray(exact, dtype=np.float64))
         if len(self.scale) == 1:
             return c.double() * float(self.scale[0])
         s = torch.tensor([float(x) for x in self.scale], dtype=torch.float64, device=c.device)
@@ -195,13 +203,16 @@ class _QuantWeighted:
         return IntTensor(total, common, [0], axis=1)
 
 
-def _scaled_sum(acc: torch.Tensor, m_acc: list[int], bq: torch.Tensor, m_b: list[int]) -> torch.Tensor:
-    """``acc * m_acc[c] + bq[c] * m_b[c]`` along axis 1, exactly (int64, checked for overflow)."""
+def _scaled_sum(acc: torch.Tensor, m_acc: list[int], bq: torch.Tensor, m_b: list[int]):
+    """``acc * m_acc[c] + bq[c] * m_b[c]`` along axis 1, exactly: int64 when no value can
+    overflow, else a numpy array of Python ints (scales that are not powers of two)."""
     shape = [1] * acc.dim()
     shape[1] = len(m_acc)
     bound = intmath.max_abs(acc) * max(m_acc) + intmath.max_abs(bq) * max(m_b)
     if bound >= (1 << 62):
-        raise OverflowError("integer reference: accumulator with bias does not fit in int64")
+        ma = intmath._object_view(m_acc, acc.dim(), 1)
+        bb = intmath._object_view([int(b) * m for b, m in zip(bq.tolist(), m_b)], acc.dim(), 1)
+        return intmath.to_object(acc) * ma + bb
     ma = torch.tensor(m_acc, dtype=torch.int64).reshape(shape)
     bb = (bq * torch.tensor(m_b, dtype=torch.int64)).reshape(shape)
     return acc * ma + bb

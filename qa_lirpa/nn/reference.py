@@ -27,11 +27,15 @@ def iter_layers(model: nn.Module) -> Iterator[nn.Module]:
 def _flatten(x: IntTensor, layer: nn.Flatten) -> IntTensor:
     if len(set(x.scale)) != 1 or len(set(x.zero_point)) != 1:
         raise ValueError("Flatten: the integer reference needs a per-tensor quantized input")
+    if not isinstance(x.values, torch.Tensor):
+        raise OverflowError("Flatten: accumulator values beyond int64 (requantize first)")
     v = x.values.flatten(layer.start_dim, layer.end_dim)
     return IntTensor(v, x.scale[:1], x.zero_point[:1], axis=1)
 
 
 def _relu(x: IntTensor) -> IntTensor:
+    if not isinstance(x.values, torch.Tensor):
+        raise OverflowError("ReLU: accumulator values beyond int64 (requantize first)")
     z = x.values.new_tensor(x.zero_point)
     if len(x.zero_point) > 1:
         shape = [1] * x.values.dim()

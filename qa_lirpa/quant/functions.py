@@ -1,8 +1,9 @@
 """Rounding and fake quantization on float tensors.
 
 All functions here are exact on floats: ``round_half_up`` does not compute ``floor(v + 0.5)`` in
-float (which rounds ``0.49999999999999994`` up) but ``floor(v) + (v - floor(v) >= 0.5)``, where the
-fractional part is exact. ``fake_quant`` divides by the scale in the tensor's dtype: with
+float (which rounds ``0.49999999999999994`` up) but ``floor(v) + (v - floor(v) >= 0.5)``: the
+fractional part can round only for tiny negative ``v``, and never across 1/2 (tested one ulp around
+every tie). ``round_half_down(v)`` is ``-round_half_up(-v)``. ``fake_quant`` divides by the scale in the tensor's dtype: with
 power-of-two scales the division is exact, so the result equals the integer semantics whenever the
 input value itself is exact (see docs/semantics.md for where float32 stops being exact).
 """
@@ -22,7 +23,7 @@ def round_half_even(v: torch.Tensor) -> torch.Tensor:
 
 
 def round_half_up(v: torch.Tensor) -> torch.Tensor:
-    """``floor(v + 0.5)`` computed exactly: ties go towards +infinity."""
+    """``floor(v + 1/2)`` computed exactly: ties go towards +infinity."""
     f = torch.floor(v)
     return f + (v - f >= 0.5).to(v.dtype)
 
@@ -33,8 +34,7 @@ def round_half_down(v: torch.Tensor) -> torch.Tensor:
     Never used as a model's semantics; it gives sound lower ends for intervals (it is below both
     modes at every tie), as ``round_half_up`` gives sound upper ends.
     """
-    f = torch.floor(v)
-    return f + (v - f > 0.5).to(v.dtype)
+    return -round_half_up(-v)
 
 
 def round_mode(v: torch.Tensor, rounding: str | int) -> torch.Tensor:

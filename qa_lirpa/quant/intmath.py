@@ -49,11 +49,13 @@ def round_div(num, den, rounding: str):
 def rescale(values: torch.Tensor, multipliers: Sequence[Fraction], axis: int, rounding: str) -> torch.Tensor:
     """Exact ``R(values * m_c)`` with one rational multiplier per channel along ``axis``.
 
-    ``values`` is int64; the result is int64. Uses int64 when no intermediate can overflow and
+    ``values`` is an int64 tensor or a numpy array of Python ints; the result is int64. Uses int64 when no intermediate can overflow and
     Python integers otherwise.
     """
     nums = [m.numerator for m in multipliers]
     dens = [m.denominator for m in multipliers]
+    if not isinstance(values, torch.Tensor):       # Python-int (object) values stay exact
+        return _rescale_pyint(values, nums, dens, axis, rounding)
     bound = 2 * max_abs(values) * max(abs(n) for n in nums) + 2 * max(dens)
     if bound < _INT64_SAFE:
         n = _channel_view(nums, values.dim(), axis, values.device)
@@ -72,15 +74,23 @@ def _object_view(values: Sequence[int], ndim: int, axis: int) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def _rescale_pyint(values: torch.Tensor, nums, dens, axis: int, rounding: str) -> torch.Tensor:
-    v = values.cpu().numpy().astype(object)
+def to_object(values) -> np.ndarray:
+    """An exact numpy array of Python ints (from an int64 tensor or an object array)."""
+    if isinstance(values, torch.Tensor):
+        return values.cpu().numpy().astype(object)
+    return np.asarray(values, dtype=object)
+
+
+def _rescale_pyint(values, nums, dens, axis: int, rounding: str) -> torch.Tensor:
+    v = to_object(values)
     n = _object_view(nums, v.ndim, axis)
     d = _object_view(dens, v.ndim, axis)
-    out = round_div(v * n, d, rounding)
+    out = np.asarray(round_div(v * n, d, rounding), dtype=object)
     big = max((abs(int(x)) for x in out.reshape(-1)), default=0)
     if big >= (1 << 63):
         raise OverflowError("integer reference: rescaled value does not fit in int64")
-    return torch.tensor(out.astype(np.int64), device=values.device)
+    device = values.device if isinstance(values, torch.Tensor) else "cpu"
+    return torch.tensor(out.astype(np.int64), device=device)
 
 
 def common_scale(scales: Sequence[Fraction]) -> Fraction:
@@ -100,6 +110,8 @@ def exact_float_matmul(fn, a: torch.Tensor, b: torch.Tensor, fan_in: int, **kw) 
     The op runs in float64, where integer products and sums are exact as long as every partial sum
     stays below 2^53; that bound (``max|a| * max|b| * fan_in``) is checked, not assumed.
     """
+    if not isinstance(a, torch.Tensor):
+        raise OverflowError("integer reference: layer input beyond int64 (requantize it first)")
     bound = max_abs(a) * max_abs(b) * max(fan_in, 1)
     if bound >= _F64_EXACT:
         raise OverflowError(

@@ -156,8 +156,9 @@ class QuantSpec:
         kw = dict(bits=self.bits, signed=self.signed, scale=self.scale, zero_point=self.zero_point,
                   axis=self.axis, rounding=self.rounding, narrow=self.narrow)
         kw.update(changes)
-        if len(_as_tuple(kw["scale"], float)) == 1 and len(_as_tuple(kw["zero_point"], int)) == 1:
-            kw.setdefault("axis", None)
+        per_tensor = len(_as_tuple(kw["scale"], float)) == 1 and len(_as_tuple(kw["zero_point"], int)) == 1
+        if per_tensor and "axis" not in changes:
+            kw["axis"] = None
         return QuantSpec(**kw)
 
     @classmethod
