@@ -36,6 +36,10 @@ After the import:
    ``method="CROWN-Optimized"`` silently returned plain CROWN bounds. The method is replaced
    by one whose projection onto [0, 1] has gradient 1 on the closed interval [0, 1] and 0
    outside (the pre-2.14 behaviour); it is applied only when a probe shows the new gradient.
+7. ``mul_patches_scalar``: in the default ``conv_mode="patches"``, CROWN through ``x * c``
+   with a one-element constant (a fixed-point input rescale) before a convolution fails an
+   assertion in ``BoundMul._multiply_by_const``, which expects a 4-d constant. A one-element
+   constant now scales the patches directly (same bounds as ``conv_mode="matrix"``).
 
 Side effects that remain process-wide once auto_LiRPA is imported (by design of auto_LiRPA,
 not undone here):
@@ -79,6 +83,7 @@ FIX_NAMES: Tuple[str, ...] = (
     "named_members",
     "avgpool_contiguous",
     "relu_alpha_grad",
+    "mul_patches_scalar",
 )
 
 #: Fixes that were applied in this process: name -> one-line description. Fixes that the
@@ -273,6 +278,7 @@ def _apply_post_import_fixes() -> None:
         ("named_members", _fix_named_members),
         ("avgpool_contiguous", _fix_avgpool_contiguous),
         ("relu_alpha_grad", _fix_relu_alpha_grad),
+        ("mul_patches_scalar", _fix_mul_patches_scalar),
     ):
         if name not in APPLIED_FIXES:
             description = fix()
@@ -409,3 +415,31 @@ def _fix_relu_alpha_grad() -> Optional[str]:
     BoundRelu._relu_mask_alpha = staticmethod(_relu_mask_alpha)  # type: ignore[assignment]
     _ORIGINALS["relu_alpha_grad"] = member.__func__
     return "BoundRelu._relu_mask_alpha keeps gradient 1 for alphas in [0, 1]"
+
+
+def _fix_mul_patches_scalar() -> Optional[str]:
+    """Fix 7: CROWN in patches mode through a multiplication by a scalar constant.
+
+    ``BoundMul._multiply_by_const`` asserts a 4-d constant when the A matrix is a ``Patches``
+    object, so a convolution after ``x * c`` (e.g. a fixed-point input rescale) fails in the default
+    conv mode. A one-element constant simply scales the patches.
+    """
+    from auto_LiRPA.operators.bivariate import BoundMul
+    from auto_LiRPA.patches import Patches
+
+    import torch
+
+    member = BoundMul.__dict__.get("_multiply_by_const")
+    original = getattr(member, "__func__", member)
+    if original is None or hasattr(original, _WRAPPED_ATTR):
+        return None
+
+    def _multiply_by_const(x: Any, const: Any) -> Any:
+        if isinstance(x, Patches) and isinstance(const, torch.Tensor) and const.numel() == 1:
+            return x.create_similar(x.patches * const.reshape(()))
+        return original(x, const)
+
+    setattr(_multiply_by_const, _WRAPPED_ATTR, original)
+    BoundMul._multiply_by_const = staticmethod(_multiply_by_const)  # type: ignore[assignment]
+    _ORIGINALS["mul_patches_scalar"] = original
+    return "BoundMul._multiply_by_const scales Patches by one-element constants"

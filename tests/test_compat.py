@@ -331,3 +331,49 @@ def test_import_is_quiet_and_keeps_warning_filters():
     assert result.returncode == 0, result.stderr + result.stdout
     assert result.stdout == ""
     assert result.stderr == ""
+
+
+def _conv_after_scalar_mul():
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 3, 3)
+            self.fc = torch.nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x * 0.25))
+            return self.fc(torch.relu(h).flatten(1))
+
+    return Net()
+
+
+def test_fix7_crown_patches_through_scalar_mul(auto_lirpa):
+    net = _conv_after_scalar_mul()
+    x = torch.rand(2, 1, 6, 6)
+    ptb = auto_lirpa.PerturbationLpNorm(norm=float("inf"), eps=0.1)
+    bounds = {}
+    for mode in ("patches", "matrix"):
+        bm = auto_lirpa.BoundedModule(net, x, bound_opts={"conv_mode": mode})
+        lb, ub = bm.compute_bounds(x=(auto_lirpa.BoundedTensor(x, ptb),), method="backward")
+        bounds[mode] = (lb.detach(), ub.detach())
+    assert torch.allclose(bounds["patches"][0], bounds["matrix"][0], atol=1e-5)
+    assert torch.allclose(bounds["patches"][1], bounds["matrix"][1], atol=1e-5)
+    pts = x + (torch.rand(500, *x.shape) * 2 - 1) * 0.1
+    with torch.no_grad():
+        y = net(pts.reshape(-1, 1, 6, 6)).reshape(500, 2, 2)
+    assert (bounds["patches"][0] <= y.min(0).values + 1e-5).all()
+    assert (bounds["patches"][1] >= y.max(0).values - 1e-5).all()
+
+
+def test_fix7_still_needed(auto_lirpa, monkeypatch):
+    from auto_LiRPA.operators.bivariate import BoundMul
+
+    monkeypatch.setattr(BoundMul, "_multiply_by_const", staticmethod(compat.original("mul_patches_scalar")))
+    net = _conv_after_scalar_mul()
+    x = torch.rand(2, 1, 6, 6)
+    bm = auto_lirpa.BoundedModule(net, x, bound_opts={"conv_mode": "patches"})
+    ptb = auto_lirpa.PerturbationLpNorm(norm=float("inf"), eps=0.1)
+    with pytest.raises(AssertionError):
+        bm.compute_bounds(x=(auto_lirpa.BoundedTensor(x, ptb),), method="backward")

@@ -53,6 +53,11 @@ def _step(layer: nn.Module, x: IntTensor, index: int) -> IntTensor:
         return _flatten(x, layer)
     if isinstance(layer, nn.ReLU):
         return _relu(x)
+    if isinstance(layer, nn.Unflatten):
+        if len(set(x.scale)) != 1 or len(set(x.zero_point)) != 1 or not isinstance(x.values, torch.Tensor):
+            raise ValueError(f"integer_forward: layer {index} (Unflatten) needs a per-tensor int64 input")
+        v = x.values.unflatten(layer.dim, layer.unflattened_size)
+        return IntTensor(v, x.scale[:1], x.zero_point[:1], axis=1)
     if isinstance(layer, (nn.Identity, nn.Dropout)):
         return x
     raise TypeError(f"integer_forward: layer {index} ({type(layer).__name__}) has no exact integer semantics")

@@ -40,6 +40,8 @@ class BoundStep(BoundActivation):
     def __init__(self, attr=None, inputs=None, output_index=0, options=None):
         super().__init__(attr, inputs, output_index, options)
         self.slack = slack_from(options)
+        # the node's own float tolerance (steps): it rounds a x + b + e for an unknown |e| <= tol
+        self.tol = float((attr or {}).get("tol", 0.0))
 
     def params(self, like: torch.Tensor):
         """Return ``(a, b, A, B, c1, c0)`` broadcastable against ``like``."""
@@ -54,8 +56,9 @@ class BoundStep(BoundActivation):
 
     def interval_propagate(self, *v):
         l, u = v[0]
-        vl, (A, B, c1, c0) = self._unit(l, -self.slack)
-        vu, _ = self._unit(u, self.slack)
+        w = self.slack + self.tol
+        vl, (A, B, c1, c0) = self._unit(l, -w)
+        vu, _ = self._unit(u, w)
         return Interval.make_interval(self._value(vl, A, B, c1, c0), self._value(vu, A, B, c1, c0), v[0])
 
     def bound_relax(self, x):
@@ -63,8 +66,11 @@ class BoundStep(BoundActivation):
         vl = a * x.lower + b - self.slack
         vu = a * x.upper + b + self.slack
         A, B = torch.as_tensor(A, dtype=vl.dtype, device=vl.device), torch.as_tensor(B, dtype=vl.dtype, device=vl.device)
-        uk, ub = relax.upper_line(vl, vu, A.expand_as(vl), B.expand_as(vl))
-        lk, lb = relax.lower_line(vl, vu, A.expand_as(vl), B.expand_as(vl))
+        t = self.tol
+        # g(v + e) <= g_up(v + t) <= uk (v + t) + ub  and  g(v + e) >= g_dn(v - t) >= lk (v - t) + lb
+        uk, ub = relax.upper_line(vl + t, vu + t, A.expand_as(vl), B.expand_as(vl))
+        lk, lb = relax.lower_line(vl - t, vu - t, A.expand_as(vl), B.expand_as(vl))
+        ub, lb = ub + uk * t, lb - lk * t
         # unit space y = k v + m  ->  out = c1 (k (a x + b) + m) + c0
         self.uw, self.ub = c1 * uk * a, c1 * (uk * b + ub) + c0
         self.lw, self.lb = c1 * lk * a, c1 * (lk * b + lb) + c0
@@ -99,9 +105,10 @@ class BoundFakeQuant(BoundStep):
 
     def interval_propagate(self, *v):
         l, u = v[0]
-        if self.slack:
+        w = self.slack + self.tol
+        if w:
             s = _channel(self.scale, l, self.axis)
-            l, u = l - self.slack * s, u + self.slack * s
+            l, u = l - w * s, u + w * s
         return Interval.make_interval(self.forward(l), self.forward(u), v[0])
 
 

@@ -75,7 +75,7 @@ class FakeQuantFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, rounding):  # type: ignore[override]
+    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, rounding, tol=0.0):  # type: ignore[override]
         s, z = _param(scale, x, axis), _param(zero_point, x, axis)
         ctx.save_for_backward(x)
         ctx.params = (scale, zero_point, qmin, qmax, axis)
@@ -87,14 +87,15 @@ class FakeQuantFunction(torch.autograd.Function):
         scale, zero_point, qmin, qmax, axis = ctx.params
         s, z = _param(scale, x, axis), _param(zero_point, x, axis)
         inside = (x >= (qmin - z) * s) & (x <= (qmax - z) * s)
-        return grad * inside.to(grad.dtype), None, None, None, None, None, None
+        return grad * inside.to(grad.dtype), None, None, None, None, None, None, None
 
     @staticmethod
-    def symbolic(g, x, scale, zero_point, qmin, qmax, axis, rounding):
+    def symbolic(g, x, scale, zero_point, qmin, qmax, axis, rounding, tol=0.0):
         # lists are passed as tensor attributes: TorchScript's kindOf() misreports float lists
+        extra = {"tol_f": float(tol)} if tol else {}
         out = g.op(FAKE_QUANT_OP, x, scale_t=torch.tensor(scale, dtype=torch.float64),
                    zero_point_t=torch.tensor(zero_point, dtype=torch.int64),
-                   qmin_i=int(qmin), qmax_i=int(qmax), axis_i=int(axis), rounding_i=int(rounding))
+                   qmin_i=int(qmin), qmax_i=int(qmax), axis_i=int(axis), rounding_i=int(rounding), **extra)
         out.setType(x.type())
         return out
 
@@ -105,8 +106,15 @@ def spec_args(spec: QuantSpec) -> tuple:
     return (spec.scale, spec.zero_point, spec.qmin, spec.qmax, axis, ROUNDING_CODE[spec.rounding])
 
 
-def fake_quant(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """Fake-quantize ``x`` with ``spec`` (differentiable with the clipped STE)."""
+def fake_quant(x: torch.Tensor, spec: QuantSpec, tol: float = 0.0) -> torch.Tensor:
+    """Fake-quantize ``x`` with ``spec`` (differentiable with the clipped STE).
+
+    ``tol`` (in quantization steps, default 0) declares that the quantizer this stands for rounds
+    ``x / s + e`` for some unknown ``|e| <= tol`` (e.g. onnxruntime's float32 arithmetic): the
+    forward value is unchanged, the bound operators cover every such ``e``.
+    """
+    if tol:
+        return FakeQuantFunction.apply(x, *spec_args(spec), float(tol))
     return FakeQuantFunction.apply(x, *spec_args(spec))
 
 

@@ -1,0 +1,21 @@
+"""Errors and warnings of the ONNX import/export."""
+from __future__ import annotations
+
+
+class OnnxImportError(ValueError):
+    """An ONNX file that cannot be imported: malformed, or using an op or pattern we do not support.
+
+    The message names the file and, where one is to blame, the node (name and op type).
+    """
+
+
+class OnnxExportError(ValueError):
+    """A model that :func:`qa_lirpa.onnx.export_onnx` cannot express exactly in ONNX."""
+
+
+class OnnxExactnessWarning(UserWarning):
+    """onnxruntime may compute something other than the imported model's exact semantics
+    (float32 accumulation that is not provably exact, or int8 kernels that saturate)."""
+
+
+__all__ = ["OnnxImportError", "OnnxExportError", "OnnxExactnessWarning"]

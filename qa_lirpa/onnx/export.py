@@ -1,0 +1,376 @@
+"""Export a QNN to ONNX so that onnxruntime computes its exact integer semantics.
+
+The graph is written directly with ``onnx.helper`` from the layer list (no torch.onnx):
+
+- input ``input`` FLOAT ``[N, *input_shape]`` (dynamic batch), output ``output`` FLOAT;
+- the input quantizer and a final output quantizer with half-even rounding and at most 8 bits
+  become ``QuantizeLinear -> [Clip on the codes, if the format is narrower than (u)int8] ->
+  DequantizeLinear`` (the DequantizeLinear of a QuantInput uses its ``output_scale``); hidden
+  half-even quantizers and wider formats become ``[Mul(1/s)] -> Clip -> Round -> [Mul(s)]``
+  (ONNX Round is half-to-even). Hidden quantizers are not QDQ because onnxruntime's default
+  optimizer rewrites ``DequantizeLinear -> Gemm/Conv (float weights) -> QuantizeLinear`` into an
+  int8 kernel with weights it re-quantizes itself, which is not exact (see :func:`_qdq_choice`);
+- a half-up quantizer becomes ``[Mul(1/s)] -> Clip(qmin - z, qmax - z) -> f = Floor(v) ->
+  c = f + Cast(GreaterOrEqual(v - f, 0.5)) -> [Mul(s_out)]``. The shorter ``Add(0.5) -> Floor`` is
+  not exact in float32: ``fl32(0.5 - 2^-25 + 0.5) = 1.0``, so an input at that value would get
+  code 1 instead of 0;
+- QuantLinear -> ``Gemm`` and QuantConv2d -> ``Conv`` with the *dequantized* weights and bias as
+  float32 initializers (exact: power-of-two scales, codes below 2^24). Integer weights behind
+  DequantizeLinear would let onnxruntime fuse the layer into its int8 kernels, which on x86 CPUs
+  without VNNI saturate int16 pair sums and so are not exact;
+- Flatten -> ``Flatten``, ReLU -> ``Relu``; Identity/Dropout vanish.
+
+Every scale must be a power of two, and every float32 value the graph computes must be exact:
+for each output channel of an affine layer, ``sum_k |w_k| * max|x| + |b| < 2^24`` in units of the
+finest scale involved (so any partial sum, in any order, is an exact float32). The exporter checks
+this and raises :class:`OnnxExportError` otherwise; it also refuses anything else it cannot
+express exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
+from ..nn.reference import iter_layers
+from ..quant.functions import quantize
+from ..quant.spec import QuantSpec
+from .errors import OnnxExportError
+
+F32_EXACT = 1 << 24
+MIN_OPSET, MAX_OPSET = 13, 21
+_EXP_RANGE = (-100, 100)    # keep every value far from float32 under/overflow
+
+
+def _pow2_exp(s: float, what: str) -> int:
+    m, e = math.frexp(s)
+    if m != 0.5:
+        raise OnnxExportError(f"export_onnx: {what}: scale {s!r} is not a power of two; onnxruntime's "
+                              f"float32 arithmetic would not reproduce the integer semantics exactly")
+    return e - 1
+
+
+@dataclass
+class _State:
+    """Values of the current tensor are integers ``k * 2^exp`` with ``|k| <= bound``."""
+
+    bound: int
+    exp: int
+    rank: int
+
+
+class _Builder:
+    def __init__(self, opset: int) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.helper, self.TP, self.nh = helper, TensorProto, numpy_helper
+        self.opset = opset
+        self.nodes: list = []
+        self.inits: list = []
+        self.n = 0
+
+    def name(self, base: str) -> str:
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def const(self, base: str, arr: np.ndarray) -> str:
+        name = self.name(base)
+        self.inits.append(self.nh.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], base: str, **attrs) -> str:
+        out = self.name(base)
+        self.nodes.append(self.helper.make_node(op, list(inputs), [out], name=f"{base}/{op}_{self.n}", **attrs))
+        return out
+
+
+def _chan_shape(values: Sequence, rank: int, axis: int) -> np.ndarray:
+    """A float32 constant broadcasting along ``axis`` of a rank-``rank`` tensor (scalar if one value)."""
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.size == 1:
+        return arr.reshape(())
+    axis = axis % rank
+    return arr.reshape([arr.size] + [1] * (rank - 1 - axis))
+
+
+def _spec_axis(spec: QuantSpec, rank: int) -> int:
+    return spec.axis % rank if spec.per_channel else 1
+
+
+def _check_float32(values: np.ndarray, what: str) -> np.ndarray:
+    f = values.astype(np.float32)
+    if not np.array_equal(f.astype(np.float64), values.astype(np.float64)):
+        raise OnnxExportError(f"export_onnx: {what} is not exactly representable in float32")
+    return f
+
+
+def _emit_quantizer(b: _Builder, x: str, spec: QuantSpec, out_scales: Sequence[float], rank: int,
+                    base: str, qdq: bool) -> str:
+    """Nodes computing ``(clamp(R(x/s) + z, qmin, qmax) - z) * s_out`` exactly (QuantizeLinear/
+    DequantizeLinear if ``qdq`` and the format allows it, else standard float ops)."""
+    ax = _spec_axis(spec, rank)
+    zps = spec.zero_points()
+    scales = list(spec.scale) if spec.per_channel else [spec.scale[0]]
+    if qdq and spec.rounding == "half_even" and spec.bits <= 8:
+        dt = np.int8 if spec.signed else np.uint8
+        info = np.iinfo(dt)
+        z = np.asarray(zps if spec.per_channel else zps[:1], dtype=dt)
+        z = z.reshape(()) if z.size == 1 else z
+        s = np.asarray(scales, dtype=np.float32)
+        s = s.reshape(()) if s.size == 1 else s
+        axis_attr = {"axis": ax} if s.ndim == 1 else {}
+        q = b.node("QuantizeLinear", [x, b.const(f"{base}.scale", s), b.const(f"{base}.zero_point", z)],
+                   base, **axis_attr)
+        if spec.qmin > info.min or spec.qmax < info.max:
+            q = b.node("Clip", [q, b.const(f"{base}.qmin", np.asarray(spec.qmin, dtype=dt)),
+                                b.const(f"{base}.qmax", np.asarray(spec.qmax, dtype=dt))], base)
+        so = np.asarray(out_scales, dtype=np.float32)
+        so = so.reshape(()) if so.size == 1 else so
+        return b.node("DequantizeLinear", [q, b.const(f"{base}.out_scale", so),
+                                           b.const(f"{base}.out_zero_point", z)], base,
+                      **({"axis": ax} if so.ndim == 1 else {}))
+    v = x
+    inv = [1.0 / s for s in scales]
+    if any(i != 1.0 for i in inv):
+        v = b.node("Mul", [v, b.const(f"{base}.inv_scale", _chan_shape(inv, rank, ax))], base)
+    lo = [spec.qmin - z for z in zps] if spec.per_channel else [spec.qmin - zps[0]]
+    hi = [spec.qmax - z for z in zps] if spec.per_channel else [spec.qmax - zps[0]]
+    if len(lo) == 1:
+        v = b.node("Clip", [v, b.const(f"{base}.lo", np.asarray(lo[0], np.float32)),
+                            b.const(f"{base}.hi", np.asarray(hi[0], np.float32))], base)
+    else:
+        v = b.node("Max", [v, b.const(f"{base}.lo", _chan_shape(lo, rank, ax))], base)
+        v = b.node("Min", [v, b.const(f"{base}.hi", _chan_shape(hi, rank, ax))], base)
+    if spec.rounding == "half_even":
+        c = b.node("Round", [v], base)
+    else:
+        f = b.node("Floor", [v], base)
+        frac = b.node("Sub", [v, f], base)
+        ge = b.node("GreaterOrEqual", [frac, b.const(f"{base}.half", np.asarray(0.5, np.float32))], base)
+        up = b.node("Cast", [ge], base, to=b.TP.FLOAT)
+        c = b.node("Add", [f, up], base)
+    if any(s != 1.0 for s in out_scales):
+        c = b.node("Mul", [c, b.const(f"{base}.out_scale", _chan_shape(list(out_scales), rank, ax))], base)
+    return c
+
+
+def _quant_state(spec: QuantSpec, out_scales: Sequence[float], rank: int, what: str) -> _State:
+    exps = [_pow2_exp(s, what) for s in out_scales]
+    for s in spec.scale:
+        _pow2_exp(s, what)
+    e = min(exps)
+    zps = spec.zero_points()
+    bound = 0
+    for i, z in enumerate(zps):
+        ei = exps[i if len(exps) > 1 else 0]
+        bound = max(bound, max(abs(spec.qmin - z), abs(spec.qmax - z)) << (ei - e))
+    _check_state(_State(bound, e, rank), what)
+    return _State(bound, e, rank)
+
+
+def _check_state(st: _State, what: str) -> None:
+    if st.bound >= F32_EXACT:
+        raise OnnxExportError(f"export_onnx: {what}: values need {st.bound.bit_length()} bits; float32 "
+                              f"holds integers exactly only below 2^24")
+    if not (_EXP_RANGE[0] <= st.exp and st.exp + 24 <= _EXP_RANGE[1]):
+        raise OnnxExportError(f"export_onnx: {what}: scale 2^{st.exp} is too close to float32 under/overflow")
+
+
+def accumulator_bounds(l1: Sequence[int], acc_exps: Sequence[int], bias_codes: Sequence[int],
+                       bias_exps: Sequence[int], in_bound: int) -> tuple[list[int], list[int]]:
+    """Per output channel ``c``: the unit exponent ``u_c`` (the finer of the accumulator and bias
+    scales) and a bound, in units of ``2^u_c``, on every partial sum of ``sum_k w_k x_k + b`` in any
+    order: ``sum_k |w_k| * max|x| + |b|``, where ``l1[c] = sum_k |w_ck|`` (codes), the input codes
+    are bounded by ``in_bound``, and ``acc_exps``/``bias_exps`` are the power-of-two exponents of
+    the accumulator and bias scales."""
+    units = [min(a, e) for a, e in zip(acc_exps, bias_exps)]
+    bounds = [int(l1[c]) * int(in_bound) * (1 << (acc_exps[c] - units[c]))
+              + abs(int(bias_codes[c])) * (1 << (bias_exps[c] - units[c])) for c in range(len(units))]
+    return bounds, units
+
+
+def _affine(b: _Builder, x: str, layer: nn.Module, st: _State, base: str) -> tuple[str, _State]:
+    name = type(layer).__name__
+    what = f"layer {base} ({name})"
+    if layer.bias is not None and layer.bias_spec is None:
+        raise OnnxExportError(f"export_onnx: {what} has a float bias (bias_spec=None), which has no "
+                              f"exact integer semantics")
+    ws = layer.weight_spec
+    w_exps = [_pow2_exp(s, f"{what} weights") for s in ws.scale]
+    wq = layer.weight_codes().numpy().astype(np.int64)          # centered codes [out, ...]
+    out_ch = wq.shape[0]
+    w_exps = w_exps * out_ch if len(w_exps) == 1 else w_exps
+    acc_exps = [st.exp + e for e in w_exps]
+    l1 = np.abs(wq).reshape(out_ch, -1).sum(axis=1)
+    if layer.bias is not None:
+        bs = layer.bias_spec.replace(axis=0) if layer.bias_spec.per_channel else layer.bias_spec
+        b_exps = [_pow2_exp(s, f"{what} bias") for s in bs.scale]
+        b_exps = b_exps * out_ch if len(b_exps) == 1 else b_exps
+        bq = (quantize(layer.bias.detach(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)).numpy()
+    else:
+        b_exps, bq = acc_exps, np.zeros(out_ch, dtype=np.int64)
+    bounds, units = accumulator_bounds(l1, acc_exps, bq, b_exps, st.bound)
+    worst = max(range(out_ch), key=lambda c: bounds[c])
+    if bounds[worst] >= F32_EXACT:
+        raise OnnxExportError(
+            f"export_onnx: {what}: output channel {worst} can reach {bounds[worst]} units of 2^{units[worst]} "
+            f"(sum|w| * max|x| + |b|) >= 2^24, so onnxruntime's float32 accumulation could be inexact")
+    w_real = wq.astype(np.float64) * np.asarray([2.0 ** e for e in w_exps]).reshape([-1] + [1] * (wq.ndim - 1))
+    inputs = [x, b.const(f"{base}.weight", _check_float32(w_real, f"{what} weights"))]
+    if layer.bias is not None:
+        b_real = bq.astype(np.float64) * np.asarray([2.0 ** e for e in b_exps])
+        inputs.append(b.const(f"{base}.bias", _check_float32(b_real, f"{what} bias")))
+    if isinstance(layer, QuantLinear):
+        if st.rank != 2:
+            raise OnnxExportError(f"export_onnx: {what} needs a 2-d input [N, features]; add a Flatten")
+        y = b.node("Gemm", inputs, base, transB=1)
+        rank = 2
+    else:
+        kh, kw = layer.kernel_size
+        ph, pw = layer.padding if isinstance(layer.padding, tuple) else (layer.padding, layer.padding)
+        if isinstance(ph, str):
+            raise OnnxExportError(f"export_onnx: {what}: string padding is not supported")
+        if tuple(layer.dilation) != (1, 1) or layer.groups != 1 or layer.padding_mode != "zeros":
+            raise OnnxExportError(f"export_onnx: {what}: only dilation 1, groups 1 and zero padding are supported")
+        y = b.node("Conv", inputs, base, kernel_shape=[kh, kw], strides=list(layer.stride),
+                   pads=[ph, pw, ph, pw], dilations=[1, 1], group=1)
+        rank = 4
+    # every channel's values are exact float32 on their own; the merged description (one unit for
+    # all channels) is what the next affine layer's check uses, which is pessimistic but sound
+    e = min(units)
+    if not (_EXP_RANGE[0] <= e and max(units) + 24 <= _EXP_RANGE[1]):
+        raise OnnxExportError(f"export_onnx: {what}: accumulator scale 2^{e} is too close to float32 "
+                              f"under/overflow")
+    return y, _State(max(bd << (u - e) for bd, u in zip(bounds, units)), e, rank)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], opset: int = 17) -> None:
+    """Write ``model`` (a QNN: QuantInput first, then QuantLinear/QuantConv2d/QuantAct/Flatten/ReLU)
+    as an ONNX file with one FLOAT input ``[N, *input_shape]`` and one FLOAT output, such that
+    onnxruntime's outputs equal :func:`qa_lirpa.integer_forward` exactly (on float32 inputs).
+
+    Raises :class:`OnnxExportError` for anything that could not be reproduced exactly
+    (non-power-of-two scales, float biases, accumulators that could leave float32's exact range,
+    unsupported layers). The file is written atomically (temporary file, then rename).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise OnnxExportError(f"export_onnx: opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
+    try:
+        model = copy.deepcopy(model).cpu().double().eval()      # never touch the caller's model
+    except Exception as e:  # noqa: BLE001
+        raise OnnxExportError(f"export_onnx: cannot copy the model to the CPU in float64: {e}") from None
+    layers = list(iter_layers(model))
+    if not layers or not isinstance(layers[0], QuantInput):
+        raise OnnxExportError("export_onnx: the model must start with a QuantInput (a QNN with exact "
+                              "integer semantics)")
+    if type(layers[0]) is not QuantInput or any(type(m).__name__.startswith("Float32") for m in layers):
+        raise OnnxExportError("export_onnx: layers that emulate onnxruntime's float32 rounding (imported "
+                              "from ONNX) cannot be re-exported exactly")
+    input_shape = [int(d) for d in input_shape]
+    qdq = _qdq_choice(layers)
+    b = _Builder(int(opset))
+    x = "input"
+    rank = len(input_shape) + 1
+    st: _State | None = None
+    for i, layer in enumerate(layers):
+        base = f"l{i}"
+        what = f"layer {i} ({type(layer).__name__})"
+        if isinstance(layer, QuantInput):
+            if i != 0:
+                raise OnnxExportError(f"export_onnx: {what}: a QuantInput must be the first layer")
+            spec = layer.spec
+            outs = [float(s) for s in layer._out_scales()]
+            x = _emit_quantizer(b, x, spec, outs, rank, base, qdq[i])
+            st = _quant_state(spec, outs, rank, what)
+        elif isinstance(layer, QuantAct):
+            spec = layer.spec
+            x = _emit_quantizer(b, x, spec, list(spec.scale), st.rank, base, qdq[i])
+            st = _quant_state(spec, list(spec.scale), st.rank, what)
+        elif isinstance(layer, (QuantLinear, QuantConv2d)):
+            x, st = _affine(b, x, layer, st, base)
+        elif isinstance(layer, nn.Flatten):
+            if layer.start_dim != 1 or layer.end_dim != -1:
+                raise OnnxExportError(f"export_onnx: {what}: only Flatten(start_dim=1, end_dim=-1) is supported")
+            x = b.node("Flatten", [x], base, axis=1)
+            st = _State(st.bound, st.exp, 2)
+        elif isinstance(layer, nn.ReLU):
+            x = b.node("Relu", [x], base)
+        elif isinstance(layer, (nn.Identity, nn.Dropout)):
+            continue
+        else:
+            raise OnnxExportError(f"export_onnx: {what} is not supported (no exact ONNX form)")
+    with torch.no_grad():
+        probe = torch.zeros(1, *input_shape, dtype=torch.float64)
+        try:
+            out_shape = list(model(probe).shape[1:])
+        except Exception as e:  # noqa: BLE001
+            raise OnnxExportError(f"export_onnx: the model does not run on input shape {input_shape}: {e}") from None
+    b.nodes[-1].output[0] = "output"       # the last node computes the output
+    graph = helper.make_graph(
+        b.nodes, "qa_lirpa_qnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", *out_shape])],
+        b.inits)
+    opsets = [helper.make_opsetid("", int(opset))]
+    from .. import __version__
+
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="qa-lirpa",
+                                   producer_version=__version__)
+    onnx_model.ir_version = helper.find_min_ir_version_for(opsets)
+    onnx_model.doc_string = ("Quantized network exported by qa-lirpa: onnxruntime reproduces its exact "
+                             "integer semantics on float32 inputs.")
+    try:
+        onnx.checker.check_model(onnx_model, full_check=True)
+    except Exception as e:  # noqa: BLE001 - a bug here, not the user's
+        raise OnnxExportError(f"export_onnx: the generated graph is invalid: {e}") from None
+    _atomic_save(onnx_model, Path(path))
+
+
+def _qdq_choice(layers: list) -> list[bool]:
+    """Which quantizers become QuantizeLinear/DequantizeLinear: the input quantizer, and a final
+    output quantizer unless the affine layer before it is fed (through shape ops or ReLU only) by
+    the input's DequantizeLinear; never a hidden quantizer. onnxruntime's default optimizer
+    (WeightBiasQuantization, measured with onnxruntime 1.32) rewrites ``DequantizeLinear ->
+    Gemm/Conv with float weights -> QuantizeLinear`` into an int8 kernel with weights it quantizes
+    itself (per tensor, scale max|w|/127), which changes the results; no Gemm/Conv may therefore sit
+    between a DequantizeLinear and a QuantizeLinear. Hidden half-even quantizers use
+    ``Mul -> Clip -> Round -> Mul``, which no QDQ transformer touches."""
+    n = len(layers)
+    use = [False] * n
+    quantizers = [i for i, m in enumerate(layers) if isinstance(m, (QuantInput, QuantAct))]
+    for i in quantizers:
+        if i == 0:
+            use[i] = True
+        elif i == n - 1:
+            prev_q = max(j for j in quantizers if j < i)
+            between = layers[prev_q + 1:i]
+            weighted = [m for m in between if isinstance(m, (QuantLinear, QuantConv2d))]
+            use[i] = not (use[prev_q] and len(weighted) == 1)
+    return use
+
+
+def _atomic_save(onnx_model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(onnx_model.SerializeToString())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+__all__ = ["export_onnx", "accumulator_bounds"]

@@ -1,0 +1,53 @@
+"""Running an ONNX file in onnxruntime, as the VNN-COMP counterexample checker does."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+_CACHE: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def _session(path: str, optimize: bool):
+    import onnxruntime as ort
+
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, bool(optimize))
+    with _LOCK:
+        sess = _CACHE.get(key)
+        if sess is None:
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            if not optimize:
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            if len(_CACHE) > 16:
+                _CACHE.clear()
+            _CACHE[key] = sess
+    return sess
+
+
+def run_onnxruntime(path: str | os.PathLike, x, *, optimize: bool = True) -> np.ndarray:
+    """Outputs of the ONNX model at ``path`` on ``x`` (its one input), computed by onnxruntime on CPU.
+
+    ``x`` is converted to the model's input type (float32 for FLOAT inputs), exactly as the
+    VNN-COMP checker does; pass values that are representable in float32 to compare with
+    exact semantics. ``optimize=True`` uses onnxruntime's default session options (all graph
+    optimizations, as the checker does: quantized groups run in fused integer kernels);
+    ``optimize=False`` disables them (the unfused reference kernels: QuantizeLinear ->
+    float op -> DequantizeLinear in float32).
+    """
+    sess = _session(os.fspath(path), optimize)
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: expected one input, found {len(inputs)}")
+    dtype = np.float64 if inputs[0].type == "tensor(double)" else np.float32
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.ascontiguousarray(np.asarray(x), dtype=dtype)
+    return sess.run(None, {inputs[0].name: arr})[0]
+
+
+__all__ = ["run_onnxruntime"]
