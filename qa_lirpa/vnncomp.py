@@ -119,13 +119,24 @@ def _io_sizes(onnx_file: Path) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def ort_outputs(onnx_file: str | Path, x_flat: np.ndarray) -> np.ndarray:
+    """onnxruntime's outputs (float64, flat) for a flat input, reshaped in C order to the model's
+    input shape (dynamic dimensions become 1), as the VNN-COMP checker does."""
+    import onnxruntime as ort
+
+    from .onnx import run_onnxruntime
+
+    sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in sess.get_inputs()[0].shape]
+    x = np.asarray(x_flat, np.float32).reshape(shape)
+    return np.asarray(run_onnxruntime(onnx_file, x), np.float64).reshape(-1)
+
+
 def onnx_confirms(onnx_file: Path, x: np.ndarray, specs: list) -> np.ndarray | None:
     """Run ``x`` in onnxruntime; return its outputs if they violate the property exactly (zero
     tolerance) with ``x`` inside one of the property's boxes, else None."""
-    from .onnx import run_onnxruntime
-
     x = np.asarray(x, np.float64).reshape(-1)
-    y = np.asarray(run_onnxruntime(onnx_file, x.astype(np.float32)), np.float64).reshape(-1)
+    y = ort_outputs(onnx_file, x)
     for spec in specs:
         if np.all(x >= spec.lower) and np.all(x <= spec.upper):
             for mat, rhs in spec.disjuncts:
