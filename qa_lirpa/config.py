@@ -178,6 +178,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)          # mkstemp's 0600 would be surprising for results
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

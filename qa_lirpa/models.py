@@ -71,7 +71,7 @@ def _head(n_in: int, hidden: Sequence[int], n_classes: int, f: dict[str, QuantSp
 
 def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10, bits: int = 8,
                 hidden: Sequence[int] = (128,), act_int_bits: int | None = None,
-                rounding: str = "half_up", out_bits: int | None = None) -> QNN:
+                rounding: str = "half_up", out_bits: int | None = None, init: str = "he") -> QNN:
     """Build a QNN.
 
     Args:
@@ -84,9 +84,13 @@ def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int
         act_int_bits: integer bits of activations (default 2 for MNIST-like inputs, 3 otherwise).
         rounding: ``half_up`` (paper, TF) or ``half_even`` (ONNX).
         out_bits: requantize the outputs to this many signed bits (default: keep the accumulator).
+        init: ``he`` (:func:`init_he`, the default: trains at every bit width) or ``paper``
+            (:func:`init_paper`). Uses the global torch RNG.
     """
+    if init not in INITS:
+        raise ValueError(f"build_model: unknown init '{init}' (known: {', '.join(INITS)})")
     kwargs = dict(arch=arch, in_shape=list(in_shape), n_classes=n_classes, bits=bits, hidden=list(hidden),
-                  act_int_bits=act_int_bits, rounding=rounding, out_bits=out_bits)
+                  act_int_bits=act_int_bits, rounding=rounding, out_bits=out_bits, init=init)
     if act_int_bits is None:
         act_int_bits = 2 if arch in ("mlp", "aaai21_mlp", "mnist_conv", "small_conv") else 3
     f = formats(bits, act_int_bits, rounding)
@@ -111,8 +115,29 @@ def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int
         known = ", ".join(["mlp", "aaai21_mlp", *CONV_ARCHS])
         raise ValueError(f"build_model: unknown architecture '{arch}' (known: {known})")
     model = QNN(layers, kwargs)
-    init_paper(model)
+    INITS[init](model)
     return model
+
+
+def init_he(model: nn.Module, gain: float = 1.0, bias: float = 0.1) -> None:
+    """He initialisation made quantization-aware: weights ~ truncated normal (2 std) with
+    ``std = max(gain * sqrt(2 / fan_in), s_w)`` (``s_w`` the weight step, so that low bit widths do
+    not round every weight to 0), clipped to the representable range; biases ``bias``.
+
+    With inputs in [0, 1) (pixels * 2^-8) and ReLU-like activations this keeps pre-activations
+    around unit scale through the layers: units are neither dead nor saturated at init.
+    """
+    for m in model.modules():
+        if isinstance(m, (QuantLinear, QuantConv2d)):
+            fan_in = m.weight[0].numel()
+            step = max(m.weight_spec.scale)
+            lo, hi = (m.weight_spec.qmin * step, m.weight_spec.qmax * step)
+            std = max(gain * (2.0 / fan_in) ** 0.5, step)
+            with torch.no_grad():
+                w = torch.randn(m.weight.shape).clamp_(-2, 2) * std
+                m.weight.copy_(w.clamp_(lo, hi))
+                if m.bias is not None:
+                    m.bias.fill_(bias)
 
 
 def init_paper(model: nn.Module, std: float = 0.2, bias: float = 0.25, seed: int | None = None) -> None:
@@ -129,6 +154,9 @@ def init_paper(model: nn.Module, std: float = 0.2, bias: float = 0.25, seed: int
                     m.bias.fill_(bias * min(1.0, (16 / fan_in) ** 0.5))
 
 
+INITS = {"he": init_he, "paper": init_paper}
+
+
 def save_checkpoint(path: str | os.PathLike, model: QNN, extra: dict[str, Any] | None = None) -> None:
     """Save model architecture + weights (+ ``extra``, e.g. optimizer state) atomically."""
     arch = getattr(model, "arch", None)
@@ -142,11 +170,18 @@ def save_checkpoint(path: str | os.PathLike, model: QNN, extra: dict[str, Any] |
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, _file_mode())     # mkstemp makes 0600; give the usual mode of a new file
         torch.save(payload, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
