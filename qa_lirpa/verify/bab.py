@@ -1,0 +1,182 @@
+"""Complete verification of quantized networks: branch and bound on the integer input grid.
+
+:class:`Verifier` holds what depends only on the model (interval plans, the CROWN bounded module,
+a CPU float64 reference copy) and answers :meth:`Verifier.verify` for any number of properties;
+:func:`verify` is the one-shot form.
+
+Contract: ``sat`` only with a counterexample inside the input box whose exact integer outputs
+(``qa_lirpa.nn.integer_codes``, re-run at the real point) violate the property; ``unsat`` only when
+every grid point is proved safe. For a model with a QuantInput the search always ends (given time);
+``timeout`` means the time ran out first. Models without a QuantInput have continuous inputs: the
+same search runs on real boxes, may prove the property or find a counterexample (confirmed by the
+model's float64 forward), and answers ``unknown`` otherwise.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..nn.layers import QuantConv2d, QuantInput
+from ..nn.reference import iter_layers
+from .config import VerifierConfig
+from .continuous import ContinuousProblem
+from .grid import GridProblem
+from .result import Verdict, VerifyResult, VerifyStats
+from .search import Search
+from .vnnlib import InputSpec
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None: cuda when available, else cpu; anything else as torch understands it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return dev
+
+
+def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape a model declares: ``model.input_shape`` (ONNX imports; None if symbolic) or
+    ``model.arch["in_shape"]`` (qa_lirpa.models checkpoints)."""
+    shape = getattr(model, "input_shape", None)
+    arch = getattr(model, "arch", None)
+    if shape is None and isinstance(arch, dict):
+        shape = arch.get("in_shape")
+    if shape is None or any(d is None for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def infer_input_shape(model: nn.Module, n_inputs: int) -> tuple[int, ...]:
+    """The model's input shape (without batch) for ``n_inputs`` flat inputs: the declared one (see
+    :func:`declared_input_shape`), else ``(n,)`` for a first Linear layer or ``(C, H, H)`` for a
+    first Conv2d."""
+    given = declared_input_shape(model)
+    if given is not None:
+        if math.prod(given) != n_inputs:
+            raise ValueError(f"the model takes inputs of shape {given}, the property has {n_inputs} inputs")
+        return given
+    for layer in iter_layers(model):
+        if isinstance(layer, (nn.Conv2d, QuantConv2d)):
+            c = layer.in_channels
+            side = math.isqrt(n_inputs // c) if n_inputs % c == 0 else 0
+            if side * side * c != n_inputs:
+                raise ValueError(f"cannot infer a square input for {n_inputs} inputs and {c} channels")
+            return (c, side, side)
+        if isinstance(layer, nn.Linear):
+            return (n_inputs,)
+    raise ValueError("cannot infer the model's input shape")
+
+
+def _check_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
+    first = next(iter(iter_layers(model)), None)
+    if isinstance(first, QuantInput) and first.spec.per_channel:
+        axis = first.spec.axis % (len(shape) + 1)
+        if axis == 0 or shape[axis - 1] != first.spec.channels:
+            raise ValueError(f"input shape {shape} does not match the per-channel input quantizer "
+                             f"({first.spec.channels} channels on axis {first.spec.axis})")
+
+
+class Verifier:
+    """A complete verifier for one model.
+
+    Args:
+        model: a quantized ``nn.Sequential`` (qa_lirpa layers). Not modified; copied to CPU float64
+            for the exact reference and to ``device`` in float64 for bounds and attacks.
+        config: a :class:`VerifierConfig` (defaults if None).
+        input_shape: the model input shape without batch (inferred from the first property if None).
+        device: overrides ``config.device`` ("auto", "cpu", "cuda", ...).
+    """
+
+    def __init__(self, model: nn.Module, config: VerifierConfig | None = None,
+                 input_shape: Sequence[int] | None = None, device: str | torch.device | None = None) -> None:
+        self.config = (config or VerifierConfig()).effective()
+        self.device = resolve_device(device if device is not None else self.config.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.model = model
+        self.quantized_input = isinstance(next(iter(iter_layers(model)), None), QuantInput)
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self._problem = None
+        if self.input_shape is not None:
+            self.problem(self.input_shape)
+
+    def problem(self, shape: tuple[int, ...]):
+        """The search problem for inputs of ``shape`` (built once, then cached)."""
+        if self._problem is None or self._problem.shape != tuple(shape):
+            _check_shape(self.model, tuple(shape))
+            cls = GridProblem if self.quantized_input else ContinuousProblem
+            cfg = self.config
+            self._problem = cls(self.model, tuple(shape), self.device, use_crown=cfg.crown != "never",
+                                quant_slack=cfg.quant_slack, alpha_iterations=cfg.alpha_iterations,
+                                crown_method=cfg.crown_method, crown_auto_units=cfg.crown_auto_units)
+        return self._problem
+
+    def verify(self, spec: InputSpec | Sequence[InputSpec], timeout: float = 60.0) -> VerifyResult:
+        """Decide whether some input of some box in ``spec`` violates its output disjuncts.
+
+        The timeout (seconds) covers the search, checked between batches (whose size adapts to
+        ``config.batch_time``); building the bound machinery for a new model is not counted.
+        """
+        specs = [spec] if isinstance(spec, InputSpec) else list(spec)
+        stats = VerifyStats()
+        if not specs:
+            return VerifyResult(Verdict.UNSAT, stats=stats, message="no input box")
+        problem = self.problem(self.input_shape or infer_input_shape(self.model, specs[0].n_inputs))
+        start = time.monotonic()
+        deadline = start + float(timeout)
+        gen = torch.Generator().manual_seed(self.config.seed)
+        with torch.no_grad():
+            result = self._run(problem, specs, stats, deadline, gen)
+        stats.time_total = time.monotonic() - start
+        if problem.crown_error and not result.message:
+            result.message = problem.crown_error
+        return result
+
+    def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: float,
+             gen: torch.Generator) -> VerifyResult:
+        searches, verdicts = [], []
+        for s in specs:
+            search = Search(problem, s, self.config, stats, deadline, gen)
+            v = search.start()
+            if v is Verdict.SAT:
+                return self._sat(search, stats)
+            if v is None:
+                searches.append(search)
+            else:
+                verdicts.append(v)
+        while searches:
+            if time.monotonic() >= deadline:
+                return VerifyResult(Verdict.TIMEOUT if problem.integral else Verdict.UNKNOWN, stats=stats,
+                                    message="time limit reached")
+            for search in list(searches):
+                v = search.step()
+                if v is Verdict.SAT:
+                    return self._sat(search, stats)
+                if v is not None:
+                    verdicts.append(v)
+                    searches.remove(search)
+        if all(v is Verdict.UNSAT for v in verdicts):
+            return VerifyResult(Verdict.UNSAT, stats=stats)
+        return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
+
+    @staticmethod
+    def _sat(search: Search, stats: VerifyStats) -> VerifyResult:
+        x, y = search.found
+        return VerifyResult(Verdict.SAT, counterexample=x, outputs=y, stats=stats)
+
+
+def verify(model: nn.Module, spec: InputSpec | Sequence[InputSpec], config: VerifierConfig | None = None,
+           timeout: float = 60.0, device: str | torch.device | None = None,
+           input_shape: Sequence[int] | None = None) -> VerifyResult:
+    """One-shot :meth:`Verifier.verify` (see :class:`Verifier` for the arguments)."""
+    return Verifier(model, config, input_shape=input_shape, device=device).verify(spec, timeout)
+
+
+__all__ = ["Verifier", "verify", "resolve_device", "infer_input_shape", "declared_input_shape"]

@@ -1,0 +1,161 @@
+"""``qa-lirpa verify`` and ``qa-lirpa certify``.
+
+verify: one model, one VNN-LIB property; prints the verdict word (sat, unsat, timeout, unknown) on
+the first line, then a summary; exit status 0 for every verdict, 2 for bad input.
+certify: local robustness of dataset samples (see :mod:`qa_lirpa.verify.certify`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ..cli import UserError
+from .config import VerifierConfig
+from .result import Verdict, VerifyResult
+
+
+def load_model(path: str, device: str = "cpu") -> nn.Module:
+    """A QNN from an ONNX file (``qa_lirpa.onnx.load_onnx``) or a checkpoint
+    (``qa_lirpa.models.load_model``); problems become :class:`UserError`."""
+    if not os.path.exists(path):
+        raise UserError(f"model file not found: {path}")
+    name = str(path).lower()
+    if name.endswith(".onnx") or name.endswith(".onnx.gz"):
+        loader = _optional("qa_lirpa.onnx", "load_onnx")
+        if loader is None:
+            raise UserError("ONNX import is not available yet (qa_lirpa.onnx.load_onnx is missing); "
+                            "give a qa-lirpa checkpoint instead")
+        args: tuple = (path,)
+    else:
+        loader = _optional("qa_lirpa.models", "load_model")
+        if loader is None:
+            raise UserError("loading checkpoints is not available yet (qa_lirpa.models.load_model is missing)")
+        args = (path, device)
+    try:
+        model = loader(*args)
+    except (ValueError, KeyError, RuntimeError, OSError, TypeError) as e:
+        raise UserError(f"cannot load model {path}: {e}") from None
+    return model.eval()
+
+
+def _optional(module: str, attr: str):
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module.startswith(e.name):
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+def load_verifier_config(source: str | None, overrides: list[str]) -> VerifierConfig:
+    """``--config`` (shipped name or path) and ``--set key=value`` overrides."""
+    from ..config import load_config
+
+    try:
+        return load_config(VerifierConfig, source, overrides)
+    except ValueError as e:  # ConfigError is a ValueError too; keep its text
+        raise UserError(str(e)) from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="qa-lirpa checkpoint or .onnx file")
+    p.add_argument("--config", default=None, help="verifier YAML (shipped name, e.g. verify_paper, or path)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("verify", help="verify a VNN-LIB property of a quantized network",
+                              description="Complete verification on the integer input grid. Prints "
+                                          "sat / unsat / timeout / unknown on the first line.")
+    _add_common(p)
+    p.add_argument("--vnnlib", required=True, help="VNN-LIB 1.0 property file (.vnnlib or .vnnlib.gz)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--results", default=None, help="also write a VNN-COMP result file here")
+    p.set_defaults(func=run_verify)
+    c = subparsers.add_parser("certify", help="certify local robustness of dataset samples",
+                              description="Verify L-inf robustness (eps in pixel units on 0..255) of test "
+                                          "samples; prints a table and writes a CSV of per-sample results.")
+    _add_common(c)
+    c.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | cifar10 | synthetic")
+    c.add_argument("--data-root", default=None, help="folder with the dataset's standard files")
+    c.add_argument("--eps", type=float, required=True, help="perturbation radius in pixel units")
+    c.add_argument("--samples", default="0:100", help="slice of test indices, e.g. 0:1000 (default 0:100)")
+    c.add_argument("--timeout", type=float, default=20.0, help="seconds per sample (default 20)")
+    c.add_argument("--out", default="certify_results.csv", help="per-sample CSV (default ./certify_results.csv)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=run_certify)
+
+
+def _device(name: str, threads: int = 0) -> str:
+    from .bab import resolve_device
+
+    if threads < 0:
+        raise UserError("--threads must be >= 0")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return str(resolve_device(name))
+    except (ValueError, RuntimeError) as e:
+        raise UserError(str(e)) from None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from .bab import Verifier
+    from .vnnlib import read_vnnlib
+
+    cfg = load_verifier_config(args.config, args.set)
+    if not args.timeout > 0:
+        raise UserError("--timeout must be positive")
+    device = _device(args.device, args.threads)
+    specs = read_vnnlib(args.vnnlib)
+    model = load_model(args.model, device)
+    try:
+        verifier = Verifier(model, cfg, device=device)
+        result = verifier.verify(specs, timeout=args.timeout)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise UserError(f"{args.vnnlib}: {e}") from None
+    print(result.verdict.value)
+    print(result.summary())
+    if result.counterexample is not None:
+        print("counterexample: " + np.array2string(result.counterexample.reshape(-1), precision=6, threshold=50))
+    if args.results:
+        write_result_file(args.results, result)
+    return 0
+
+
+def format_result(result: VerifyResult) -> str:
+    """VNN-COMP result text: the verdict word and, for sat, ``((X_i v) ... (Y_j v))``."""
+    lines = [result.verdict.value]
+    if result.verdict is Verdict.SAT and result.counterexample is not None and result.outputs is not None:
+        xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(result.counterexample.reshape(-1))]
+        ys = [f"(Y_{j} {float(v)!r})" for j, v in enumerate(result.outputs.reshape(-1))]
+        items = xs + ys
+        lines.append("(" + "\n ".join(items) + ")")
+    return "\n".join(lines) + "\n"
+
+
+def write_result_file(path: str, result: VerifyResult) -> None:
+    from ..config import atomic_write_text
+
+    atomic_write_text(Path(path), format_result(result))
+
+
+def run_certify(args: argparse.Namespace) -> int:
+    from .certify import certify_command
+
+    cfg = load_verifier_config(args.config, args.set)
+    return certify_command(args, cfg, load_model, _device(args.device, args.threads))
+
+
+__all__ = ["register", "load_model", "run_verify", "run_certify", "format_result", "write_result_file"]

@@ -1,0 +1,84 @@
+"""The verifier's configuration: one typed dataclass, loadable from YAML with
+:func:`qa_lirpa.config.load_config` (``load_config(VerifierConfig, "verify_default")``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+
+@dataclass
+class VerifierConfig:
+    """Settings of :func:`qa_lirpa.verify.verify`.
+
+    ``method``: ``"bab"`` (batched exact-IBP + CROWN branch and bound, sensitivity branching,
+    attacks on promising boxes) or ``"paper"`` (the QA-IBP paper's Algorithm 1 with integer
+    bisection: IBP only, widest-dimension split, one box at a time, an attack on every unresolved
+    box). The verdicts of both are sound and complete on the input grid; only the speed differs.
+    """
+
+    method: Literal["bab", "paper"] = "bab"
+    #: most boxes bounded in one call (the batch also shrinks to keep one call under batch_time)
+    batch_size: int = 2048
+    #: target seconds per batch; bounds how late a timeout is noticed
+    batch_time: float = 0.2
+    #: CROWN on boxes exact IBP could not decide: "auto" keeps it on while it pays off
+    crown: Literal["auto", "always", "never"] = "auto"
+    #: "CROWN" (linear relaxation bounds for every layer), "CROWN-IBP" (interval bounds inside,
+    #: CROWN for the property: far cheaper on large networks) or "auto" (CROWN up to
+    #: ``crown_auto_units`` hidden units, else CROWN-IBP)
+    crown_method: Literal["auto", "CROWN", "CROWN-IBP"] = "auto"
+    crown_auto_units: int = 2048
+    #: alpha-CROWN (optimized slopes) on the root box only (with full CROWN only)
+    alpha_root: bool = False
+    alpha_iterations: int = 20
+    #: "sensitivity": width times the box's linearized gradient of the worst specification row;
+    #: "widest": the widest dimension (first on ties); "lookahead": the best of the top
+    #: ``lookahead_k`` sensitivity candidates by exact IBP of both children
+    branching: Literal["sensitivity", "widest", "lookahead"] = "sensitivity"
+    lookahead_k: int = 4
+    #: counterexample search besides single-point boxes (attacks, exact checks of box corners
+    #: and centres); without it the search still finds every counterexample, only later
+    falsify: bool = True
+    #: exact checks of the centres of this many least-safe open boxes per batch
+    centre_checks: int = 64
+    #: PGD on the fake-quantized model (straight-through gradients) at the root
+    attack_steps: int = 20
+    attack_restarts: int = 8
+    #: attack the ``attack_boxes`` least-safe open boxes every ``attack_every`` batches (0: never)
+    attack_every: int = 8
+    attack_boxes: int = 8
+    #: random grid points checked exactly at the root
+    random_points: int = 32
+    #: memory for queued boxes; above it batches shrink to 16 boxes, so the queue stays below
+    #: this plus 16 boxes per level of the search tree
+    queue_mem_mb: int = 1024
+    #: CROWN bounds count as a proof only above this (float error of the bound computation)
+    crown_tol: float = 1e-7
+    #: widening (in quantization steps) before each rounding inside CROWN (see bounded_module)
+    quant_slack: float = 1e-6
+    #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [(self.batch_size >= 1, "batch_size must be >= 1"),
+                  (self.batch_time > 0, "batch_time must be > 0"),
+                  (self.lookahead_k >= 1, "lookahead_k must be >= 1"),
+                  (self.attack_steps >= 0 and self.attack_restarts >= 0, "attack sizes must be >= 0"),
+                  (self.attack_every >= 0 and self.attack_boxes >= 0, "attack_every/boxes must be >= 0"),
+                  (self.random_points >= 0 and self.centre_checks >= 0, "random_points/centre_checks must be >= 0"),
+                  (self.queue_mem_mb >= 1, "queue_mem_mb must be >= 1"),
+                  (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"VerifierConfig: {message}")
+
+    def effective(self) -> "VerifierConfig":
+        """The settings actually used: ``method="paper"`` fixes its own choices."""
+        if self.method != "paper":
+            return self
+        return replace(self, batch_size=1, crown="never", alpha_root=False, branching="widest",
+                       attack_every=1, attack_boxes=1)
+
+
+__all__ = ["VerifierConfig"]

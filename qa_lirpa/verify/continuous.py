@@ -1,0 +1,134 @@
+"""The verification problem of a model *without* an input quantizer: boxes of real inputs.
+
+The input set is not finite, so the search can prove the property (every box refuted) or find a
+counterexample, but it cannot always end: boxes that float64 can no longer halve are left open and
+the answer is then ``unknown``. Bounds come from auto_LiRPA (IBP and CROWN, float64, with the
+operators' rounding slack) and count as proofs only above a tolerance; the semantics of a point is
+the model's float64 forward.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch import nn
+
+from .crown import CrownBounder
+from .problem import ExactFn
+from .spec import OutputSpec
+
+
+class ContinuousProblem:
+    """Boxes of real inputs (float64 ``[B, D]``) of a model with continuous inputs."""
+
+    integral = False
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                 use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
+                 crown_method: str = "auto", crown_auto_units: int = 2048) -> None:
+        self.model = copy.deepcopy(model).to(device).double().eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.shape = tuple(int(s) for s in input_shape)
+        self.dim = int(math.prod(self.shape))
+        self.device = device
+        try:
+            with torch.no_grad():
+                self.n_outputs = int(self.attack_forward(torch.zeros(1, self.dim, dtype=torch.float64,
+                                                                     device=device)).shape[1])
+        except RuntimeError as e:
+            raise ValueError(f"the model does not take inputs of shape {self.shape}: {e}") from None
+        # float32-emulating quantizers (ONNX import): IBP is sound with a slack of at least their
+        # tolerance; CROWN's relaxations are not widened for them yet
+        tol = max((float(getattr(m, "float32_tolerance", 0.0) or 0.0) for m in self.model.modules()), default=0.0)
+        self.bounder = CrownBounder(self.model, self.shape, device, max(quant_slack, tol), alpha_iterations,
+                                    crown_method, crown_auto_units)
+        self.crown = self.bounder if use_crown and tol == 0 else None
+        self.crown_error = "CROWN off: the model emulates float32 quantizers" if use_crown and tol > 0 else ""
+
+    def root(self, lower: np.ndarray, upper: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        lo = torch.as_tensor(lower, dtype=torch.float64, device=self.device).reshape(1, -1)
+        hi = torch.as_tensor(upper, dtype=torch.float64, device=self.device).reshape(1, -1)
+        return None if bool((lo > hi).any()) else (lo, hi)
+
+    @staticmethod
+    def storage_dtype() -> torch.dtype:
+        return torch.float64
+
+    @staticmethod
+    def is_point(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return (lo == hi).all(dim=1)
+
+    @staticmethod
+    def log_volume(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """log2 of each box's volume, zero widths counted as the smallest positive float."""
+        return torch.log2(torch.clamp(hi - lo, min=2.0 ** -1074)).sum(dim=1)
+
+    @staticmethod
+    def widths(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Interval widths; 0 where float64 cannot put a midpoint strictly inside."""
+        mid = lo + (hi - lo) / 2
+        ok = (mid > lo) & (mid < hi)
+        return torch.where(ok, hi - lo, torch.zeros_like(lo))
+
+    @staticmethod
+    def split_points(lo: torch.Tensor, hi: torch.Tensor, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Halving at ``dims[b]``: both children share the midpoint."""
+        rows = torch.arange(lo.shape[0], device=lo.device)
+        mid = lo[rows, dims] + (hi[rows, dims] - lo[rows, dims]) / 2
+        return mid, mid
+
+    @staticmethod
+    def split(lo: torch.Tensor, hi: torch.Tensor, dims: torch.Tensor):
+        """Halve each box at the midpoint of dimension ``dims[b]`` (the children share it)."""
+        rows = torch.arange(lo.shape[0], device=lo.device)
+        mid = lo[rows, dims] + (hi[rows, dims] - lo[rows, dims]) / 2
+        hi1, lo2 = hi.clone(), lo.clone()
+        hi1[rows, dims] = mid
+        lo2[rows, dims] = mid
+        return (lo, hi1), (lo2, hi)
+
+    def output_intervals(self, lo: torch.Tensor, hi: torch.Tensor, trace=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """IBP output bounds (float64 ``[B, m]``; sound up to float error, see the module doc)."""
+        ylo, yhi = self.bounder.interval(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape))
+        return ylo.reshape(ylo.shape[0], -1), yhi.reshape(yhi.shape[0], -1)
+
+    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
+        return self.bounder.lower(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), C, alpha=alpha)
+
+    def sensitivity(self, trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """Width times the straight-through gradient of ``coef[b] @ y`` at the box centre."""
+        x = ((lo + hi) / 2).detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = self.attack_forward(x)
+            (g,) = torch.autograd.grad((y * coef).sum(), x)
+        return g.abs() * (hi - lo) + 1e-12 * (hi - lo)
+
+    def eval_points(self, x: torch.Tensor) -> tuple[torch.Tensor, ExactFn]:
+        """Float64 forward outputs ``[N, m]``; the floats are the semantics, so exact = as rationals."""
+        with torch.no_grad():
+            y = self.attack_forward(x)
+        return y, lambda n: [Fraction(float(v)) for v in y[n]]
+
+    def confirm(self, x: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        flat = x.reshape(-1).cpu().numpy().astype(np.float64)
+        if not (np.all(flat >= lower) and np.all(flat <= upper)):
+            return None
+        y, exact = self.eval_points(x.reshape(1, -1).to(self.device))
+        if not bool(ospec.violated_points(y.to(ospec.mat.device), exact)[0]):
+            return None
+        return flat.reshape(self.shape).copy(), y.reshape(-1).cpu().numpy().copy()
+
+    def attack_forward(self, t: torch.Tensor, loose: bool = False) -> torch.Tensor:
+        return self.model(t.reshape((-1,) + self.shape)).reshape(t.shape[0], -1)
+
+    @staticmethod
+    def snap(t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.maximum(t, lo), hi)
+
+
+__all__ = ["ContinuousProblem"]

@@ -1,0 +1,83 @@
+"""CROWN / alpha-CROWN lower bounds of specification rows through auto_LiRPA (float64).
+
+The bounded module is built once per model; batch sizes change freely. Bounds are float64 with
+the operators' rounding slack (:func:`qa_lirpa.bounded_module`); callers accept a bound as a
+proof only above a small tolerance.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+class CrownBounder:
+    """Linear-relaxation bounds of ``C @ model(x)`` over input boxes.
+
+    Args:
+        model: a float64 module on ``device`` (for quantized-input models: the body after the
+            QuantInput, fed with dequantized codes).
+        input_shape: the model's input shape without batch.
+        quant_slack: see :func:`qa_lirpa.bounded_module`.
+        alpha_iterations: optimisation steps of alpha-CROWN (``lower(..., alpha=True)``).
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                 quant_slack: float = 1e-6, alpha_iterations: int = 20, method: str = "auto",
+                 auto_units: int = 2048) -> None:
+        from .. import bounded_module
+        from ..compat import import_auto_lirpa
+
+        self._al = import_auto_lirpa()
+        example = torch.zeros((1,) + tuple(input_shape), dtype=torch.float64, device=device)
+        self.units = hidden_units(model, example)
+        self.method = method if method != "auto" else "CROWN" if self.units <= auto_units else "CROWN-IBP"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.bm = bounded_module(model, example, quant_slack=quant_slack, device=device,
+                                     optimize_bound_args={"iteration": int(alpha_iterations)})
+
+    def lower(self, xlo: torch.Tensor, xhi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
+        """Lower bounds ``[B, R]`` of ``C[b] @ model(x)`` for ``xlo[b] <= x <= xhi[b]``
+        (float64 ``[B, *input_shape]``; ``C`` float64 ``[B, R, m]``)."""
+        al = self._al
+        ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
+        x = al.BoundedTensor((xlo + xhi) / 2, ptb)
+        method = "CROWN-Optimized" if alpha and self.method == "CROWN" else self.method
+        with warnings.catch_warnings(), torch.set_grad_enabled(method == "CROWN-Optimized"):
+            warnings.simplefilter("ignore")   # alpha-CROWN optimises its slopes with autograd
+            lb, _ = self.bm.compute_bounds(x=(x,), C=C, method=method, bound_upper=False)
+        return lb.detach().to(torch.float64)
+
+    def interval(self, xlo: torch.Tensor, xhi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """IBP output bounds ``([B, *out], [B, *out])`` for ``xlo <= x <= xhi`` (float64)."""
+        al = self._al
+        ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
+        x = al.BoundedTensor((xlo + xhi) / 2, ptb)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lb, ub = self.bm.compute_bounds(x=(x,), method="IBP")
+        return lb.detach().to(torch.float64), ub.detach().to(torch.float64)
+
+
+def hidden_units(model: nn.Module, example: torch.Tensor) -> int:
+    """Number of outputs of the nonlinear layers (all but affine, flatten and containers) in one
+    forward pass: what full CROWN's cost grows with."""
+    linear = (nn.Linear, nn.Conv2d, nn.Flatten, nn.Sequential, nn.Identity, nn.Dropout)
+    count = [0]
+
+    def hook(module, inputs, output):
+        if not isinstance(module, linear) and isinstance(output, torch.Tensor):
+            count[0] += output[0].numel()
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return count[0]
+
+
+__all__ = ["CrownBounder", "hidden_units"]

@@ -1,0 +1,350 @@
+"""The verification problem of a model with a :class:`~qa_lirpa.nn.QuantInput`: boxes of integer
+input codes, bounded by exact interval propagation (and CROWN on the dequantized box), points
+decided by the exact integer semantics.
+
+Soundness of the reduction: the QuantInput's ``codes`` is monotone, so the codes reachable from a
+real box ``[L, U]`` are exactly the integer box ``[codes(L), codes(U)]``; each code ``q`` in it has
+the real representative ``clip((q - z) s, L, U)``, which quantizes back to ``q``. The model's
+output depends on the input only through its codes, so the property holds on the real box iff it
+holds on every grid point of the integer box.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.layers import IntTensor, QuantAct, QuantConv2d, QuantInput, QuantLinear
+from ..nn.reference import integer_codes, iter_layers
+from ..quant.functions import dequantize, quantize
+from .crown import CrownBounder
+from .intervals import IntervalNet, Trace
+from .problem import ExactFn
+from .spec import OutputSpec
+
+
+
+def output_fractions(t: IntTensor) -> list[list[Fraction]]:
+    """Exact real outputs ``(q - z_c) * s_c`` of every sample, flattened in C order."""
+    shape = tuple(t.values.shape[1:])
+    n_ch = max(len(t.scale), len(t.zero_point))
+    if n_ch == 1:
+        ch = np.zeros(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+    else:
+        view = [1] * len(shape)
+        view[t.axis - 1] = n_ch
+        ch = np.broadcast_to(np.arange(n_ch).reshape(view), shape).reshape(-1)
+    scales = [t.scale[c if len(t.scale) > 1 else 0] for c in ch]
+    zps = [t.zero_point[c if len(t.zero_point) > 1 else 0] for c in ch]
+    rows = t.values.reshape(t.values.shape[0], -1).cpu().tolist()
+    return [[(q - z) * s for q, z, s in zip(row, zps, scales)] for row in rows]
+
+
+def input_codes(qin: QuantInput, x: torch.Tensor) -> torch.Tensor:
+    """The quantizer's own integer codes of real inputs (int64; monotone non-decreasing in x)."""
+    codes = getattr(qin, "codes", None)
+    return codes(x.to(torch.float64)) if codes is not None else quantize(x.to(torch.float64), qin.spec)
+
+
+def input_reals(qin: QuantInput, q: torch.Tensor) -> torch.Tensor:
+    """Real inputs whose codes are ``q`` (float64); raises ValueError for unreachable codes."""
+    reals = getattr(qin, "real_inputs", None)
+    return reals(q) if reals is not None else dequantize(q, qin.spec)
+
+
+def _ordered(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> int64 keys in the same order (consecutive floats get consecutive keys)."""
+    b = x.contiguous().view(torch.int64)
+    return torch.where(b >= 0, b, -(b & torch.iinfo(torch.int64).max))
+
+
+def _unordered(k: torch.Tensor) -> torch.Tensor:
+    b = torch.where(k >= 0, k, (-k) | torch.iinfo(torch.int64).min)
+    return b.contiguous().view(torch.float64)
+
+
+def smallest_real_with_code(codes, q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Per element, the smallest float64 ``x`` in ``[lo, hi]`` with ``codes(x) >= q``, by bisection
+    over the ordered floats (``codes`` elementwise and non-decreasing; ``codes(hi) >= q``). Then
+    ``q`` is reachable in the box iff ``codes(x) == q``."""
+    a, b = _ordered(lo), _ordered(hi)
+    while bool((a < b).any()):
+        mid = a + torch.div(b - a, 2, rounding_mode="floor")
+        ge = codes(_unordered(mid)) >= q
+        a, b = torch.where(ge, a, mid + 1), torch.where(ge, mid, b)
+    return _unordered(a)
+
+
+def has_float32_quantizers(model: nn.Module) -> bool:
+    """Whether some layer emulates float32 rounding (ONNX import). Their traced quantizers carry
+    the float32 tolerance into the bound operators (``fake_quant(..., tol=...)``), which widen
+    both the interval image and the CROWN relaxation by it, so CROWN stays sound for them."""
+    return any(float(getattr(m, "float32_tolerance", 0.0) or 0.0) > 0 for m in model.modules())
+
+
+class GridProblem:
+    """Boxes of input codes (int64 ``[B, D]``, ``D`` = number of inputs) of a quantized model.
+
+    Args:
+        model: an ``nn.Sequential`` QNN whose first layer is a QuantInput (copied to CPU float64).
+        input_shape: the model input shape without batch.
+        device: where bounds and attacks run.
+        use_crown: build the CROWN bounder (auto_LiRPA) for the body.
+    """
+
+    integral = True
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                 use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
+                 crown_method: str = "auto", crown_auto_units: int = 2048) -> None:
+        self.ref = copy.deepcopy(model).cpu().double().eval()
+        layers = list(iter_layers(self.ref))
+        self.qin: QuantInput = layers[0]
+        self.shape = tuple(int(s) for s in input_shape)
+        self.dim = int(math.prod(self.shape))
+        self.device = device
+        self.net = IntervalNet(self.ref, device)
+        self.body = frozen_body(layers[1:]).to(device)
+        self.loose_body = nn.Sequential(*[LooseGradient(m) if isinstance(m, QuantAct) else m for m in self.body])
+        zero = torch.zeros((1,) + self.shape, dtype=torch.int64)
+        probe = self.net.input_box(zero, zero)
+        self._in_scale, self._in_zp, self._in_axis = probe.scale, probe.zero_point, probe.axis
+        try:
+            self.n_outputs = int(self.net.propagate(zero, zero).lo[0].numel())
+        except RuntimeError as e:
+            raise ValueError(f"the model does not take inputs of shape {self.shape}: {e}") from None
+        self.code_range = (self.qin.spec.qmin, self.qin.spec.qmax)
+        self._wabs: dict[int, torch.Tensor] = {}
+        self.crown: CrownBounder | None = None
+        self.crown_error = ""
+        if use_crown:
+            try:
+                self.crown = CrownBounder(self.body, self.shape, device, quant_slack, alpha_iterations,
+                                          crown_method, crown_auto_units)
+            except Exception as e:  # an unsupported op only costs the CROWN speed-up
+                self.crown_error = f"CROWN unavailable: {type(e).__name__}: {e}"
+
+    # ----- boxes ---------------------------------------------------------------------------
+    def root(self, lower: np.ndarray, upper: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The integer code box of the real box ``[lower, upper]`` (flat float64), or None if it
+        holds no grid point."""
+        lo = input_codes(self.qin, torch.as_tensor(lower, dtype=torch.float64).reshape((1,) + self.shape))
+        hi = input_codes(self.qin, torch.as_tensor(upper, dtype=torch.float64).reshape((1,) + self.shape))
+        lo, hi = lo.reshape(1, -1).to(self.device), hi.reshape(1, -1).to(self.device)
+        return None if bool((lo > hi).any()) else (lo, hi)
+
+    def storage_dtype(self) -> torch.dtype:
+        lo, hi = self.code_range
+        for dtype in (torch.int16, torch.int32):
+            if torch.iinfo(dtype).min <= lo and hi <= torch.iinfo(dtype).max:
+                return dtype
+        return torch.int64
+
+    @staticmethod
+    def is_point(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return (lo == hi).all(dim=1)
+
+    @staticmethod
+    def log_volume(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """log2 of the number of grid points of each box (float64 ``[B]``)."""
+        return torch.log2((hi - lo + 1).to(torch.float64)).sum(dim=1)
+
+    @staticmethod
+    def widths(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Number of grid points minus one per dimension (float64); 0 means not splittable."""
+        return (hi - lo).to(torch.float64)
+
+    @staticmethod
+    def split_points(lo: torch.Tensor, hi: torch.Tensor, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer bisection at ``dims[b]``: the left child's upper end ``m = floor((l + u) / 2)``
+        and the right child's lower end ``m + 1``."""
+        rows = torch.arange(lo.shape[0], device=lo.device)
+        mid = torch.div(lo[rows, dims] + hi[rows, dims], 2, rounding_mode="floor")
+        return mid, mid + 1
+
+    @staticmethod
+    def split(lo: torch.Tensor, hi: torch.Tensor, dims: torch.Tensor):
+        """Integer bisection of each box at its dimension ``dims[b]``: ``[l, m]`` and ``[m+1, u]``."""
+        rows = torch.arange(lo.shape[0], device=lo.device)
+        l, u = lo[rows, dims], hi[rows, dims]
+        mid = torch.div(l + u, 2, rounding_mode="floor")
+        hi1, lo2 = hi.clone(), lo.clone()
+        hi1[rows, dims] = mid
+        lo2[rows, dims] = mid + 1
+        return (lo, hi1), (lo2, hi)
+
+    def body_inputs(self, codes: torch.Tensor) -> torch.Tensor:
+        """Real values (float64 ``[B, *shape]``) that the layer after the QuantInput receives."""
+        t = IntTensor(codes.reshape((-1,) + self.shape).to(torch.int64), self._in_scale, self._in_zp, self._in_axis)
+        return t.dequantize()
+
+    # ----- bounds --------------------------------------------------------------------------
+    def output_intervals(self, lo: torch.Tensor, hi: torch.Tensor, trace: Trace | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact output intervals (dequantized to float64, ``[B, m]``) by interval propagation."""
+        box = self.net.propagate(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), trace)
+        ylo, yhi = box.dequantize()
+        return ylo.reshape(ylo.shape[0], -1), yhi.reshape(yhi.shape[0], -1)
+
+    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
+        """CROWN lower bounds ``[B, R]`` of ``C[b] @ y`` on the dequantized boxes (float64)."""
+        assert self.crown is not None
+        return self.crown.lower(self.body_inputs(lo), self.body_inputs(hi), C, alpha=alpha)
+
+    def sensitivity(self, trace: Trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """Per box and input, the input's share in the interval width of ``coef[b] @ y``: a backward
+        pass of ``|coef|`` through ``|W|`` and each nonlinearity's chord slope on the box,
+        times the input interval's real width (float64 ``[B, D]``; a heuristic, not a bound)."""
+        g = coef.abs()
+        for layer, in_shape, out_shape, slope in reversed(trace.steps):
+            g = self._back(layer, in_shape, out_shape, slope, g)
+        width = self.body_inputs(hi) - self.body_inputs(lo)
+        return (g.reshape(width.shape) * width).reshape(lo.shape[0], -1)
+
+    def _back(self, layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+              slope: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, QuantLinear):
+            return g.reshape(g.shape[0], -1) @ self._weight_abs(layer)
+        if isinstance(layer, QuantConv2d):
+            return torch.nn.grad.conv2d_input(in_shape, self._weight_abs(layer), g.reshape(out_shape),
+                                              stride=layer.stride, padding=layer.padding)
+        if slope is None:
+            return g.reshape(in_shape)
+        return g.reshape(slope.shape) * slope
+
+    def _weight_abs(self, layer: nn.Module) -> torch.Tensor:
+        key = id(layer)
+        if key not in self._wabs:
+            self._wabs[key] = layer.qweight().detach().abs().to(self.device, torch.float64)  # QuantLinear/Conv
+        return self._wabs[key]
+
+    # ----- points --------------------------------------------------------------------------
+    def eval_points(self, codes: torch.Tensor) -> tuple[torch.Tensor, ExactFn]:
+        """Exact outputs of code points ``[N, D]``: float64 ``[N, m]`` and their exact rationals."""
+        box = self.net.propagate(codes.reshape((-1,) + self.shape), codes.reshape((-1,) + self.shape))
+        out = IntTensor(box.lo, box.scale, box.zero_point, box.axis)
+        y = out.dequantize()
+        cache: dict[int, Sequence[Fraction]] = {}
+
+        def exact(n: int) -> Sequence[Fraction]:
+            if n not in cache:
+                one = IntTensor(out.values[n:n + 1], out.scale, out.zero_point, out.axis)
+                cache[n] = output_fractions(one)[0]
+            return cache[n]
+        return y.reshape(y.shape[0], -1), exact
+
+    def exact_output(self, x: torch.Tensor) -> IntTensor:
+        """The exact integer outputs at real inputs ``x`` (``[N, *shape]``), through the cached
+        interval plans at single points (equal to ``integer_codes``; the tests check it)."""
+        q = input_codes(self.qin, x.to(torch.float64).reshape((-1,) + self.shape).cpu()).to(self.device)
+        box = self.net.propagate(q, q)
+        return IntTensor(box.lo, box.scale, box.zero_point, box.axis)
+
+    def representative(self, code: torch.Tensor, lower: np.ndarray, upper: np.ndarray) -> torch.Tensor | None:
+        """A real input (float64 ``[1, *shape]``) in ``[lower, upper]`` whose codes are ``code``,
+        or None when provably no real input of the box has these codes (a quantizer whose float
+        arithmetic skips codes). First the quantizer's own preimage clipped into the box (clipping
+        keeps the codes by monotonicity), else :func:`smallest_real_with_code`."""
+        q = code.reshape((1,) + self.shape).cpu()
+        lo = torch.as_tensor(lower, dtype=torch.float64).reshape(q.shape)
+        hi = torch.as_tensor(upper, dtype=torch.float64).reshape(q.shape)
+        try:
+            x = torch.minimum(torch.maximum(input_reals(self.qin, q), lo), hi)
+            if torch.equal(input_codes(self.qin, x), q):
+                return x
+        except ValueError:
+            pass
+        x = smallest_real_with_code(lambda t: input_codes(self.qin, t), q, lo, hi)
+        return x if torch.equal(input_codes(self.qin, x), q) else None
+
+    def confirm(self, code: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Re-check a violating grid point with the reference ``integer_codes`` at a real input in
+        the box; returns ``(x, outputs)`` (float64, x in the model's input shape) if confirmed,
+        None if provably no real input of the box has these codes (then the point is not part of
+        the property's input set). Raises if the reference disagrees (a bug, never a verdict)."""
+        x = self.representative(code, lower, upper)
+        if x is None:
+            return None
+        flat = x.reshape(-1).numpy()
+        if not (np.all(flat >= lower) and np.all(flat <= upper)):
+            return None
+        out = integer_codes(self.ref, x)
+        y = out.dequantize().reshape(1, -1)
+        exact = output_fractions(out)
+        if not bool(ospec.violated_points(y.to(ospec.mat.device), lambda n: exact[n])[0]):
+            raise RuntimeError("internal inconsistency: a grid point violates the property under interval "
+                               "propagation but not under the integer reference")
+        return x.reshape(self.shape).numpy().copy(), y.reshape(-1).numpy().copy()
+
+    # ----- attack space --------------------------------------------------------------------
+    def attack_forward(self, t: torch.Tensor, loose: bool = False) -> torch.Tensor:
+        """Float64 fake-quant outputs ``[N, m]`` at continuous codes ``t`` ``[N, D]``, differentiable
+        with the straight-through gradient (``loose``: not clipped at saturation either)."""
+        view = IntTensor(torch.zeros(1, dtype=torch.int64), self._in_scale, self._in_zp, self._in_axis)
+        x = _affine_dequant(t.reshape((-1,) + self.shape), view)
+        return (self.loose_body if loose else self.body)(x).reshape(t.shape[0], -1)
+
+    @staticmethod
+    def snap(t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Nearest grid points inside the boxes (int64)."""
+        return torch.minimum(torch.maximum(torch.round(t).to(torch.int64), lo), hi)
+
+
+class LooseGradient(nn.Module):
+    """An activation quantizer's value with the identity as gradient (also where it saturates),
+    so that an attack can leave flat, saturated regions."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (self.act(x) - x).detach()
+
+
+def frozen_body(layers: Sequence[nn.Module]) -> nn.Sequential:
+    """The float64 layers after the QuantInput with the weights' fake quantization done once:
+    QuantLinear/QuantConv2d become Linear/Conv2d holding ``qweight()``/``qbias()`` (the same
+    function, cheaper to run and to bound); parameters do not require gradients."""
+    out: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, (QuantLinear, QuantConv2d)):
+            w, b = layer.qweight().detach().double(), layer.qbias()
+            if isinstance(layer, QuantLinear):
+                new: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=b is not None)
+            else:
+                new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                padding=layer.padding, bias=b is not None)
+            new = new.double()
+            with torch.no_grad():
+                new.weight.copy_(w)
+                if b is not None:
+                    new.bias.copy_(b.detach().double())
+            out.append(new)
+        else:
+            out.append(copy.deepcopy(layer))
+    body = nn.Sequential(*out).double().eval()
+    for p in body.parameters():
+        p.requires_grad_(False)
+    return body
+
+
+def _affine_dequant(t: torch.Tensor, like: IntTensor) -> torch.Tensor:
+    """``(t - z_c) * s_c`` for float codes ``t`` with ``like``'s channel parameters (differentiable)."""
+    def view(vals):
+        v = torch.tensor([float(x) for x in vals], dtype=torch.float64, device=t.device)
+        if len(vals) == 1:
+            return v.reshape(())
+        shape = [1] * t.dim()
+        shape[like.axis] = len(vals)
+        return v.reshape(shape)
+    return (t - view(like.zero_point)) * view(like.scale)
+
+
+__all__ = ["GridProblem", "output_fractions"]

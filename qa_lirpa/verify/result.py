@@ -1,0 +1,82 @@
+"""Typed verification results: a :class:`Verdict` and a :class:`VerifyResult` with statistics.
+
+VNN-COMP words ("sat", "unsat", "timeout", "unknown") are the enum values; turn a verdict into text
+only at the edge (CLI, result files).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+
+class Verdict(enum.Enum):
+    """The answer of the verifier about "some input in the box violates the property".
+
+    ``SAT``: a counterexample was found and confirmed by the exact semantics. ``UNSAT``: proved that
+    none exists. ``TIMEOUT``: the time ran out on a problem the search would have decided.
+    ``UNKNOWN``: the search cannot decide it (continuous inputs, unsupported layers).
+    """
+
+    SAT = "sat"
+    UNSAT = "unsat"
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class VerifyStats:
+    """Counters and times (seconds) of one verification run."""
+
+    boxes_bounded: int = 0
+    max_depth: int = 0
+    bound_calls: int = 0
+    ibp_calls: int = 0
+    crown_calls: int = 0
+    attack_calls: int = 0
+    points_checked: int = 0
+    queue_peak: int = 0
+    time_total: float = 0.0
+    time_bounding: float = 0.0
+    time_attack: float = 0.0
+    time_exact: float = 0.0
+
+    def merge(self, other: "VerifyStats") -> None:
+        """Add ``other``'s counters and times to these (maxima for depth and queue peak)."""
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            best = max(a, b) if f.name in ("max_depth", "queue_peak") else a + b
+            setattr(self, f.name, best)
+
+
+@dataclass
+class VerifyResult:
+    """The verdict, a confirmed counterexample for ``SAT``, and statistics.
+
+    ``counterexample``: the real input point (float64, the model's input shape without batch) that
+    lies in the property's input box; ``outputs``: the model's exact outputs there (float64,
+    dequantized from the exact integer computation). Both are None unless the verdict is ``SAT``.
+    """
+
+    verdict: Verdict
+    counterexample: np.ndarray | None = None
+    outputs: np.ndarray | None = None
+    stats: VerifyStats = field(default_factory=VerifyStats)
+    message: str = ""
+
+    def summary(self) -> str:
+        """A few human-readable lines: the verdict, the work done, the times."""
+        s = self.stats
+        lines = [f"verdict: {self.verdict.value}" + (f" ({self.message})" if self.message else "")]
+        if self.outputs is not None:
+            lines.append("outputs: " + np.array2string(np.asarray(self.outputs).reshape(-1), precision=6))
+        lines.append(f"boxes bounded: {s.boxes_bounded}, max depth: {s.max_depth}, bound calls: "
+                     f"{s.bound_calls} (IBP {s.ibp_calls}, CROWN {s.crown_calls}), attacks: "
+                     f"{s.attack_calls}, points checked: {s.points_checked}, queue peak: {s.queue_peak}")
+        lines.append(f"time: {s.time_total:.3f} s (bounding {s.time_bounding:.3f}, attack "
+                     f"{s.time_attack:.3f}, exact {s.time_exact:.3f})")
+        return "\n".join(lines)
+
+
+__all__ = ["Verdict", "VerifyStats", "VerifyResult"]

@@ -1,0 +1,322 @@
+"""The branch-and-bound search over one input box (one :class:`InputSpec`).
+
+Per batch of boxes popped from the stack: exact IBP (CROWN on the boxes IBP leaves open, while it
+pays off); boxes whose every disjunct is refuted are dropped; single-point boxes are decided by the
+exact semantics; the others have their centres checked exactly, the least safe are attacked now and
+then, and the rest are split in two and pushed back.
+
+Soundness: a box is dropped only when each disjunct has a row whose lower bound is proved positive
+(exact IBP with a rigorous float error bound, CROWN above a tolerance) or, for a single grid point,
+when the exact semantics shows no disjunct holds. ``sat`` needs a point confirmed by the reference
+semantics inside the input box. On the grid every split halves a dimension with at least two grid
+points, so the search ends.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from . import attack
+from .branching import choose_dims, focus_coef
+from .config import VerifierConfig
+from .intervals import Trace
+from .problem import Problem
+from .queue import BoxStack
+from .result import Verdict, VerifyStats
+from .spec import OutputSpec
+from .vnnlib import InputSpec
+
+
+#: largest batch while the queue is over its memory budget
+OVER_BUDGET_BATCH = 16
+
+
+class CrownPolicy:
+    """When to run CROWN on the boxes that IBP leaves open.
+
+    ``always``/``never`` are fixed. ``auto`` compares what matters for a proof, the grid volume
+    proved safe per second: in each round it runs ``probe`` batches with CROWN and ``probe``
+    without, then the better of the two for ``exploit`` batches (CROWN when neither proves
+    anything), and starts again. Volumes are kept as log2 sums (deep boxes underflow floats).
+    """
+
+    def __init__(self, mode: str, available: bool, probe: int = 4, exploit: int = 24) -> None:
+        self.mode = mode if available else "never"
+        self.probe, self.exploit = probe, exploit
+        self.round_start = 0
+        self.volume = {True: -math.inf, False: -math.inf}    # log2 of the proved volume per phase
+        self.seconds = {True: 0.0, False: 0.0}
+        self.choice = True
+
+    def use(self, batch: int) -> bool:
+        if self.mode != "auto":
+            return self.mode == "always"
+        k = batch - self.round_start
+        if k < 2 * self.probe:
+            return k < self.probe
+        if k == 2 * self.probe:
+            self.choice = self._better()
+        if k >= 2 * self.probe + self.exploit:
+            self.round_start = batch
+            self.volume, self.seconds = {True: -math.inf, False: -math.inf}, {True: 0.0, False: 0.0}
+            return True
+        return self.choice
+
+    def report(self, used: bool, log_volume: float, seconds: float) -> None:
+        """A batch's proved volume (log2, relative to the root) and its duration."""
+        self.volume[used] = _log2_add(self.volume[used], log_volume)
+        self.seconds[used] += seconds
+
+    def _better(self) -> bool:
+        rate = {m: self.volume[m] - math.log2(max(self.seconds[m], 1e-9)) for m in (True, False)}
+        if rate[True] == -math.inf and rate[False] == -math.inf:
+            return True
+        return rate[True] >= rate[False]
+
+
+def _log2_add(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    hi, lo = max(a, b), min(a, b)
+    return hi + math.log2(1.0 + 2.0 ** (lo - hi))
+
+
+class Search:
+    """Branch and bound for one input box; :meth:`start` then :meth:`step` until it returns a
+    verdict (``SAT``, ``UNSAT``, or ``UNKNOWN`` when continuous boxes cannot be halved)."""
+
+    def __init__(self, problem: Problem, spec: InputSpec, config: VerifierConfig, stats: VerifyStats,
+                 deadline: float, gen: torch.Generator) -> None:
+        self.p, self.cfg, self.stats, self.deadline, self.gen = problem, config, stats, deadline, gen
+        self.lower, self.upper = np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
+        if self.lower.size != problem.dim:
+            raise ValueError(f"the property has {self.lower.size} inputs, the model {problem.dim}")
+        if spec.n_outputs != problem.n_outputs:
+            raise ValueError(f"the property has {spec.n_outputs} outputs, the model {problem.n_outputs}")
+        self.ospec = OutputSpec.from_disjuncts(spec.disjuncts, spec.n_outputs, problem.device)
+        self.work_dtype = torch.int64 if problem.integral else torch.float64
+        self.stack = BoxStack(problem.dim, self.ospec.n_disjuncts, problem.storage_dtype(), problem.device)
+        self.crown = CrownPolicy(config.crown, problem.crown is not None and self.ospec.n_rows > 0)
+        self.box_cost = 0.0      # seconds per box without CROWN (EMA)
+        self.crown_cost = 0.0    # seconds per box of CROWN (EMA)
+        self.batches = 0
+        self.incomplete = False
+        self.found: tuple[np.ndarray, np.ndarray] | None = None
+        self.crown_time = 0.0
+        self.root_log_volume = 0.0
+        self._proved = -math.inf
+
+    # ----- phases ---------------------------------------------------------------------------
+    def start(self) -> Verdict | None:
+        """Bound and attack the root box; push it if undecided."""
+        root = self.p.root(self.lower, self.upper)
+        if root is None:
+            return Verdict.UNSAT
+        lo, hi = root
+        self.root_log_volume = float(self.p.log_volume(lo, hi)[0])
+        alive = torch.ones(1, self.ospec.n_disjuncts, dtype=torch.bool, device=lo.device)
+        self.crown_time = 0.0
+        alive, margin = self.bound(lo, hi, alive, None, crown=True, alpha=self.cfg.alpha_root)
+        self.crown_cost = self.crown_time
+        if not alive.any():
+            return Verdict.UNSAT
+        if self._attack_root(lo, hi):
+            return Verdict.SAT
+        depth = torch.zeros(1, dtype=torch.int32, device=lo.device)
+        self.stack.push(lo, hi, depth, alive, self.ospec.box_score(margin, alive))
+        return None
+
+    def step(self) -> Verdict | None:
+        """Process one batch; a verdict when the search is over."""
+        if not len(self.stack):
+            return Verdict.UNKNOWN if self.incomplete else Verdict.UNSAT
+        t0 = time.perf_counter()
+        use_crown = self.crown.use(self.batches)
+        lo, hi, depth, alive, score = self.stack.pop(self._batch_limit(use_crown), self.work_dtype)
+        self._proved = -math.inf
+        crown_time = self._process(lo, hi, depth, alive, score, use_crown)
+        self.batches += 1
+        spent = time.perf_counter() - t0
+        self.crown.report(use_crown, self._proved, spent)
+        self._update_cost(spent, crown_time, lo.shape[0])
+        self.stats.queue_peak = max(self.stats.queue_peak, len(self.stack))
+        return Verdict.SAT if self.found is not None else None
+
+    # ----- bounding -------------------------------------------------------------------------
+    def bound(self, lo, hi, alive, trace: Trace | None, crown: bool, alpha: bool = False):
+        """Refute disjuncts on the boxes; returns the new alive mask and row margins ``[B, R]``."""
+        t0 = time.perf_counter()
+        ylo, yhi = self.p.output_intervals(lo, hi, trace)
+        tol = 0.0 if self.p.integral else self.cfg.crown_tol
+        margin, mag = self.ospec.row_margins(ylo, yhi, tol)
+        alive = alive & ~self.ospec.disjuncts_refuted(margin > 0)
+        self.stats.ibp_calls += 1
+        if crown and self.crown.mode != "never" and alive.any():
+            margin, alive = self._crown(lo, hi, alive, margin, mag, alpha)
+        self.stats.bound_calls += 1
+        self.stats.boxes_bounded += lo.shape[0]
+        self.stats.time_bounding += time.perf_counter() - t0
+        return alive, margin
+
+    def _crown(self, lo, hi, alive, margin, mag, alpha: bool):
+        """CROWN on the open boxes, for the rows of disjuncts still alive in some of them."""
+        t0 = time.perf_counter()
+        idx = alive.any(dim=1).nonzero().squeeze(1)
+        rows = alive[idx].any(dim=0)[self.ospec.owner].nonzero().squeeze(1)
+        C = self.ospec.mat[rows].unsqueeze(0).expand(idx.numel(), -1, -1)
+        lb = self.p.crown_lower(lo[idx], hi[idx], C, alpha=alpha) - self.ospec.rhs[rows]
+        cm = lb - self.cfg.crown_tol * (1 + mag[idx][:, rows])
+        margin = margin.clone()
+        sub = margin[idx]
+        sub[:, rows] = torch.maximum(sub[:, rows], cm)
+        margin[idx] = sub
+        self.stats.crown_calls += 1
+        self.crown_time = time.perf_counter() - t0
+        return margin, alive & ~self.ospec.disjuncts_refuted(margin > 0)
+
+    # ----- one batch ------------------------------------------------------------------------
+    def _process(self, lo, hi, depth, alive, score, use_crown: bool) -> float:
+        """Bound, decide or split one batch; returns the seconds spent in CROWN."""
+        trace = Trace() if self.p.integral and self.cfg.branching != "widest" else None
+        self.crown_time = 0.0
+        alive0 = alive
+        alive, margin = self.bound(lo, hi, alive, trace, crown=use_crown)
+        crown_time = self.crown_time
+        if time.monotonic() > self.deadline:  # out of time: leave the batch as it was
+            self.stack.push(lo, hi, depth, alive0, score)
+            return crown_time
+        open_ = alive.any(dim=1)
+        points = open_ & self.p.is_point(lo, hi)
+        done = ~open_ | points                 # dropped now (points after their exact check)
+        self._proved = self._log_volume(lo[done], hi[done])
+        if points.any() and self._check(lo[points]):
+            return crown_time
+        keep = (open_ & ~points).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            return crown_time
+        lo, hi, depth, alive, margin = lo[keep], hi[keep], depth[keep], alive[keep], margin[keep]
+        score = self.ospec.box_score(margin, alive)
+        if self._falsify(lo, hi, score):
+            return crown_time
+        self._split(lo, hi, depth, alive, margin, score, None if trace is None else trace.select(keep))
+        return crown_time
+
+    def _split(self, lo, hi, depth, alive, margin, score, trace) -> None:
+        coef = focus_coef(margin, alive, self.ospec.owner, self.ospec.mat)
+        dims, ok = choose_dims(self.p, self.cfg.branching, lo, hi, trace, coef, alive,
+                               self._value, self.cfg.lookahead_k)
+        if not ok.all():
+            self.incomplete = True
+            lo, hi, depth, alive, score, dims = lo[ok], hi[ok], depth[ok], alive[ok], score[ok], dims[ok]
+        left_hi, right_lo = self.p.split_points(lo, hi, dims)
+        d = depth + 1
+        if d.numel():
+            self.stats.max_depth = max(self.stats.max_depth, int(d.max()))
+        self.stack.push_split(lo, hi, dims, left_hi, right_lo, d, alive, score)
+
+    def _value(self, lo, hi, alive) -> torch.Tensor:
+        """Lookahead value of boxes: the sum over alive disjuncts of their best row margin
+        clipped at 0 (0: proved); exact IBP only."""
+        ylo, yhi = self.p.output_intervals(lo, hi)
+        margin, _ = self.ospec.row_margins(ylo, yhi, 0.0 if self.p.integral else self.cfg.crown_tol)
+        self.stats.boxes_bounded += lo.shape[0]
+        per_d = torch.full(alive.shape, -1e30, dtype=torch.float64, device=lo.device)
+        if self.ospec.n_rows:
+            idx = self.ospec.owner.unsqueeze(0).expand_as(margin)
+            per_d = per_d.scatter_reduce(1, idx, margin, reduce="amax", include_self=True)
+        return torch.where(alive, per_d.clamp(max=0), torch.zeros_like(per_d)).sum(dim=1)
+
+    # ----- counterexamples ------------------------------------------------------------------
+    def _falsify(self, lo, hi, score) -> bool:
+        """Exact checks of box centres (bab) and attacks on the least safe boxes."""
+        if not self.cfg.falsify:
+            return False
+        if self.cfg.method != "paper":
+            sel = torch.argsort(score)[: self.cfg.centre_checks]
+            l, h = lo[sel], hi[sel]
+            centre = self.p.snap(l.to(torch.float64) + (h - l).to(torch.float64) / 2, l, h)
+            if self._check(centre):
+                return True
+        every = self.cfg.attack_every
+        if every and self.batches % every == 0 and self.cfg.attack_steps and time.monotonic() < self.deadline:
+            sel = torch.argsort(score)[: self.cfg.attack_boxes]
+            t0 = time.perf_counter()
+            pts = attack.pgd(self.p, lo[sel], hi[sel], self.ospec, self.cfg.attack_steps, 1, self.gen, self.deadline)
+            self.stats.attack_calls += 1
+            self.stats.time_attack += time.perf_counter() - t0
+            return self._check(pts)
+        return False
+
+    def _attack_root(self, lo, hi) -> bool:
+        if not self.cfg.falsify:
+            return False
+        t0 = time.perf_counter()
+        pts = attack.box_points(self.p, lo, hi, self.cfg.random_points, self.gen)
+        self.stats.time_attack += time.perf_counter() - t0
+        if self._check(pts):
+            return True
+        if not (self.cfg.attack_steps and self.cfg.attack_restarts):
+            return False
+        t0 = time.perf_counter()
+        pts = attack.pgd(self.p, lo, hi, self.ospec, self.cfg.attack_steps, self.cfg.attack_restarts,
+                         self.gen, self.deadline)
+        self.stats.attack_calls += 1
+        self.stats.time_attack += time.perf_counter() - t0
+        return self._check(pts)
+
+    def _check(self, points: torch.Tensor) -> bool:
+        """Exact check of points ``[N, D]``; a confirmed violation is recorded (True). A violating
+        grid point that no real input of the box reaches is not a counterexample (and is safe to
+        drop: it is not in the input set)."""
+        t0 = time.perf_counter()
+        try:
+            y, exact = self.p.eval_points(points)
+            self.stats.points_checked += points.shape[0]
+            bad = self.ospec.violated_points(y, exact).nonzero().squeeze(1)
+            for i in bad.tolist():
+                found = self.p.confirm(points[i], self.lower, self.upper, self.ospec)
+                if found is not None:
+                    self.found = found
+                    return True
+            return False
+        finally:
+            self.stats.time_exact += time.perf_counter() - t0
+
+    # ----- bookkeeping ----------------------------------------------------------------------
+    def _log_volume(self, lo: torch.Tensor, hi: torch.Tensor) -> float:
+        """log2 of the summed volume of boxes relative to the root's (grid points, or measure)."""
+        if lo.shape[0] == 0:
+            return -math.inf
+        lv = self.p.log_volume(lo, hi) - self.root_log_volume
+        top = float(lv.max())
+        return top + math.log2(float(torch.exp2(lv - top).sum()))
+
+    def _batch_limit(self, use_crown: bool) -> int:
+        """Boxes per batch: as many as fit in ``batch_time`` at the measured per-box costs. Over
+        the queue's memory budget at most :data:`OVER_BUDGET_BATCH`: children go on top of the
+        stack, so popping ``k`` boxes at a time adds at most ``k`` boxes per tree level, and the
+        queue stays below the budget plus ``k`` times the depth."""
+        cost = self.box_cost + (self.crown_cost if use_crown else 0.0)
+        n = self.cfg.batch_size if cost <= 0 else int(self.cfg.batch_time / cost)
+        n = max(1, min(self.cfg.batch_size, n, 16 if self.batches == 0 else n))
+        if self.stack.nbytes > self.cfg.queue_mem_mb * 2 ** 20:
+            n = min(n, OVER_BUDGET_BATCH)
+        return n
+
+    def _update_cost(self, spent: float, crown_time: float, n: int) -> None:
+        n = max(n, 1)
+        self.box_cost = _ema(self.box_cost, max(spent - crown_time, 1e-9) / n)
+        if crown_time > 0:
+            self.crown_cost = _ema(self.crown_cost, crown_time / n)
+
+
+def _ema(old: float, new: float) -> float:
+    return new if old == 0 else 0.7 * old + 0.3 * new
+
+
+__all__ = ["Search", "CrownPolicy"]
