@@ -48,18 +48,14 @@ def check_counterexample(onnx_path: Path, vnnlib_path: Path, values: dict[str, f
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from qa_lirpa.models import build_model, save_checkpoint
+    """A folder made from a model trained here (QA-IBP on the synthetic set, a few seconds)."""
+    from qa_lirpa.train import load_train_config, train
 
     tmp = tmp_path_factory.mktemp("bench")
-    model = build_model("mlp", in_shape=(1, 8, 8), n_classes=4, bits=8, hidden=[12])
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for m in model:
-            if hasattr(m, "weight_spec"):
-                m.weight.uniform_(-0.6, 0.6)
-                m.bias.uniform_(-0.5, 0.5)
-    save_checkpoint(tmp / "model.pt", model)
-    return make_folder(str(tmp / "model.pt"), "synthetic", range(0, 4), [2.0, 12.0], str(tmp / "qnn"), 8.0)
+    cfg = load_train_config("synthetic", ["progress=false", "model.hidden=[12]"], str(tmp / "run"))
+    train(cfg, log=lambda *_: None)
+    return make_folder(str(tmp / "run" / "checkpoint.pt"), "synthetic", range(0, 4), [3.0, 40.0],
+                       str(tmp / "qnn"), 8.0)
 
 
 def milp_verdict(onnx_path: Path, vnnlib_path: Path) -> str:
