@@ -1,0 +1,434 @@
+"""Soundness campaign: differential testing of the complete verifier and of the exact MILP
+procedure against exhaustive enumeration, on random small quantized networks and properties.
+
+Every case is built from one integer seed (``case_seed = seed * 100000 + index``), so a
+disagreement is reproduced by ``--replay CASE_SEED``. A case varies: 2-4 inputs (8-bit pixels,
+scale 1, so the input grid is the integer points), integer boxes of width 0..10 per dimension
+(single points and boxes touching 0 or 255 included), 1-3 hidden layers of 3-8 units, both
+rounding modes, per-tensor or per-channel weight scales, weight/activation widths 4/6/8,
+accumulator outputs or requantized signed outputs, and a property that is either a robustness
+property (exact argmax tie semantics) or random linear rows in 1-3 disjuncts whose right-hand
+sides sit exactly at reachable output values or just below them (ties matter), aiming at about
+half sat.
+
+Ground truth is enumeration: ``integer_forward`` on every integer point of the box (exact; the
+outputs are dyadic with few bits, checked, so float64 row values and comparisons are exact).
+Each case is then decided by
+
+* ``bab``: the verifier, ``method="bab"``, default settings;
+* ``bab_nf``: the same with ``falsify: false`` (no attacks or centre checks: bounding and
+  single-point boxes decide);
+* ``paper``: ``method="paper"`` on every ``--paper-every``-th case;
+* ``milp``: :func:`qa_lirpa.exact.decide_milp`.
+
+A decided verdict that differs from enumeration, a ``sat`` whose counterexample is outside the
+box or does not violate the property under ``integer_forward``, or an exception, is a BUG; the
+case seed is printed.
+
+    .venv/bin/python benchmarks/soundness_campaign.py --cases 500 --seed 0 --timeout 20 \\
+        --out benchmarks/results/soundness_campaign.md
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from qa_lirpa import QuantSpec
+from qa_lirpa.config import atomic_write_text
+from qa_lirpa.exact import decide_milp
+from qa_lirpa.nn import QuantAct, QuantInput, QuantLinear, accumulator_bias_spec, integer_codes, integer_forward
+from qa_lirpa.nn.reference import argmax_smallest
+from qa_lirpa.verify import InputSpec, VerifierConfig, robustness_spec, verify
+
+ROUNDINGS = ("half_up", "half_even")
+BITS = (4, 6, 8)
+#: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
+EXACT_BITS = 24
+TOOLS = ("bab", "bab_nf", "paper", "milp")
+
+
+@dataclass
+class Case:
+    """One random network, box and property, with its enumeration ground truth."""
+
+    case_seed: int
+    model: nn.Sequential
+    spec: InputSpec
+    meta: dict
+    grid: torch.Tensor
+    outputs: np.ndarray
+    truth: str  # "sat" | "unsat" by enumeration
+
+
+@dataclass
+class Outcome:
+    """What one tool said about one case."""
+
+    verdict: str
+    seconds: float
+    problem: str = ""  # non-empty: a bug (wrong verdict, bad counterexample, exception)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    outcomes: dict = field(default_factory=dict)
+
+    @property
+    def bugs(self) -> list[str]:
+        return [f"{t}: {o.problem}" for t, o in self.outcomes.items() if o.problem]
+
+
+# ----- generation ---------------------------------------------------------------------------
+
+def _weight_spec(rng: np.random.Generator, bits: int, rounding: str, channels: int, per_channel: bool) -> QuantSpec:
+    base = 2.0 ** -(bits - 1)
+    if per_channel:
+        scales = [base * 2.0 ** (1 - int(rng.integers(0, 3))) for _ in range(channels)]
+        return QuantSpec(bits, True, scales, axis=0, rounding=rounding)
+    return QuantSpec(bits, True, base, rounding=rounding)
+
+
+def _box(rng: np.random.Generator, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer box in [0, 255]: widths 0..10 (sometimes all 0), sometimes at an edge."""
+    widths = rng.integers(0, 11, size=n_in)
+    if rng.random() < 0.1:
+        widths[:] = 0
+    elif rng.random() < 0.15:
+        widths[rng.integers(0, n_in)] = 0
+    mode = rng.random()
+    lower = np.empty(n_in)
+    for i, w in enumerate(widths):
+        if mode < 0.2 or (mode < 0.3 and i % 2 == 0):
+            lower[i] = 0
+        elif mode < 0.4 or (mode < 0.5 and i % 2 == 1):
+            lower[i] = 255 - w
+        else:
+            lower[i] = rng.integers(0, 256 - w)
+    return lower.astype(np.float64), (lower + widths).astype(np.float64)
+
+
+def _forward_float(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return nn.Sequential(*layers).double()(x)
+
+
+def build_model(rng: np.random.Generator, meta: dict, centre: torch.Tensor) -> nn.Sequential:
+    """QuantInput(8 bit, scale 1) -> (QuantLinear, QuantAct unsigned)* -> QuantLinear
+    [-> QuantAct signed], biased so that hidden units are mostly unsaturated at ``centre``."""
+    rounding, w_bits, a_bits = meta["rounding"], meta["w_bits"], meta["a_bits"]
+    ins = QuantSpec(8, False, 1.0, rounding=rounding)
+    act = QuantSpec(a_bits, False, 0.5, rounding=rounding)
+    layers: list[nn.Module] = [QuantInput(ins)]
+    prev = ins
+    sizes = [meta["n_in"]] + meta["hidden"] + [meta["n_out"]]
+    x = centre.reshape(1, -1)
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        ws = _weight_spec(rng, w_bits, rounding, b, meta["per_channel"])
+        lin = QuantLinear(a, b, ws, accumulator_bias_spec(prev, ws)).double()
+        spread = 1.2 if i == 0 else 0.7
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy((rng.random((b, a)) - 0.5) * spread))
+            lin.bias.zero_()
+            pre = _forward_float(layers + [lin], x)[0]
+            if last:
+                target = (rng.random(b) - 0.5) * 2.0
+            else:
+                top = act.qmax * 0.5
+                target = (0.15 + 0.7 * rng.random(b)) * top
+            lin.bias.copy_(torch.from_numpy(target) - pre)
+        layers.append(lin)
+        if not last:
+            layers.append(QuantAct(act))
+            prev = act
+    if meta["out_kind"] == "requant":
+        layers.append(QuantAct(QuantSpec(meta["o_bits"], True, meta["o_scale"], rounding=rounding)))
+    return nn.Sequential(*layers).double().eval()
+
+
+def grid_points(lower: np.ndarray, upper: np.ndarray) -> torch.Tensor:
+    axes = [np.arange(int(lo), int(hi) + 1) for lo, hi in zip(lower, upper)]
+    return torch.tensor(list(itertools.product(*axes)), dtype=torch.float64)
+
+
+def _check_exact(values: np.ndarray, what: str) -> None:
+    scaled = values * 2.0 ** EXACT_BITS
+    if not (np.all(np.abs(values) < 2.0 ** 20) and np.all(scaled == np.round(scaled))):
+        raise AssertionError(f"{what}: values not exactly representable for float64 checks")
+
+
+def violated_rows(outputs: np.ndarray, disjuncts) -> np.ndarray:
+    """Per output row (``[N, m]``): does some disjunct hold on every one of its rows?"""
+    hit = np.zeros(outputs.shape[0], dtype=bool)
+    for mat, rhs in disjuncts:
+        vals = outputs @ np.asarray(mat).T
+        _check_exact(vals, "row values")
+        hit |= np.all(vals <= np.asarray(rhs)[None, :], axis=1)
+    return hit
+
+
+def _coefficients(rng: np.random.Generator, rows: int, m: int) -> np.ndarray:
+    mat = rng.integers(-4, 5, size=(rows, m)) / 2.0
+    for r in range(rows):
+        if not np.any(mat[r]):
+            mat[r, rng.integers(0, m)] = 1.0
+    return mat
+
+
+def build_spec(rng: np.random.Generator, model: nn.Module, meta: dict, lower, upper,
+               grid: torch.Tensor, outputs: np.ndarray, centre: torch.Tensor) -> InputSpec:
+    m = outputs.shape[1]
+    if meta["spec_kind"] == "robust":
+        out = integer_codes(model, centre.reshape(1, -1))
+        label = int(argmax_smallest(out.dequantize())[0]) if rng.random() < 0.75 else int(rng.integers(0, m))
+        meta["label"] = label
+        return robustness_spec(out, label, lower, upper)
+    n_disj = int(rng.integers(1, 4))
+    want_sat = bool(rng.random() < 0.5)
+    chosen = int(rng.integers(0, n_disj))
+    delta = 2.0 ** -20 if rng.random() < 0.7 else 2.0 ** -9
+    meta.update(n_disjuncts=n_disj, want_sat=want_sat, delta=delta)
+    disjuncts = []
+    for d in range(n_disj):
+        rows = int(rng.integers(1, 4))
+        mat = _coefficients(rng, rows, m)
+        vals = outputs @ mat.T  # [N, rows]
+        _check_exact(vals, "row values")
+        if rng.random() < 0.5:
+            anchor = int(np.argmin(vals[:, 0]))  # an extreme point: the tie is on the boundary
+        else:
+            anchor = int(rng.integers(0, outputs.shape[0]))
+        rhs = vals[anchor].copy()
+        if not (want_sat and d == chosen):
+            if rows == 1:
+                rhs = np.array([vals[:, 0].min() - delta])
+            elif rng.random() < 0.5:
+                row = int(rng.integers(0, rows))  # one row below its minimum: the disjunct is empty
+                rhs[row] = vals[:, row].min() - delta
+            else:
+                rhs[int(rng.integers(0, rows))] -= delta  # just misses the anchor; other points may hit
+        disjuncts.append((mat, rhs))
+    return InputSpec(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64), disjuncts)
+
+
+def make_case(case_seed: int) -> Case:
+    rng = np.random.default_rng(case_seed)
+    n_in = int(rng.integers(2, 5))
+    meta = dict(case_seed=case_seed, n_in=n_in,
+                hidden=[int(h) for h in rng.integers(3, 9, size=int(rng.integers(1, 4)))],
+                n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, 2))],
+                w_bits=int(rng.choice(BITS)), a_bits=int(rng.choice(BITS)),
+                per_channel=bool(rng.random() < 0.5),
+                out_kind="requant" if rng.random() < 0.5 else "acc",
+                o_bits=int(rng.choice(BITS)), o_scale=float(rng.choice([0.125, 0.25, 0.5])),
+                spec_kind="robust" if rng.random() < 0.35 else "linear")
+    lower, upper = _box(rng, n_in)
+    meta["widths"] = [int(w) for w in upper - lower]
+    centre = torch.from_numpy(np.array([rng.integers(int(lo), int(hi) + 1) for lo, hi in zip(lower, upper)],
+                                       dtype=np.float64))
+    model = build_model(rng, meta, centre)
+    grid = grid_points(lower, upper)
+    outputs = integer_forward(model, grid).reshape(grid.shape[0], -1).numpy()
+    _check_exact(outputs, "outputs")
+    spec = build_spec(rng, model, meta, lower, upper, grid, outputs, centre)
+    truth = "sat" if violated_rows(outputs, spec.disjuncts).any() else "unsat"
+    meta["grid_points"] = int(grid.shape[0])
+    return Case(case_seed, model, spec, meta, grid, outputs, truth)
+
+
+# ----- deciding -----------------------------------------------------------------------------
+
+def check_counterexample(case: Case, x) -> str:
+    """Empty if ``x`` lies in the box and violates the property under integer_forward."""
+    if x is None:
+        return "sat without a counterexample"
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.shape[0] != case.spec.n_inputs:
+        return f"counterexample has {x.shape[0]} inputs"
+    if not (np.all(x >= case.spec.lower) and np.all(x <= case.spec.upper)):
+        return f"counterexample {x.tolist()} outside the box"
+    y = integer_forward(case.model, torch.from_numpy(x).reshape(1, -1)).reshape(1, -1).numpy()
+    if not violated_rows(y, case.spec.disjuncts)[0]:
+        return f"counterexample {x.tolist()} does not violate the property (outputs {y[0].tolist()})"
+    return ""
+
+
+def _judge(case: Case, verdict: str, x, seconds: float) -> Outcome:
+    problem = ""
+    if verdict in ("sat", "unsat") and verdict != case.truth:
+        problem = f"verdict {verdict}, enumeration {case.truth}"
+    elif verdict == "sat":
+        problem = check_counterexample(case, x)
+    return Outcome(verdict, seconds, problem)
+
+
+def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
+    t0 = time.perf_counter()
+    try:
+        if tool == "milp":
+            verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1, case.spec.n_inputs))
+        else:
+            cfg = VerifierConfig(method="paper" if tool == "paper" else "bab", falsify=tool != "bab_nf",
+                                 device="cpu", seed=case.case_seed % (2 ** 31))
+            res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=(case.spec.n_inputs,))
+            verdict, x = res.verdict.value, res.counterexample
+            if verdict == "sat" and x is not None and res.outputs is not None:
+                y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(1, -1))
+                if not np.array_equal(np.asarray(res.outputs).reshape(-1), y.reshape(-1).numpy()):
+                    return Outcome(verdict, time.perf_counter() - t0,
+                                   f"reported outputs {np.asarray(res.outputs).reshape(-1).tolist()} differ "
+                                   f"from integer_forward {y.reshape(-1).tolist()} at {np.asarray(x).tolist()}")
+    except Exception as err:  # noqa: BLE001 - an exception is a finding, not a crash of the campaign
+        return Outcome("error", time.perf_counter() - t0, f"{type(err).__name__}: {err}")
+    return _judge(case, verdict, x, time.perf_counter() - t0)
+
+
+def run_case(case_seed: int, timeout: float, paper: bool) -> CaseResult:
+    case = make_case(case_seed)
+    result = CaseResult(case)
+    for tool in TOOLS:
+        if tool == "paper" and not paper:
+            continue
+        result.outcomes[tool] = run_tool(case, tool, timeout)
+    return result
+
+
+def campaign(cases: int, seed: int, timeout: float, paper_every: int = 4, log=None) -> list[CaseResult]:
+    results = []
+    for i in range(cases):
+        r = run_case(seed * 100000 + i, timeout, paper_every > 0 and i % paper_every == 0)
+        results.append(r)
+        if log is not None:
+            for bug in r.bugs:
+                print(f"BUG case_seed={r.case.case_seed}: {bug}  (replay: --replay {r.case.case_seed})",
+                      file=log, flush=True)
+            if (i + 1) % 25 == 0:
+                print(f"[{i + 1}/{cases}] done", file=log, flush=True)
+    return results
+
+
+# ----- reporting ----------------------------------------------------------------------------
+
+def summarize(results: list[CaseResult]) -> dict:
+    s = {"cases": len(results),
+         "sat": sum(r.case.truth == "sat" for r in results),
+         "unsat": sum(r.case.truth == "unsat" for r in results),
+         "roundings": sorted({r.case.meta["rounding"] for r in results}),
+         "bugs": [(r.case.case_seed, b) for r in results for b in r.bugs], "tools": {}}
+    for tool in TOOLS:
+        outs = [r.outcomes[tool] for r in results if tool in r.outcomes]
+        if not outs:
+            continue
+        times = np.array([o.seconds for o in outs])
+        s["tools"][tool] = dict(
+            runs=len(outs),
+            agree=sum(o.verdict in ("sat", "unsat") and not o.problem for o in outs),
+            undecided=sum(o.verdict in ("timeout", "unknown") for o in outs),
+            disagree=sum(o.verdict in ("sat", "unsat") and o.verdict != r.case.truth
+                         for r in results if tool in r.outcomes for o in [r.outcomes[tool]]),
+            bad_cex=sum(o.verdict == "sat" and bool(o.problem) and "enumeration" not in o.problem for o in outs),
+            errors=sum(o.verdict == "error" for o in outs),
+            mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
+    return s
+
+
+def markdown_table(s: dict) -> str:
+    lines = [f"cases: {s['cases']}; enumeration: {s['sat']} sat, {s['unsat']} unsat; "
+             f"rounding modes: {', '.join(s['roundings'])}", "",
+             "| tool | runs | agree | timeout/unknown | disagree | bad counterexample | error "
+             "| mean s/case | median s | max s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    names = {"bab": "verifier bab", "bab_nf": "verifier bab, falsify off", "paper": "verifier paper",
+             "milp": "MILP (HiGHS)"}
+    for tool, t in s["tools"].items():
+        lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
+                     f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ["case_seed", "n_in", "hidden", "n_out", "rounding", "w_bits", "a_bits", "per_channel",
+              "out_kind", "o_bits", "o_scale", "widths", "grid_points", "spec_kind", "n_disjuncts",
+              "enumeration"] + [f"{t}{k}" for t in TOOLS for k in ("", "_s")] + ["bugs"]
+
+
+def csv_text(results: list[CaseResult]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in results:
+        row = dict(r.case.meta)
+        row["hidden"] = "-".join(map(str, row["hidden"]))
+        row["widths"] = "-".join(map(str, row["widths"]))
+        row["o_bits"] = row["o_bits"] if row["out_kind"] == "requant" else ""
+        row["o_scale"] = row["o_scale"] if row["out_kind"] == "requant" else ""
+        row["enumeration"] = r.case.truth
+        for t, o in r.outcomes.items():
+            row[t], row[f"{t}_s"] = o.verdict, f"{o.seconds:.4f}"
+        row["bugs"] = "; ".join(r.bugs)
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per tool and case")
+    ap.add_argument("--paper-every", type=int, default=4, help="method=paper on every k-th case (0: never)")
+    ap.add_argument("--out", type=Path, default=None, help="markdown results file (a .csv is written beside it)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--replay", type=int, default=None, help="run one case by its case seed, verbosely")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.replay is not None:
+        r = run_case(args.replay, args.timeout, True)
+        c = r.case
+        print(f"meta: {c.meta}\nbox: {c.spec.lower.tolist()} .. {c.spec.upper.tolist()}")
+        for mat, rhs in c.spec.disjuncts:
+            print(f"disjunct: {mat.tolist()} <= {rhs.tolist()}")
+        print(f"model:\n{c.model}\nenumeration: {c.truth}")
+        for t, o in r.outcomes.items():
+            print(f"{t}: {o.verdict} ({o.seconds:.3f} s) {o.problem}")
+        return 1 if r.bugs else 0
+    t0 = time.perf_counter()
+    results = campaign(args.cases, args.seed, args.timeout, args.paper_every, log=sys.stderr)
+    wall = time.perf_counter() - t0
+    s = summarize(results)
+    table = markdown_table(s)
+    print(table)
+    bugs = s["bugs"]
+    print(f"BUGS: {len(bugs)}" + "".join(f"\n  case_seed={cs}: {b}" for cs, b in bugs))
+    if args.out is not None:
+        cmd = ".venv/bin/python benchmarks/soundness_campaign.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)
+        doc = ["# Soundness campaign: verifier and MILP against enumeration", "",
+               f"Command: `{cmd}`", "",
+               f"Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: "
+               f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}), "
+               f"torch {torch.__version__}, {args.threads} torch thread(s); total wall {wall:.0f} s.", "",
+               "Enumeration (`integer_forward` on every integer point of the box) is the ground truth. "
+               "`agree`: decided and equal to enumeration, counterexample (if sat) inside the box and "
+               "violating under `integer_forward`. Times are per case, wall clock, in process.", "",
+               table, "", f"Disagreements / bugs: {len(bugs)}"]
+        doc += [f"- case_seed {cs}: {b} (replay: `--replay {cs}`)" for cs, b in bugs]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out.with_suffix(".csv"), csv_text(results))
+        atomic_write_text(args.out, "\n".join(doc) + "\n")
+    return 1 if bugs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""A small soundness campaign (issue 6): the verifier (bab, bab without falsification, paper)
+and the exact MILP procedure agree with enumeration on random tiny QNNs and properties. The large
+run is ``benchmarks/soundness_campaign.py``."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "soundness_campaign.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("soundness_campaign", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look the module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sc = _load()
+
+
+@pytest.fixture(scope="module")
+def results():
+    return sc.campaign(30, seed=7, timeout=20.0, paper_every=5)
+
+
+def test_no_disagreement(results):
+    bugs = [(r.case.case_seed, b) for r in results for b in r.bugs]
+    assert not bugs, f"disagreements (replay with --replay CASE_SEED): {bugs}"
+
+
+def test_all_decided_by_bab_and_milp(results):
+    for r in results:
+        for tool in ("bab", "bab_nf", "milp"):
+            assert r.outcomes[tool].verdict == r.case.truth, (r.case.case_seed, tool)
+
+
+def test_campaign_is_varied(results):
+    truths = [r.case.truth for r in results]
+    assert truths.count("sat") >= 5 and truths.count("unsat") >= 5
+    assert {r.case.meta["rounding"] for r in results} == {"half_up", "half_even"}
+    assert {r.case.meta["out_kind"] for r in results} == {"acc", "requant"}
+    assert {r.case.meta["spec_kind"] for r in results} == {"robust", "linear"}
+    assert any(r.outcomes.get("paper") for r in results)
+
+
+def test_cases_are_reproducible():
+    a, b = sc.make_case(123), sc.make_case(123)
+    assert a.meta == b.meta and a.truth == b.truth
+    assert np.array_equal(a.outputs, b.outputs)
+    for (ma, ra), (mb, rb) in zip(a.spec.disjuncts, b.spec.disjuncts):
+        assert np.array_equal(ma, mb) and np.array_equal(ra, rb)
+
+
+def test_counterexample_check_rejects_bad_points():
+    case = next(c for c in map(sc.make_case, range(100, 200)) if c.truth == "sat")
+    hit = sc.violated_rows(case.outputs, case.spec.disjuncts)
+    good = case.grid[int(np.argmax(hit))].numpy()
+    assert sc.check_counterexample(case, good) == ""
+    outside = case.spec.upper + 1.0
+    assert "outside" in sc.check_counterexample(case, outside)
+    assert sc.check_counterexample(case, None)
+    if not hit.all():
+        bad = case.grid[int(np.argmin(hit))].numpy()
+        assert "does not violate" in sc.check_counterexample(case, bad)
+    # a wrong verdict is reported as a problem
+    wrong = "unsat" if case.truth == "sat" else "sat"
+    assert sc._judge(case, wrong, None, 0.0).problem
+
+
+def test_grid_is_every_integer_point():
+    g = sc.grid_points(np.array([0.0, 253.0]), np.array([2.0, 255.0]))
+    assert g.shape == (9, 2) and torch.all(g == g.round())
