@@ -735,9 +735,8 @@ def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Opt
     if ms in (S.kInfeasible, S.kUnboundedOrInfeasible):
         # every column has finite bounds, so the problem cannot be unbounded
         return "infeasible", None, nodes
-    # kNotset: HiGHS stopped before solving (seen with almost no time left): undecided, too
     if ms in (S.kTimeLimit, S.kInterrupt, S.kIterationLimit, S.kSolutionLimit, S.kUnknown, S.kMemoryLimit,
-              S.kHighsInterrupt, S.kObjectiveTarget, S.kObjectiveBound, S.kNotset):
+              S.kHighsInterrupt, S.kObjectiveTarget, S.kObjectiveBound):
         return "timeout", None, nodes             # undecided within the resources
     raise SolverError(f"HiGHS ended with status {h.modelStatusToString(ms)}")
 
