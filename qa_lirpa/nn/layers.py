@@ -180,27 +180,39 @@ class _QuantWeighted:
         z = torch.tensor(spec.zero_points(), dtype=torch.int64).reshape([-1] + [1] * (q.dim() - 1))
         return q - (z if spec.per_channel else z.reshape(()))
 
-    def _int_affine(self, x: IntTensor, op, fan_in: int, **kw) -> IntTensor:
+    def affine_scales(self, s_in: Fraction) -> tuple[list[Fraction], list[int], torch.Tensor | None, list[int]]:
+        """The exact integer plan of this layer for an input at scale ``s_in``.
+
+        Returns ``(scales, m_acc, bias_codes, m_b)``: output channel ``c`` is
+        ``acc[c] * m_acc[c] + bias_codes[c] * m_b[c]`` at scale ``scales[c]``, where ``acc`` is the
+        integer dot product of centred input codes and weight codes. The scale is the common scale
+        of ``s_in * s_w[c]`` and the bias scale, so both terms are integers. Without a bias,
+        ``bias_codes`` is None and ``m_acc`` is all ones.
+        """
         name = type(self).__name__
-        s_in = x.per_tensor_scale(name)
         out_ch = self.weight.shape[0]
-        acc = intmath.exact_float_matmul(op, x.centered(), self.weight_codes(), fan_in, **kw)
         w_scales = self.weight_spec.scale_fractions()
-        w_scales = w_scales * out_ch if len(w_scales) == 1 else w_scales
-        acc_scales = [s_in * w for w in w_scales]
+        acc_scales = [s_in * w for w in (w_scales * out_ch if len(w_scales) == 1 else w_scales)]
         if self.bias is None:
-            return IntTensor(acc, acc_scales, [0], axis=1)
+            return acc_scales, [1] * out_ch, None, [0] * out_ch
         if self.bias_spec is None:
             raise ValueError(f"{name}: a float bias has no exact integer semantics; give a bias_spec")
         bs = self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec
-        bq = quantize(self.bias.detach(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
+        bq = quantize(self.bias.detach().cpu(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
         b_scales = bs.scale_fractions()
         b_scales = b_scales * out_ch if len(b_scales) == 1 else b_scales
         common = [intmath.common_scale([a, b]) for a, b in zip(acc_scales, b_scales)]
         m_acc = [int(a / c) for a, c in zip(acc_scales, common)]
         m_b = [int(b / c) for b, c in zip(b_scales, common)]
-        total = _scaled_sum(acc, m_acc, bq, m_b)
-        return IntTensor(total, common, [0], axis=1)
+        return common, m_acc, bq, m_b
+
+    def _int_affine(self, x: IntTensor, op, fan_in: int, **kw) -> IntTensor:
+        s_in = x.per_tensor_scale(type(self).__name__)
+        acc = intmath.exact_float_matmul(op, x.centered(), self.weight_codes(), fan_in, **kw)
+        scales, m_acc, bq, m_b = self.affine_scales(s_in)
+        if bq is None:
+            return IntTensor(acc, scales, [0], axis=1)
+        return IntTensor(_scaled_sum(acc, m_acc, bq, m_b), scales, [0], axis=1)
 
 
 def _scaled_sum(acc: torch.Tensor, m_acc: list[int], bq: torch.Tensor, m_b: list[int]):

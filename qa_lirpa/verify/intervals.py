@@ -7,8 +7,8 @@ The input is a batch of integer boxes ``[lo, hi]`` of the :class:`~qa_lirpa.nn.Q
   codes), ``W c - |W| r = 2 (W+ lo + W- hi)`` and ``W c + |W| r = 2 (W+ hi + W- lo)`` are the doubled
   exact accumulator bounds; both products run in float64 after checking (as
   :func:`qa_lirpa.quant.intmath.exact_float_matmul` does) that every partial sum stays below 2^53,
-  so float64 is exact; the bias is added in int64 at the common scale exactly as
-  ``QuantLinear.int_forward`` does (checked against it by the tests);
+  so float64 is exact; the bias is added in int64 at the common scale given by
+  ``QuantLinear.affine_scales``, the plan ``integer_forward`` uses;
 - requantization (QuantAct), ReLU, Flatten, Identity, Dropout are monotone non-decreasing: the image
   of ``[lo, hi]`` is ``[f(lo), f(hi)]``, computed by the layers' own exact ``int_forward``.
 
@@ -29,7 +29,6 @@ from torch import nn
 from ..nn.layers import IntTensor, QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import iter_layers
 from ..quant import intmath
-from ..quant.functions import quantize
 
 _INT64_GUARD = 1 << 62
 _F64_EXACT = 1 << 53
@@ -111,28 +110,15 @@ def _op_of(layer: nn.Module) -> tuple[Callable, dict, int]:
 
 
 def affine_plan(layer: QuantLinear | QuantConv2d, s_in: Fraction, device: torch.device) -> AffinePlan:
-    """The integer data of ``layer`` for an input at scale ``s_in``; mirrors ``_int_affine``:
-    accumulator scale ``s_in * s_w[c]``, the bias added at the common scale of both."""
+    """The integer data of ``layer`` for an input at scale ``s_in``, from the layer's own
+    :meth:`affine_scales` (the plan ``integer_forward`` uses)."""
     op, kwargs, fan_in = _op_of(layer)
     codes = layer.weight_codes()
     w, w_max = codes.to(device, torch.float64), intmath.max_abs(codes)
-    out_ch = layer.weight.shape[0]
-    w_scales = layer.weight_spec.scale_fractions()
-    acc_scales = [s_in * s for s in (w_scales * out_ch if len(w_scales) == 1 else w_scales)]
-    if layer.bias is None:
-        ones = torch.ones(out_ch, dtype=torch.int64, device=device)
-        return AffinePlan(op, kwargs, fan_in, w, w.abs(), w_max, ones, None, _collapse(acc_scales))
-    if layer.bias_spec is None:
-        raise ValueError(f"{type(layer).__name__}: a float bias has no exact integer semantics")
-    bs = layer.bias_spec.replace(axis=0) if layer.bias_spec.per_channel else layer.bias_spec
-    bq = quantize(layer.bias.detach().cpu(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
-    b_scales = bs.scale_fractions()
-    b_scales = b_scales * out_ch if len(b_scales) == 1 else b_scales
-    common = [intmath.common_scale([a, b]) for a, b in zip(acc_scales, b_scales)]
-    m_acc = torch.tensor([int(a / c) for a, c in zip(acc_scales, common)], dtype=torch.int64)
-    m_b = torch.tensor([int(b / c) for b, c in zip(b_scales, common)], dtype=torch.int64)
-    return AffinePlan(op, kwargs, fan_in, w, w.abs(), w_max, m_acc.to(device), (bq * m_b).to(device),
-                      _collapse(common))
+    scales, m_acc, bq, m_b = layer.affine_scales(s_in)
+    mult = torch.tensor(m_acc, dtype=torch.int64, device=device)
+    bias = None if bq is None else (bq * torch.tensor(m_b, dtype=torch.int64)).to(device)
+    return AffinePlan(op, kwargs, fan_in, w, w.abs(), w_max, mult, bias, _collapse(scales))
 
 
 def _collapse(scales: list[Fraction]) -> list[Fraction]:
