@@ -47,8 +47,9 @@ def load(args: argparse.Namespace) -> tuple[nn.Module, str]:
         raise SystemExit(f"error: {e}") from None
 
 
-def run(model, ds, indices, eps: float, method: str, timeout: float, device: str, quiet: bool):
-    cfg = VerifierConfig(method=method)
+def run(model, ds, indices, eps: float, method: str, timeout: float, device: str, quiet: bool,
+        exact_fallback: str = "milp"):
+    cfg = VerifierConfig(method=method, exact_fallback=exact_fallback)
     results, t0 = [], time.monotonic()
     for r in certify(model, ds.images, ds.labels, indices, eps, cfg, timeout, device):
         results.append(r)
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples", default="0:1000")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per sample (default 20)")
     p.add_argument("--methods", nargs="+", default=["bab", "paper"], choices=["bab", "paper"])
+    p.add_argument("--exact-fallback", default="milp", choices=["milp", "none"],
+                   help="bab's exact MILP hand-over (default milp, the verifier's default; none: bab alone)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--data-root", default=None)
@@ -92,7 +95,8 @@ def main(argv=None) -> int:
         totals = {}
         per = {}
         for method in args.methods:
-            res, wall = run(model, ds, indices, eps, method, args.timeout, args.device, args.quiet)
+            res, wall = run(model, ds, indices, eps, method, args.timeout, args.device, args.quiet,
+                            args.exact_fallback)
             per[method], totals[method] = res, wall
             write_csv(str(out / f"eps{eps:g}_{method}.csv"), res)
             lines.append(summary_table(res, f"## eps {eps:g}, method {method}: wall {wall:.1f} s"))

@@ -55,6 +55,7 @@ undecided within the resources (time, or a HiGHS limit).
 """
 from __future__ import annotations
 
+import atexit
 import math
 import time
 from dataclasses import dataclass, field
@@ -70,16 +71,15 @@ from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import integer_codes, iter_layers
 from ..quant.functions import quantize
 from ..verify.vnnlib import InputSpec
+from .highs_worker import TOLERANCE, HighsStatusError, Worker, new_highs as _new_highs, solve_mip, to_highs_lp
 
 __all__ = ["MilpEncodingError", "SolverError", "MilpResult", "decide_milp", "solve_milp",
-           "COEF_LIMIT", "ACTIVITY_LIMIT"]
+           "unsupported_reason", "COEF_LIMIT", "ACTIVITY_LIMIT"]
 
 #: Largest absolute coefficient or right-hand side allowed in the MILP.
 COEF_LIMIT = 1 << 31
 #: Largest absolute row activity (over the variable bounds) allowed in the MILP.
 ACTIVITY_LIMIT = 1 << 45
-#: HiGHS tolerances (the data are integers; these only guard the LP arithmetic).
-TOLERANCE = 1e-9
 
 
 class MilpEncodingError(ValueError):
@@ -88,6 +88,12 @@ class MilpEncodingError(ValueError):
 
 class SolverError(RuntimeError):
     """HiGHS returned a point that is not a counterexample, or an unexpected status."""
+
+
+class _OutOfTime(Exception):
+    """The deadline passed while the MILP was being built (the verdict is ``timeout``)."""
+
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +225,7 @@ class _LpBounder:
     the quality of ``y``; HiGHS only has to be good for the bound to be tight.
     """
 
-    def __init__(self, b: "_Builder") -> None:
+    def __init__(self, b: "_Builder", threads: Optional[int] = None) -> None:
         import highspy
 
         _check_sizes(b, b.rows)                     # floats hold every coefficient exactly
@@ -236,8 +242,7 @@ class _LpBounder:
         self.ent_row = np.asarray(ent_row, dtype=np.int64)
         self.ent_col = np.asarray(ent_col, dtype=np.int64)
         self.ent_val = np.asarray(ent_val, dtype=np.float64)
-        self.h = highspy.Highs()
-        self.h.setOptionValue("output_flag", False)
+        self.h = _new_highs(threads)
         lp = _to_highs_lp(b.lb, b.ub, b.rows, integral=False)
         self.h.passModel(lp)
         self._cost_idx: list[int] = []
@@ -292,15 +297,48 @@ class _LpBounder:
 # The encoder
 # --------------------------------------------------------------------------------------------
 
+#: layer types the encoder knows, with the integer semantics (``int_forward``) it encodes
+_KNOWN = (QuantInput, QuantLinear, QuantConv2d, QuantAct)
+_PLAIN = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def _layers_problem(layers: list) -> str:
+    """Why the chain of ``layers`` has no exact encoding here ("" if it has one). A subclass of a
+    known layer that brings its own ``int_forward`` (e.g. the ONNX import's float32 requantizer,
+    whose float32 rounding differs from the exact rational rounding encoded here) is refused."""
+    if not layers or not isinstance(layers[0], QuantInput):
+        return "the model must start with a QuantInput layer"
+    for i, layer in enumerate(layers):
+        name = f"layer {i} ({type(layer).__name__})"
+        if i > 0 and isinstance(layer, QuantInput):
+            return f"{name}: a QuantInput must be the first layer only"
+        known = next((k for k in _KNOWN if isinstance(layer, k)), None)
+        if known is not None:
+            if getattr(type(layer), "int_forward", None) is not getattr(known, "int_forward", None):
+                return f"{name}: its own integer semantics (int_forward) has no MILP encoding"
+            if i > 0 and float(getattr(layer, "float32_tolerance", 0.0) or 0.0) > 0:
+                return f"{name}: float32 rounding has no exact MILP encoding"
+        elif not isinstance(layer, _PLAIN):
+            return f"{name}: no exact MILP encoding for this layer type"
+    return ""
+
+
+def unsupported_reason(model: nn.Module) -> str:
+    """"" if every layer of ``model`` has an exact MILP encoding here, else the reason why not
+    (the encoding can still fail later on numbers too large: :class:`MilpEncodingError`)."""
+    return _layers_problem(list(iter_layers(model)))
+
 class _Encoder:
     def __init__(self, model: nn.Module, input_shape: tuple, tighten: bool = False,
-                 deadline: float = math.inf) -> None:
+                 deadline: float = math.inf, threads: Optional[int] = None) -> None:
         self.tighten = tighten
         self.deadline = deadline
+        self.threads = threads
         self.n_tightened = 0
         self.layers = list(iter_layers(model))
-        if not self.layers or not isinstance(self.layers[0], QuantInput):
-            raise MilpEncodingError("the model must start with a QuantInput layer")
+        reason = _layers_problem(self.layers)
+        if reason:
+            raise MilpEncodingError(reason)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.b = _Builder()
         self.input_vars: list[Optional[int]] = []
@@ -336,11 +374,15 @@ class _Encoder:
         return _State(exprs, scale, zp, tuple(shape))
 
     # ----- layers ------------------------------------------------------------------------------
+    def check_time(self) -> None:
+        """Raise :class:`_OutOfTime` once the deadline has passed (encoding big layers is slow)."""
+        if time.perf_counter() > self.deadline:
+            raise _OutOfTime()
+
     def encode_layers(self, state: _State) -> _State:
         for i, layer in enumerate(self.layers[1:], start=1):
+            self.check_time()
             name = f"layer {i} ({type(layer).__name__})"
-            if isinstance(layer, QuantInput):
-                raise MilpEncodingError(f"{name}: a QuantInput must be the first layer only")
             if isinstance(layer, QuantLinear):
                 state = self._linear(layer, state, name)
             elif isinstance(layer, QuantConv2d):
@@ -353,7 +395,7 @@ class _Encoder:
                 state = self._flatten(layer, state, name)
             elif isinstance(layer, (nn.Identity, nn.Dropout)):
                 pass
-            else:
+            else:  # _layers_problem has refused everything else already
                 raise MilpEncodingError(f"{name}: no exact MILP encoding for this layer type")
         return state
 
@@ -389,6 +431,8 @@ class _Encoder:
         centered = [e.scaled(1, -z_in) for e in state.exprs]
         exprs, scales = [], []
         for j in range(mat.shape[0]):
+            if j % 64 == 0:
+                self.check_time()
             o = int(out_channel[j])
             a = s_in * w_scales[o]
             if bias is not None:
@@ -453,7 +497,7 @@ class _Encoder:
         todo = [j for j, e in enumerate(exprs) if e.coefs and any(v not in inputs for v in e.coefs)]
         if not todo:
             return out
-        lp = _LpBounder(self.b)
+        lp = _LpBounder(self.b, self.threads)
         for j in todo:
             e = exprs[j]
             left = self.deadline - time.perf_counter()
@@ -487,6 +531,8 @@ class _Encoder:
         centred = [e.scaled(1, -state.zp[j]) for j, e in enumerate(state.exprs)]
         lp_bounds = self._lp_bounds(centred)
         for j, v in enumerate(centred):
+            if j % 64 == 0:
+                self.check_time()
             s_out, z_out = o_scales[int(ch[j])], o_zps[int(ch[j])]
             mult = state.scale[j] / s_out
             num, den = mult.numerator, mult.denominator
@@ -663,82 +709,24 @@ def _check_sizes(b: _Builder, rows) -> None:
 # HiGHS
 # --------------------------------------------------------------------------------------------
 
-def _to_highs_lp(lb: list, ub: list, rows: list, integral: bool, cost: Optional[dict] = None):
-    """A HighsLp of integer columns (or their LP relaxation) and rows ``(coefs, lo, hi)``."""
-    import highspy
+_to_highs_lp = to_highs_lp
 
-    n, m = len(lb), len(rows)
-    lp = highspy.HighsLp()
-    lp.num_col_ = n
-    lp.num_row_ = m
-    c = np.zeros(n)
-    if cost:
-        for v, a in cost.items():
-            c[v] = float(a)
-    lp.col_cost_ = c
-    lp.col_lower_ = np.asarray(lb, dtype=np.float64)
-    lp.col_upper_ = np.asarray(ub, dtype=np.float64)
-    inf = highspy.kHighsInf
-    lp.row_lower_ = np.array([-inf if lo is None else float(lo) for _, lo, _ in rows], dtype=np.float64)
-    lp.row_upper_ = np.array([inf if hi is None else float(hi) for _, _, hi in rows], dtype=np.float64)
-    starts = np.zeros(m + 1, dtype=np.int32)
-    idx, val = [], []
-    for r, (coefs, _, _) in enumerate(rows):
-        idx.extend(coefs.keys())
-        val.extend(coefs.values())
-        starts[r + 1] = len(idx)
-    mat = lp.a_matrix_
-    mat.format_ = highspy.MatrixFormat.kRowwise
-    mat.num_col_ = n
-    mat.num_row_ = m
-    mat.start_ = starts
-    mat.index_ = np.asarray(idx, dtype=np.int32)
-    mat.value_ = np.asarray(val, dtype=np.float64)
-    lp.a_matrix_ = mat
-    if integral:
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * n
-    return lp
+#: the worker process of hard-deadline solves (started on first use, restarted after a kill)
+_WORKER = Worker()
+atexit.register(_WORKER.close)
 
 
 def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
-                 cost: Optional[dict] = None, target: Optional[float] = None):
+                 cost: Optional[dict] = None, target: Optional[float] = None, hard: bool = False):
     """Solve the MILP (feasibility, or minimise ``cost`` and stop once the objective is at most
-    ``target``); returns (status, column values or None, node count)."""
-    import highspy
-
-    n = len(lb)
-    if n == 0:                                    # nothing to choose (rows always have columns)
-        return "feasible", [], 0
-    lp = _to_highs_lp(lb, ub, rows, integral=True, cost=cost)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
-    h.setOptionValue("mip_feasibility_tolerance", TOLERANCE)
-    h.setOptionValue("primal_feasibility_tolerance", TOLERANCE)
-    h.setOptionValue("random_seed", 0)
-    if threads is not None:
-        h.setOptionValue("threads", int(threads))
-    if cost and target is not None:
-        h.setOptionValue("objective_target", float(target))
-        h.setOptionValue("mip_rel_gap", 1e9)
-        h.setOptionValue("mip_abs_gap", 1e18)
-    status = h.passModel(lp)
-    if status == highspy.HighsStatus.kError:
-        raise SolverError("HiGHS rejected the model")
-    h.run()
-    ms = h.getModelStatus()
-    info = h.getInfo()
-    nodes = int(getattr(info, "mip_node_count", 0))
-    S = highspy.HighsModelStatus
-    if info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible:
-        return "feasible", list(h.getSolution().col_value), nodes
-    if ms in (S.kInfeasible, S.kUnboundedOrInfeasible):
-        # every column has finite bounds, so the problem cannot be unbounded
-        return "infeasible", None, nodes
-    if ms in (S.kTimeLimit, S.kInterrupt, S.kIterationLimit, S.kSolutionLimit, S.kUnknown, S.kMemoryLimit,
-              S.kHighsInterrupt, S.kObjectiveTarget, S.kObjectiveBound):
-        return "timeout", None, nodes             # undecided within the resources
-    raise SolverError(f"HiGHS ended with status {h.modelStatusToString(ms)}")
+    ``target``); returns (status, column values or None, node count). ``hard``: in the worker
+    process, killed ``0.1`` s after ``time_limit`` whatever HiGHS is doing."""
+    try:
+        if hard:
+            return _WORKER.solve(lb, ub, rows, time_limit, threads, cost, target)
+        return solve_mip(lb, ub, rows, time_limit, threads, cost, target)
+    except HighsStatusError as e:
+        raise SolverError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -797,7 +785,8 @@ def _confirm(model: nn.Module, spec: InputSpec, d: int, x_codes: np.ndarray, sha
 
 def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
                input_shape: Optional[Sequence[int]] = None, mode: str = "split", objective: bool = True, tighten: bool = True,
-               threads: Optional[int] = None) -> MilpResult:
+               threads: Optional[int] = None,
+               code_box: Optional[tuple[np.ndarray, np.ndarray]] = None, hard_timeout: bool = False) -> MilpResult:
     """Decide ``spec`` on ``model`` exactly (see the module docstring); details in :class:`MilpResult`.
 
     ``input_shape``: the model's input shape with batch dimension 1 (default ``(1, n_inputs)``;
@@ -810,7 +799,16 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     rigorous LP bounds (two LPs per unit, made safe by weak duality, see :class:`_LpBounder`)
     before encoding it, and drop disjuncts whose rows are infeasible on the LP relaxation: smaller
     big-Ms, more units fixed (on the AAAI'21 benchmark it turns 60 s timeouts into seconds).
-    ``timeout`` (seconds) covers everything. ``threads``: HiGHS's ``threads`` option.
+    ``timeout`` (seconds) covers everything, the building of the MILP included (checked between
+    layers and every 64 units). ``threads``: HiGHS's ``threads`` option (None: HiGHS's default).
+    ``code_box``: integer input codes ``(lo, hi)`` (flat) inside the codes of ``spec``'s box; the
+    MILP is then over that sub-box of the grid only (branch and bound hands over its open boxes
+    this way). A counterexample is still a real input inside ``spec``'s box.
+    ``hard_timeout``: HiGHS overshoots its time limit where it does not check the clock (more
+    than 3 s in the root node of an AAAI'21 instance); with this flag each MILP runs in a worker
+    process (:class:`~qa_lirpa.exact.highs_worker.Worker`) that is killed 0.1 s after the
+    deadline, which then answers ``timeout`` (the LPs of ``tighten`` stay in this process: the
+    simplex method checks the clock often).
     """
     t0 = time.perf_counter()
     deadline = t0 + float(timeout)
@@ -829,9 +827,27 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         res.time_s = time.perf_counter() - t0
         return res
 
-    enc = _Encoder(model, shape, tighten=tighten, deadline=deadline)
+    enc = _Encoder(model, shape, tighten=tighten, deadline=deadline, threads=threads)
     code_lo, code_hi = _input_codes(enc.layers[0], lower, upper, shape)
-    state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
+    if code_box is not None:
+        box_lo = np.asarray(code_box[0]).reshape(-1)
+        box_hi = np.asarray(code_box[1]).reshape(-1)
+        if box_lo.shape != code_lo.shape or box_hi.shape != code_hi.shape:
+            raise ValueError(f"code_box must hold {code_lo.size} codes per end")
+        if not (np.array_equal(box_lo, np.round(box_lo)) and np.array_equal(box_hi, np.round(box_hi))):
+            raise ValueError("code_box must hold integer codes")
+        box_lo, box_hi = box_lo.astype(np.int64), box_hi.astype(np.int64)
+        if (box_lo < code_lo).any() or (box_hi > code_hi).any():
+            raise ValueError("code_box must lie inside the input codes of the spec's box")
+        if (box_lo > box_hi).any():               # no grid point: nothing can violate
+            res.time_s = time.perf_counter() - t0
+            return res
+        code_lo, code_hi = box_lo, box_hi
+    try:
+        state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
+    except _OutOfTime:
+        res.verdict, res.time_s = "timeout", time.perf_counter() - t0
+        return res
     if len(state.exprs) != spec.disjuncts[0][0].shape[1]:
         raise ValueError(f"spec has {spec.disjuncts[0][0].shape[1]} outputs, the model {len(state.exprs)}")
     b = enc.b
@@ -855,7 +871,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     res.stats["lp_tightened"] = enc.n_tightened
     if tighten and base_rows and live:
         # a disjunct with a row that the LP relaxation cannot satisfy is unsat (rigorous bound)
-        lp = _LpBounder(b)
+        lp = _LpBounder(b, threads)
         kept = []
         for d, rows in live:
             dead = False
@@ -924,7 +940,8 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         tmp.lb, tmp.ub = lb, ub
         _check_sizes(tmp, extra)
         res.disjuncts_solved = 1
-        status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline - time.perf_counter(), threads)
+        status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline - time.perf_counter(), threads,
+                                          hard=hard_timeout)
         res.nodes += nodes
         if status == "feasible":
             chosen = [d for z, d in sel if sol[z] > 0.5]
@@ -944,7 +961,8 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         cost = target = None
         if objective and len(rows) == 1:
             cost, target = dict(rows[0][0].coefs), rows[0][1]
-        status, sol, nodes = _highs_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target)
+        status, sol, nodes = _highs_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target,
+                                          hard=hard_timeout)
         res.nodes += nodes
         if status == "feasible":
             x = _confirm(model, spec, d, codes_from(sol), shape)

@@ -10,6 +10,10 @@ every grid point is proved safe. For a model with a QuantInput the search always
 ``timeout`` means the time ran out first. Models without a QuantInput have continuous inputs: the
 same search runs on real boxes, may prove the property or find a counterexample (confirmed by the
 model's float64 forward), and answers ``unknown`` otherwise.
+
+With ``config.exact_fallback == "milp"`` the exact MILP procedure (:mod:`qa_lirpa.exact`) takes
+over the boxes that branch and bound has not closed after ``config.exact_after`` of the time
+budget (see :meth:`Verifier._exact`); the contract above is unchanged.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from ..nn.layers import QuantConv2d, QuantInput
 from ..nn.reference import iter_layers
 from .config import VerifierConfig
 from .continuous import ContinuousProblem
-from .grid import GridProblem
+from .grid import GridProblem, input_codes
 from .result import Verdict, VerifyResult, VerifyStats
 from .search import Search
 from .vnnlib import InputSpec
@@ -104,6 +108,7 @@ class Verifier:
         self.quantized_input = isinstance(next(iter(iter_layers(model)), None), QuantInput)
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self._problem = None
+        self._milp_reason: str | None = None
         if self.input_shape is not None:
             self.problem(self.input_shape)
 
@@ -122,7 +127,8 @@ class Verifier:
         """Decide whether some input of some box in ``spec`` violates its output disjuncts.
 
         The timeout (seconds) covers the search, checked between batches (whose size adapts to
-        ``config.batch_time``); building the bound machinery for a new model is not counted.
+        ``config.batch_time``), and the MILP fallback if any; building the bound machinery for a
+        new model is not counted.
         """
         specs = [spec] if isinstance(spec, InputSpec) else list(spec)
         stats = VerifyStats()
@@ -132,15 +138,33 @@ class Verifier:
         start = time.monotonic()
         deadline = start + float(timeout)
         gen = torch.Generator().manual_seed(self.config.seed)
+        handover = None
+        if self.config.exact_fallback == "milp":
+            reason = self.milp_reason(problem)
+            if reason:
+                stats.exact = f"milp not used: {reason}"
+            else:
+                handover = start + self.config.exact_after * float(timeout)
         with torch.no_grad():
-            result = self._run(problem, specs, stats, deadline, gen)
+            result = self._run(problem, specs, stats, deadline, gen, handover, start)
         stats.time_total = time.monotonic() - start
         if problem.crown_error and not result.message:
             result.message = problem.crown_error
         return result
 
+    def milp_reason(self, problem) -> str:
+        """Why the MILP cannot take over on this model ("" if it can); computed once."""
+        if self._milp_reason is None:
+            from ..exact.milp import unsupported_reason
+
+            if not problem.integral:
+                self._milp_reason = "continuous inputs (no QuantInput)"
+            else:
+                self._milp_reason = unsupported_reason(problem.ref)
+        return self._milp_reason
+
     def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: float,
-             gen: torch.Generator) -> VerifyResult:
+             gen: torch.Generator, handover: float | None = None, start: float = 0.0) -> VerifyResult:
         searches, verdicts = [], []
         for s in specs:
             search = Search(problem, s, self.config, stats, deadline, gen)
@@ -152,9 +176,20 @@ class Verifier:
             else:
                 verdicts.append(v)
         while searches:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 return VerifyResult(Verdict.TIMEOUT if problem.integral else Verdict.UNKNOWN, stats=stats,
                                     message="time limit reached")
+            if handover is not None and now >= handover:
+                handover = None
+                out = self._exact(problem, searches, stats, deadline, now - start)
+                if isinstance(out, VerifyResult):
+                    return out
+                if out:                                   # every open box proved safe
+                    verdicts.extend(Verdict.UNSAT for _ in searches)
+                    searches = []
+                    break
+                continue                                  # undecided: branch and bound goes on
             for search in list(searches):
                 v = search.step()
                 if v is Verdict.SAT:
@@ -165,6 +200,80 @@ class Verifier:
         if all(v is Verdict.UNSAT for v in verdicts):
             return VerifyResult(Verdict.UNSAT, stats=stats)
         return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
+
+    def _exact(self, problem, searches: list[Search], stats: VerifyStats, deadline: float,
+               elapsed: float) -> VerifyResult | bool:
+        """The MILP on the boxes the searches have left open: a result (``SAT`` with a
+        counterexample confirmed by the exact semantics, or ``TIMEOUT`` when the time is up),
+        True when every open box is proved safe, False when undecided (the searches go on).
+
+        Soundness: every grid point of the property that the searches have not proved safe lies
+        in an open box (dropped boxes were refuted, checked single points too), and in an open
+        box only its alive disjuncts can hold (the others were refuted on the box). So "unsat" of
+        the MILP on every open box, or on their bounding box (which lies inside the property's
+        box), with those disjuncts, proves the property. Each MILP is exact on its integer
+        sub-box; "sat" needs the counterexample to pass :meth:`Search._check` (the same exact
+        check as branch and bound's own counterexamples). Errors and early stops decide nothing.
+        """
+        from ..exact.milp import solve_milp
+
+        cfg = self.config
+        t0 = time.monotonic()
+        n_open = sum(len(s.stack) for s in searches)
+        per_box = n_open <= cfg.exact_max_boxes
+        jobs = []                                   # (search, code lo, code hi, alive, boxes)
+        for s in searches:
+            lo, hi, alive = s.stack.peek(torch.int64)
+            lo, hi, alive = lo.cpu(), hi.cpu(), alive.cpu()
+            if per_box:
+                jobs.extend((s, lo[i], hi[i], alive[i], 1) for i in range(lo.shape[0]))
+            elif lo.shape[0]:
+                jobs.append((s, lo.min(dim=0).values, hi.max(dim=0).values, alive.any(dim=0), lo.shape[0]))
+        where = "each of the" if per_box else "the bounding box of the"
+        note = f"milp on {where} {n_open} open boxes after {elapsed:.2f} s"
+        threads = cfg.exact_threads or None
+        shape = (1,) + tuple(problem.shape)
+        closed: dict[int, int] = {}                 # per search: boxes proved safe (from the top)
+        outcome: VerifyResult | bool = True
+        try:
+            for s, lo, hi, alive, boxes in jobs:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    outcome, note = False, note + ": out of time"
+                    break
+                live = alive.nonzero().reshape(-1).tolist()
+                sub = InputSpec(s.lower, s.upper, [s.spec.disjuncts[d] for d in live])
+                stats.milp_calls += 1
+                stats.milp_boxes += boxes
+                r = solve_milp(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
+                               code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
+                if r.verdict == "sat":
+                    x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
+                    code = input_codes(problem.qin, x).reshape(1, -1).to(problem.device)
+                    if s._check(code):
+                        stats.exact = note + ": sat"
+                        return self._sat(s, stats)
+                    outcome, note = False, note + ": its counterexample failed the exact check"
+                    break
+                if r.verdict != "unsat":
+                    outcome, note = False, note + f": {r.verdict} after {time.monotonic() - t0:.2f} s"
+                    break
+                if per_box:
+                    closed[id(s)] = closed.get(id(s), 0) + 1
+        except Exception as e:  # noqa: BLE001 - a MILP failure only costs the fallback
+            outcome, note = False, note + f": failed ({type(e).__name__}: {e})"
+        finally:
+            stats.time_milp += time.monotonic() - t0
+        if outcome is True:
+            stats.exact = note + ": unsat"
+            return True
+        for s in searches:                          # boxes the MILP closed leave the stacks
+            s.stack.drop_top(closed.get(id(s), 0))
+        if time.monotonic() >= deadline:
+            stats.exact = note
+            return VerifyResult(Verdict.TIMEOUT, stats=stats, message="time limit reached")
+        stats.exact = note + "; branch and bound goes on"
+        return False
 
     @staticmethod
     def _sat(search: Search, stats: VerifyStats) -> VerifyResult:

@@ -14,6 +14,16 @@ class VerifierConfig:
     attacks on promising boxes) or ``"paper"`` (the QA-IBP paper's Algorithm 1 with integer
     bisection: IBP only, widest-dimension split, one box at a time, an attack on every unresolved
     box). The verdicts of both are sound and complete on the input grid; only the speed differs.
+
+    ``exact_fallback="milp"`` (method bab only): once ``exact_after`` of the time budget has gone
+    and boxes are still open, the exact MILP procedure (:mod:`qa_lirpa.exact`, HiGHS) takes
+    over: one MILP per open box (at most ``exact_max_boxes`` of them, least safe first) or one
+    MILP on the bounding box of all open boxes, each over the integer sub-box of the input grid
+    and only for the disjuncts still alive there, with the time that is left. A MILP
+    counterexample is re-checked by the exact semantics before it is reported; a MILP that fails
+    or stops early hands the (unchanged) search back to branch and bound. Models the MILP cannot
+    encode (continuous inputs, float32 rounding, other layers) run plain branch and bound; the
+    reason is in ``VerifyStats.exact``.
     """
 
     method: Literal["bab", "paper"] = "bab"
@@ -56,6 +66,14 @@ class VerifierConfig:
     crown_tol: float = 1e-7
     #: widening (in quantization steps) before each rounding inside CROWN (see bounded_module)
     quant_slack: float = 1e-6
+    #: the exact procedure for the boxes branch and bound has not closed: "milp" or "none"
+    exact_fallback: Literal["none", "milp"] = "milp"
+    #: hand over to it after this fraction of the time budget (0: right after the root box)
+    exact_after: float = 0.1
+    #: one MILP per open box when at most this many are open, else one on their bounding box
+    exact_max_boxes: int = 16
+    #: HiGHS threads for the MILP (0: HiGHS's default, half the cores)
+    exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
     device: str = "auto"
     seed: int = 0
@@ -68,17 +86,21 @@ class VerifierConfig:
                   (self.attack_every >= 0 and self.attack_boxes >= 0, "attack_every/boxes must be >= 0"),
                   (self.random_points >= 0 and self.centre_checks >= 0, "random_points/centre_checks must be >= 0"),
                   (self.queue_mem_mb >= 1, "queue_mem_mb must be >= 1"),
-                  (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0")]
+                  (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
+                  (self.exact_fallback in ("none", "milp"), "exact_fallback must be 'none' or 'milp'"),
+                  (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
+                  (self.exact_max_boxes >= 0 and self.exact_threads >= 0,
+                   "exact_max_boxes/exact_threads must be >= 0")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"VerifierConfig: {message}")
 
     def effective(self) -> "VerifierConfig":
-        """The settings actually used: ``method="paper"`` fixes its own choices."""
+        """The settings actually used: ``method="paper"`` fixes its own choices (no MILP either)."""
         if self.method != "paper":
             return self
         return replace(self, batch_size=1, crown="never", alpha_root=False, branching="widest",
-                       attack_every=1, attack_boxes=1)
+                       attack_every=1, attack_boxes=1, exact_fallback="none")
 
 
 __all__ = ["VerifierConfig"]

@@ -80,6 +80,16 @@ class BoxStack:
         self.score[rows] = score[src]
         self.size += 2 * n
 
+    def peek(self, work_dtype: torch.dtype):
+        """All boxes, top of the stack first, without removing them: ``(lo, hi, alive)``."""
+        top_first = torch.arange(self.size - 1, -1, -1, device=self.device)
+        return (self.lo[top_first].to(work_dtype), self.hi[top_first].to(work_dtype),
+                self.alive[top_first].clone())
+
+    def drop_top(self, n: int) -> None:
+        """Remove the top ``n`` boxes (e.g. decided elsewhere)."""
+        self.size -= min(n, self.size)
+
     def pop(self, n: int, work_dtype: torch.dtype):
         """Remove up to ``n`` boxes from the top: ``(lo, hi, depth, alive, score)``."""
         n = min(n, self.size)

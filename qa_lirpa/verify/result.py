@@ -41,12 +41,22 @@ class VerifyStats:
     time_bounding: float = 0.0
     time_attack: float = 0.0
     time_exact: float = 0.0
+    #: the exact MILP fallback (VerifierConfig.exact_fallback): MILPs solved, boxes handed over,
+    #: seconds, and what happened (or why it was not used), "" when it was not asked for
+    milp_calls: int = 0
+    milp_boxes: int = 0
+    time_milp: float = 0.0
+    exact: str = ""
 
     def merge(self, other: "VerifyStats") -> None:
-        """Add ``other``'s counters and times to these (maxima for depth and queue peak)."""
+        """Add ``other``'s counters and times to these (maxima for depth and queue peak; notes
+        joined)."""
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            best = max(a, b) if f.name in ("max_depth", "queue_peak") else a + b
+            if isinstance(a, str):
+                best = "; ".join(t for t in (a, b) if t)
+            else:
+                best = max(a, b) if f.name in ("max_depth", "queue_peak") else a + b
             setattr(self, f.name, best)
 
 
@@ -75,7 +85,10 @@ class VerifyResult:
                      f"{s.bound_calls} (IBP {s.ibp_calls}, CROWN {s.crown_calls}), attacks: "
                      f"{s.attack_calls}, points checked: {s.points_checked}, queue peak: {s.queue_peak}")
         lines.append(f"time: {s.time_total:.3f} s (bounding {s.time_bounding:.3f}, attack "
-                     f"{s.time_attack:.3f}, exact {s.time_exact:.3f})")
+                     f"{s.time_attack:.3f}, exact {s.time_exact:.3f}"
+                     + (f", MILP {s.time_milp:.3f}" if s.milp_calls else "") + ")")
+        if s.exact:
+            lines.append(f"exact fallback: {s.exact}")
         return "\n".join(lines)
 
 

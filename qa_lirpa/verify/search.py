@@ -93,6 +93,7 @@ class Search:
     def __init__(self, problem: Problem, spec: InputSpec, config: VerifierConfig, stats: VerifyStats,
                  deadline: float, gen: torch.Generator) -> None:
         self.p, self.cfg, self.stats, self.deadline, self.gen = problem, config, stats, deadline, gen
+        self.spec = spec
         self.lower, self.upper = np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
         if self.lower.size != problem.dim:
             raise ValueError(f"the property has {self.lower.size} inputs, the model {problem.dim}")
