@@ -9,6 +9,7 @@ CACHE_DIR ?= $(HOME)/.cache/qa-lirpa
 VENV_DIR := $(CACHE_DIR)/venv-$(REQ_HASH)
 VPY := .venv/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: all venv install demo test clean-venv
 
@@ -30,7 +31,7 @@ install: venv
 	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 
 demo: install
-	$(VPY) -m qa_lirpa demo
+	$(VPY) -m qa_lirpa demo $(DEMO_ARGS)
 
 test: install
 	$(VPY) -m pytest -q $(PYTEST_ARGS)

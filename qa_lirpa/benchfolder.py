@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import atomic_write_text
+from .train.records import atomic_write_bytes
 
 
 def parse_slice(text: str) -> range:
@@ -58,7 +59,7 @@ def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[fl
     ds = load_dataset(dataset, "test", data_root)
     onnx_rel = f"onnx/{name}.onnx"
     if onnx_src is not None:
-        (out_dir / onnx_rel).write_bytes(onnx_src.read_bytes())
+        atomic_write_bytes(out_dir / onnx_rel, onnx_src.read_bytes())
     else:
         from .onnx import export_onnx
 

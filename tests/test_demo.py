@@ -16,6 +16,11 @@ def test_bounds_demo_is_sound_and_crown_tighter(seed):
     assert ratio < 1.0
 
 
-def test_demo_cli_exit_status(capsys):
-    assert main(["demo", "--eps", "1"]) == 0
+def test_bounds_demo_cli_exit_status(capsys):
+    assert main(["demo", "--bounds", "--eps", "1"]) == 0
     assert "sound" in capsys.readouterr().out
+
+
+def test_bounds_demo_rejects_fractional_eps(capsys):
+    assert main(["demo", "--bounds", "--eps", "1.5"]) == 2
+    assert "whole number" in capsys.readouterr().err

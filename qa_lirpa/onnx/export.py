@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -362,15 +361,9 @@ def _qdq_choice(layers: list) -> list[bool]:
 
 
 def _atomic_save(onnx_model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(onnx_model.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from ..train.records import atomic_write_bytes
+
+    atomic_write_bytes(path, onnx_model.SerializeToString())
 
 
 __all__ = ["export_onnx", "accumulator_bounds"]

@@ -1,4 +1,4 @@
-"""``qa-lirpa demo``: bounds through a quantized network, checked against the exact semantics.
+"""``qa-lirpa demo --bounds``: bounds through a quantized network, checked against the exact semantics.
 
 Builds a small QNN (6 raw-pixel inputs, three quantized hidden layers), takes an input box of
 +-eps pixels, computes IBP and CROWN bounds with auto_LiRPA through qa_lirpa's quantization
@@ -7,14 +7,13 @@ reports whether every bound contains the exact output range ("sound") and how ti
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
 
 import torch
 
-from .models import QNN, build_model
+from ..models import QNN, build_model
 
 
 def demo_model(seed: int = 0, n_in: int = 6, hidden: tuple[int, ...] = (24, 24, 24), bits: int = 6) -> QNN:
@@ -39,8 +38,8 @@ def grid_points(center: torch.Tensor, eps: int) -> torch.Tensor:
 
 def bound(body: torch.nn.Module, lo: torch.Tensor, hi: torch.Tensor, method: str):
     """auto_LiRPA bounds of ``body`` over the real box [lo, hi] (float64, default tie slack)."""
-    from . import bounded_module
-    from .compat import import_auto_lirpa
+    from .. import bounded_module
+    from ..compat import import_auto_lirpa
 
     al = import_auto_lirpa()
     x = 0.5 * (lo + hi)
@@ -52,7 +51,7 @@ def bound(body: torch.nn.Module, lo: torch.Tensor, hi: torch.Tensor, method: str
 
 def run_bounds_demo(seed: int = 0, eps: int = 3, out=None) -> bool:
     """Print IBP and CROWN bounds against the exact range on every grid point; True if sound."""
-    from .nn import integer_forward
+    from ..nn import integer_forward
 
     out = out if out is not None else sys.stdout
     torch.manual_seed(seed)
@@ -68,7 +67,7 @@ def run_bounds_demo(seed: int = 0, eps: int = 3, out=None) -> bool:
     codes_lo = quant_in.codes((center - eps).clamp(0, 255).double().unsqueeze(0))
     codes_hi = quant_in.codes((center + eps).clamp(0, 255).double().unsqueeze(0))
     lo, hi = quant_in.dequantize_codes(codes_lo), quant_in.dequantize_codes(codes_hi)
-    print(f"qa-lirpa demo: 6-input QNN {[m.out_features for m in model if hasattr(m, 'out_features')]}, "
+    print(f"qa-lirpa demo --bounds: 6-input QNN {[m.out_features for m in model if hasattr(m, 'out_features')]}, "
           f"6-bit, input {center.tolist()} +- {eps} pixels", file=out)
     print(f"exact output range by enumerating {len(pts)} grid points ({t_exact:.2f} s)", file=out)
     sound, widths = True, {}
@@ -88,11 +87,3 @@ def run_bounds_demo(seed: int = 0, eps: int = 3, out=None) -> bool:
           f"CROWN {widths['CROWN']:.4f} (CROWN/IBP = {widths['CROWN'] / widths['IBP']:.2f})", file=out)
     print("sound" if sound else "UNSOUND: a bound misses a reachable output", file=out)
     return sound
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job on the built-in default",
-                       description="Bounds through a quantized network checked against enumeration.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eps", type=int, default=3, help="box half-width in pixels (default 3)")
-    p.set_defaults(func=lambda a: 0 if run_bounds_demo(a.seed, a.eps) else 1)
