@@ -92,7 +92,11 @@ class QuantInput(nn.Module):
         self.spec = spec
         self.output_scale = None if output_scale is None else float(output_scale)
 
+    float_mode = False   # see set_float_mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float_mode:
+            return x if self.output_scale is None else x * (self.output_scale / self.spec.scale[0])
         y = fake_quant(x, self.spec)
         if self.output_scale is None or self.output_scale == self.spec.scale[0]:
             return y
@@ -138,8 +142,16 @@ class QuantAct(nn.Module):
         super().__init__()
         self.spec = spec
 
+    float_mode = False   # see set_float_mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float_mode:
+            return F.relu(x) if self.is_relu() else x
         return fake_quant(x, self.spec)
+
+    def is_relu(self) -> bool:
+        """Unsigned with zero point 0: the quantizer clamps at 0 (a saturating, rounding ReLU)."""
+        return not self.spec.signed and all(z == 0 for z in self.spec.zero_points())
 
     def int_forward(self, x: IntTensor) -> IntTensor:
         return requantize(x, self.spec)
@@ -165,11 +177,15 @@ class _QuantWeighted:
         if bs is not None and bs.per_channel and bs.channels != self.weight.shape[0]:
             raise ValueError(f"{type(self).__name__}: per-channel bias scales need {self.weight.shape[0]} entries")
 
+    float_mode = False   # see set_float_mode
+
     def qweight(self) -> torch.Tensor:
+        if self.float_mode:
+            return self.weight
         return fake_quant(self.weight, self.weight_spec)
 
     def qbias(self) -> torch.Tensor | None:
-        if self.bias is None or self.bias_spec is None:
+        if self.bias is None or self.bias_spec is None or self.float_mode:
             return self.bias
         return fake_quant(self.bias, self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec)
 
@@ -269,6 +285,22 @@ class QuantConv2d(nn.Conv2d, _QuantWeighted):
         return self._int_affine(x, F.conv2d, fan_in, stride=self.stride, padding=self.padding)
 
 
+def set_float_mode(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every quantizer of ``model`` off (``on=True``) or back on, in place.
+
+    In float mode the float forward has no rounding and no saturation: ``QuantInput`` only
+    rescales, weights and biases are used as they are, and an unsigned ``QuantAct`` with zero point
+    0 is a plain ReLU (other activation quantizers are the identity). This is for float training
+    followed by post-training quantization (switch back on: every weight is then rounded into its
+    fixed-point format). The integer semantics (``int_forward``, the verifier) ignore this flag:
+    they always describe the quantized network.
+    """
+    for m in model.modules():
+        if isinstance(m, (QuantInput, QuantAct, _QuantWeighted)):
+            m.float_mode = bool(on)
+    return model
+
+
 def accumulator_bias_spec(in_spec: QuantSpec, weight_spec: QuantSpec, bits: int = 32) -> QuantSpec:
     """The standard bias format: signed ``bits``-bit at scale ``s_in * s_w`` (per channel if the
     weights are), zero point 0. Then the bias adds to the accumulator without rescaling."""
@@ -279,5 +311,5 @@ def accumulator_bias_spec(in_spec: QuantSpec, weight_spec: QuantSpec, bits: int 
                      axis=0 if len(scales) > 1 else None, rounding=weight_spec.rounding)
 
 
-__all__ = ["IntTensor", "QuantInput", "QuantAct", "QuantLinear", "QuantConv2d", "requantize",
+__all__ = ["IntTensor", "QuantInput", "QuantAct", "QuantLinear", "QuantConv2d", "requantize", "set_float_mode",
            "accumulator_bias_spec", "round_mode"]

@@ -37,6 +37,10 @@ class ModelConfig:
     act_int_bits: Optional[int] = None   # integer bits of hidden activations (None: per arch)
     rounding: Literal["half_up", "half_even"] = "half_up"
     out_bits: Optional[int] = None   # requantize outputs (None: keep the accumulator, as the paper)
+    # Train the float network (every quantizer off: no rounding, no saturation, ReLU activations),
+    # then quantize post-training (PTQ): the checkpoint is the same fixed-point QNN, its weights
+    # rounded into their formats. Evaluation reports the quantized network, plus float_* metrics.
+    float_train: bool = False
 
 
 @dataclass

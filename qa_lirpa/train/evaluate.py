@@ -58,13 +58,23 @@ class EvalResult:
 
 
 class Evaluator:
-    """Holds a float64 copy of a model and its sound bounded module (built once)."""
+    """Holds a float64 copy of a model and its sound bounded module (built once).
+
+    ``quantized=True`` (default) evaluates the quantized network, whatever the training model's
+    float mode (:func:`qa_lirpa.nn.set_float_mode`); ``quantized=False`` evaluates the float
+    network (quantizers off): clean accuracy by its float64 forward, IBP without quantization,
+    no PGD. Only the quantized evaluation describes the deployed integer network.
+    """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, n_classes: int,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", quantized: bool = True) -> None:
+        from ..nn import set_float_mode
+
         self.device = torch.device(device)
         self.n_classes = n_classes
-        self.model64 = copy.deepcopy(model).to(device=self.device, dtype=torch.float64).eval()
+        self.quantized = quantized
+        self.model64 = set_float_mode(copy.deepcopy(model), not quantized).to(device=self.device,
+                                                                              dtype=torch.float64).eval()
         self.cpu64 = self.model64 if self.device.type == "cpu" else copy.deepcopy(self.model64).cpu()
         self.bounds = MarginBounds(self.model64, example_input.to(self.device, torch.float64), n_classes)
 
@@ -98,16 +108,20 @@ class Evaluator:
         for i in range(0, len(labels), batch_size):
             x = images[i:i + batch_size].to(torch.float64)
             y = labels[i:i + batch_size]
-            correct = exact_predict(self.cpu64, x) == y.cpu()
+            if self.quantized:
+                correct = exact_predict(self.cpu64, x) == y.cpu()
+            else:
+                with torch.no_grad():
+                    correct = self.cpu64(x).argmax(1) == y.cpu()
             parts["correct"].append(correct)
             parts["certified"].append(self.certified(x, y, eps))
-            if pgd:
+            if pgd and self.quantized:
                 broken = pgd_attack(model, self.cpu64, x.to(dev, dtype), y.to(dev), eps, pgd_steps,
                                     pgd_restarts, pgd_step_size, gen)
                 parts["pgd"].append(correct & ~broken)
         cat = lambda k: torch.cat(parts[k]) if parts[k] else torch.zeros(0, dtype=torch.bool)  # noqa: E731
         return EvalResult(n=len(labels), correct=cat("correct"), certified=cat("certified"),
-                          pgd_robust=cat("pgd") if pgd else None, seconds=time.perf_counter() - t0)
+                          pgd_robust=cat("pgd") if pgd and self.quantized else None, seconds=time.perf_counter() - t0)
 
 
 __all__ = ["EvalResult", "Evaluator"]

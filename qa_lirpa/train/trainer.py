@@ -25,6 +25,7 @@ import yaml
 
 from ..config import ConfigError, from_dict, to_dict
 from ..models import QNN, build_model, load_checkpoint, save_checkpoint
+from ..nn import set_float_mode
 from .bounds import MarginBounds
 from .config import RUNTIME_KEYS, TrainConfig, validate
 from .datasets import ArrayDataset, load_dataset, make_loader
@@ -80,9 +81,11 @@ def load_data(cfg: TrainConfig) -> tuple[ArrayDataset, ArrayDataset]:
 
 
 def make_model(cfg: TrainConfig, in_shape, n_classes: int) -> QNN:
+    """The model to train: a QNN, with its quantizers off when ``model.float_train``."""
     m = cfg.model
-    return build_model(m.arch, in_shape=in_shape, n_classes=n_classes, bits=m.bits, hidden=m.hidden,
-                       act_int_bits=m.act_int_bits, rounding=m.rounding, out_bits=m.out_bits)
+    model = build_model(m.arch, in_shape=in_shape, n_classes=n_classes, bits=m.bits, hidden=m.hidden,
+                        act_int_bits=m.act_int_bits, rounding=m.rounding, out_bits=m.out_bits)
+    return set_float_mode(model, m.float_train)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -135,6 +138,9 @@ class Trainer:
         example = self.train_ds.images[:1].to(self.device, torch.float32)
         self.bounds = MarginBounds(self.model, example, self.n_classes, quant_slack=0.0)
         self.evaluator = Evaluator(self.model, example, self.n_classes, self.device)
+        # float training: also certify the float network itself (what a float verifier would claim)
+        self.float_evaluator = (Evaluator(self.model, example, self.n_classes, self.device, quantized=False)
+                                if cfg.model.float_train else None)
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None
@@ -232,10 +238,11 @@ class Trainer:
         saved = payload.get("config")
         if saved is None:
             raise ConfigError(f"{path}: the checkpoint has no training state to resume from")
+        # keys added to TrainConfig after the checkpoint was written count as their defaults
+        saved = to_dict(from_dict(TrainConfig, saved, source=str(path)))
         diff = _config_diff(saved, to_dict(self.cfg))
         if diff:
             raise ConfigError(f"{path}: cannot resume, the config differs in {', '.join(diff)}")
-        from_dict(TrainConfig, saved, source=str(path))   # still a valid config
         self.model.load_state_dict(payload["state_dict"])
         self.opt.load_state_dict(payload["optimizer"])
         self.epoch, self.metrics = int(payload["epoch"]), list(payload["metrics"])
@@ -283,7 +290,14 @@ class Trainer:
         training time of all epochs (without evaluation), ``wall_seconds`` is this call's run time."""
         e = self.cfg.eval
         res = self.evaluate(0, pgd=e.final_pgd, seed=self.cfg.seed * 100003 + 99991)
-        self.final = {**res.as_dict(), "eps": self.cfg.schedule.eps, "epochs_done": self.epoch,
+        float_part: dict[str, Any] = {}
+        if self.float_evaluator is not None:
+            fres = self.float_evaluator.evaluate(self.model, self.test_ds.images, self.test_ds.labels,
+                                                 self.cfg.schedule.eps, batch_size=e.batch_size, pgd=False)
+            float_part = {"float_clean_acc": fres.clean_acc, "float_cert_acc": fres.cert_acc}
+            self.log(f"float network before quantization: clean {100 * fres.clean_acc:.2f}%, "
+                     f"IBP-certified {100 * fres.cert_acc:.2f}% (the numbers below are after PTQ)")
+        self.final = {**res.as_dict(), **float_part, "eps": self.cfg.schedule.eps, "epochs_done": self.epoch,
                       "epochs": self.cfg.schedule.epochs, "stopped": stopped,
                       "train_seconds": sum(r.get("epoch_seconds", 0.0) for r in self.metrics),
                       "wall_seconds": wall_seconds}
