@@ -5,12 +5,19 @@ import argparse
 from pathlib import Path
 
 
+def shipped_training_configs() -> list[str]:
+    """Names of the shipped training configs (``qa_lirpa/configs/*.yaml`` except ``verify_*``)."""
+    from ..config import CONFIG_DIR
+
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("verify_"))
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="QA-IBP certified training of a quantized network",
         description="Train a quantized network with quantization-aware IBP (auto_LiRPA). CONFIG is the "
-                    "name of a shipped config (mnist_8bit, mnist_8bit_eps1, mnist_8bit_eps4, fashion_8bit, "
-                    "cifar_8bit, synthetic) or a YAML file holding overrides of the defaults "
+                    f"name of a shipped config ({', '.join(shipped_training_configs())}) or a YAML file "
+                    "holding overrides of the defaults "
                     "(qa_lirpa/train/config.py). Writes checkpoint.pt, config.yaml, metrics.csv, "
                     "training_curves.png and final.json into out_dir (default runs/<config name>).")
     p.add_argument("config", metavar="CONFIG", help="shipped config name or YAML path")
