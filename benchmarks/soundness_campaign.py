@@ -18,6 +18,9 @@ Each case is then decided by
 * ``bab``: the verifier, ``method="bab"``, default settings;
 * ``bab_nf``: the same with ``falsify: false`` (no attacks or centre checks: bounding and
   single-point boxes decide);
+* ``bab_handover``: bab with ``falsify: false`` and ``exact_after: 0``: the exact MILP fallback
+  takes over right after the root box, so its hand-over (per-box MILPs or the bounding box, the
+  re-check of its counterexamples) decides most cases;
 * ``paper``: ``method="paper"`` on every ``--paper-every``-th case;
 * ``milp``: :func:`qa_lirpa.exact.decide_milp`.
 
@@ -56,7 +59,7 @@ ROUNDINGS = ("half_up", "half_even")
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
-TOOLS = ("bab", "bab_nf", "paper", "milp")
+TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 
 
 @dataclass
@@ -281,8 +284,10 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
         if tool == "milp":
             verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1, case.spec.n_inputs))
         else:
-            cfg = VerifierConfig(method="paper" if tool == "paper" else "bab", falsify=tool != "bab_nf",
-                                 device="cpu", seed=case.case_seed % (2 ** 31))
+            extra = {"exact_after": 0.0} if tool == "bab_handover" else {}
+            cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
+                                 falsify=tool not in ("bab_nf", "bab_handover"), device="cpu",
+                                 seed=case.case_seed % (2 ** 31), **extra)
             res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=(case.spec.n_inputs,))
             verdict, x = res.verdict.value, res.counterexample
             if verdict == "sat" and x is not None and res.outputs is not None:
@@ -351,7 +356,8 @@ def markdown_table(s: dict) -> str:
              "| tool | runs | agree | timeout/unknown | disagree | bad counterexample | error "
              "| mean s/case | median s | max s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    names = {"bab": "verifier bab", "bab_nf": "verifier bab, falsify off", "paper": "verifier paper",
+    names = {"bab": "verifier bab", "bab_nf": "verifier bab, falsify off",
+             "bab_handover": "verifier bab, falsify off, MILP hand-over at once", "paper": "verifier paper",
              "milp": "MILP (HiGHS)"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "

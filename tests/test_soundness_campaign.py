@@ -37,7 +37,7 @@ def test_no_disagreement(results):
 
 def test_all_decided_by_bab_and_milp(results):
     for r in results:
-        for tool in ("bab", "bab_nf", "milp"):
+        for tool in ("bab", "bab_nf", "bab_handover", "milp"):
             assert r.outcomes[tool].verdict == r.case.truth, (r.case.case_seed, tool)
 
 
