@@ -182,7 +182,8 @@ class Verifier:
                                     message="time limit reached")
             if handover is not None and now >= handover:
                 handover = None
-                out = self._exact(problem, searches, stats, deadline, now - start)
+                milp_deadline = now + self.config.exact_share * (deadline - now)
+                out = self._exact(problem, searches, stats, deadline, now - start, milp_deadline)
                 if isinstance(out, VerifyResult):
                     return out
                 if out:                                   # every open box proved safe
@@ -202,7 +203,7 @@ class Verifier:
         return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
 
     def _exact(self, problem, searches: list[Search], stats: VerifyStats, deadline: float,
-               elapsed: float) -> VerifyResult | bool:
+               elapsed: float, milp_deadline: float | None = None) -> VerifyResult | bool:
         """The MILP on the boxes the searches have left open: a result (``SAT`` with a
         counterexample confirmed by the exact semantics, or ``TIMEOUT`` when the time is up),
         True when every open box is proved safe, False when undecided (the searches go on).
@@ -214,6 +215,7 @@ class Verifier:
         box), with those disjuncts, proves the property. Each MILP is exact on its integer
         sub-box; "sat" needs the counterexample to pass :meth:`Search._check` (the same exact
         check as branch and bound's own counterexamples). Errors and early stops decide nothing.
+        The MILPs stop at ``milp_deadline`` (default ``deadline``); branch and bound gets the rest.
         """
         from ..exact.milp import solve_milp
 
@@ -237,7 +239,7 @@ class Verifier:
         outcome: VerifyResult | bool = True
         try:
             for s, lo, hi, alive, boxes in jobs:
-                left = deadline - time.monotonic()
+                left = min(deadline, milp_deadline or deadline) - time.monotonic()
                 if left <= 0:
                     outcome, note = False, note + ": out of time"
                     break

@@ -72,6 +72,10 @@ class VerifierConfig:
     exact_after: float = 0.1
     #: one MILP per open box when at most this many are open, else one on their bounding box
     exact_max_boxes: int = 16
+    #: the MILP gets at most this share of the time left at the hand-over; if it has not decided
+    #: by then, branch and bound continues with the rest (the MILP on a conv net can need longer
+    #: than branch and bound would)
+    exact_share: float = 0.75
     #: HiGHS threads for the MILP (0: HiGHS's default, half the cores)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
@@ -89,6 +93,7 @@ class VerifierConfig:
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
                   (self.exact_fallback in ("none", "milp"), "exact_fallback must be 'none' or 'milp'"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
+                  (0.0 < self.exact_share <= 1.0, "exact_share must be in (0, 1]"),
                   (self.exact_max_boxes >= 0 and self.exact_threads >= 0,
                    "exact_max_boxes/exact_threads must be >= 0")]
         for ok, message in checks:

@@ -44,7 +44,7 @@ SEEDS = range(6100, 6120)
 
 def _config(**kw) -> VerifierConfig:
     base = dict(exact_fallback="milp", exact_after=0.0, falsify=False, device="cpu", exact_threads=1,
-                crown="never")
+                crown="never", exact_share=1.0)
     base.update(kw)
     return VerifierConfig(**base)
 
@@ -194,6 +194,24 @@ def test_failing_milp_leaves_the_verdict_to_bab(cases, monkeypatch, failure):
             if failure == "bogus_sat":
                 assert "failed the exact check" in res.stats.exact
     assert used >= 4
+
+
+def test_milp_gets_only_its_share_of_the_time(cases, monkeypatch):
+    """exact_share: the MILP's time limit is at most that share of the time left at the hand-over;
+    when it runs out, branch and bound decides with the rest (and decides right)."""
+    limits = []
+
+    def slow(model, spec, timeout=60.0, **kw):
+        limits.append(timeout)
+        return MilpResult("timeout")
+
+    monkeypatch.setattr(milp_mod, "solve_milp", slow)
+    for case in cases[:6]:
+        res = _run(case, _config(exact_share=0.25), timeout=8.0)
+        _check(case, res)
+    assert limits and max(limits) <= 0.25 * 8.0 + 1e-6
+    with pytest.raises(ValueError):
+        VerifierConfig(exact_share=0.0)
 
 
 # ----- models the MILP cannot encode -------------------------------------------------------------
