@@ -172,6 +172,9 @@ def stage_verify_one(args) -> int:
 
     torch.set_num_threads(1)
     run_dir = Path(args.run)
+    missing = [f for f in ("config.yaml", "checkpoint.pt") if not (run_dir / f).exists()]
+    if missing:
+        raise SystemExit(f"error: {run_dir} has no {' or '.join(missing)}: train it first (bench.py train)")
     cfg = _train_cfg(run_dir)
     dataset = cfg["data"]["name"]
     ds = load_dataset(dataset, "test", _data_root(args, dataset))

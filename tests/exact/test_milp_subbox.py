@@ -17,9 +17,10 @@ from qa_lirpa.exact.highs_worker import Worker, solve_mip
 from qa_lirpa.exact.milp import unsupported_reason
 from qa_lirpa.nn import QuantAct
 from qa_lirpa.quant import quantize
-from qa_lirpa.verify.vnnlib import InputSpec
 
-from .test_milp import H5, N_CASES, assert_counterexample, disjunct_holds, exact_outputs, random_case
+from aaai21_instances import aaai21_instance
+
+from .test_milp import N_CASES, assert_counterexample, disjunct_holds, exact_outputs, random_case
 
 
 def _codes(model, x: np.ndarray, shape) -> np.ndarray:
@@ -135,19 +136,7 @@ def test_layers_with_their_own_integer_semantics_are_refused():
 
 
 def _aaai21():
-    if not H5.exists():
-        pytest.skip(f"AAAI'21 weights not found at {H5}")
-    from qa_lirpa.aaai21 import aaai21_robustness_spec, benchmark_eps, load_aaai21
-
-    try:
-        from qa_lirpa.train.datasets import load_dataset
-
-        ds = load_dataset("mnist", "test")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {err}")
-    i = 264                       # undecided by the MILP in 20 s
-    return load_aaai21(H5, dtype=torch.float64), aaai21_robustness_spec(ds.images[i], int(ds.labels[i]),
-                                                                          benchmark_eps(i))
+    return aaai21_instance(264)                 # undecided by the MILP in 20 s
 
 
 def test_time_limit_covers_the_encoding_and_holds_with_hard_timeout():

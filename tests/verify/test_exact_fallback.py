@@ -5,7 +5,6 @@ a failing or lying MILP must not change a verdict, and the time limit must hold.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import time
 from dataclasses import replace
@@ -16,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from aaai21_instances import aaai21_instance
+
 from qa_lirpa.config import load_config
 from qa_lirpa.exact import milp as milp_mod
 from qa_lirpa.exact.milp import MilpResult, SolverError
@@ -24,7 +25,6 @@ from qa_lirpa.verify import Verdict, VerifierConfig, Verifier, VerifyStats, veri
 from qa_lirpa.verify.search import Search
 
 ROOT = Path(__file__).resolve().parents[2]
-H5 = Path(os.environ.get("QA_LIRPA_AAAI21_H5", ROOT.parent / "shared" / "data" / "aaai21" / "mnist_mlp.h5"))
 
 
 def _campaign():
@@ -247,18 +247,7 @@ def test_continuous_model_runs_plain_bab():
 # ----- time limit ------------------------------------------------------------------------------------
 
 def _aaai21_instance(i: int):
-    if not H5.exists():
-        pytest.skip(f"AAAI'21 weights not found at {H5}")
-    from qa_lirpa.aaai21 import aaai21_robustness_spec, benchmark_eps, load_aaai21
-
-    try:
-        from qa_lirpa.train.datasets import load_dataset
-
-        ds = load_dataset("mnist", "test")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"MNIST not available: {err}")
-    model = load_aaai21(H5, dtype=torch.float64)
-    return model, aaai21_robustness_spec(ds.images[i], int(ds.labels[i]), benchmark_eps(i))
+    return aaai21_instance(i)
 
 
 @pytest.mark.parametrize("timeout,after", [(2.0, 0.3), (0.4, 0.0)])
