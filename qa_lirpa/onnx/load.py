@@ -164,6 +164,24 @@ def _infer_pow2_spec(w: np.ndarray, signed: bool = True) -> QuantSpec | None:
     return QuantSpec(max(bits, 2), signed, 2.0 ** emin)
 
 
+def _approx_pow2(w: np.ndarray) -> tuple[QuantSpec, np.ndarray, float]:
+    """Float weights on a 25-bit signed power-of-two grid: ``(spec, nominal values, max |w -
+    nominal|)``; the residual is exact (a difference of two nearby doubles)."""
+    big = float(np.max(np.abs(w)))
+    e = (math.frexp(big)[1] if big > 0 else 0) - 24
+    step = 2.0 ** e
+    nominal = np.round(w / step) * step
+    return QuantSpec(25, True, step), nominal, float(np.max(np.abs(w - nominal)))
+
+
+def _fine_enough(bspec: QuantSpec, s_acc: np.ndarray) -> bool:
+    """Whether an exact power-of-two bias grid keeps the accumulator's common scale small: the
+    bias scale is at most 2^20 times finer than every accumulator scale, and those are powers of
+    two too."""
+    sb = float(bspec.scale[0])
+    return all(_pow2_exp(float(a)) is not None for a in s_acc) and float(np.min(s_acc)) / sb <= 2 ** 20
+
+
 class _Converter:
     def __init__(self, g: Graph, input_quant: QuantSpec | None, requant: str) -> None:
         self.g = g
@@ -722,8 +740,14 @@ class _Converter:
             w_exact = orient(np.asarray(wf, np.float64))
             w_float = orient(np.asarray(wf))
             wspec = _infer_pow2_spec(w_exact) if st.integer else None
+            if st.integer and wspec is None and np.all(np.isfinite(w_exact)):
+                # float weights without an exact grid of <= 32 bits: nominal codes on a 24-bit
+                # power-of-two grid, the rounding residual goes into the float32 envelope
+                wspec, w_exact, w_residual = _approx_pow2(w_exact)
         bias_exact = bias_float = None
         bspec = None
+        w_residual = 0.0
+        float_bias = None
         if bname:
             if qb is not None:
                 bias_float = np.broadcast_to(qb.real().reshape(-1), (out_ch,)).copy()
@@ -745,10 +769,35 @@ class _Converter:
                 bias_float = np.broadcast_to(np.asarray(bf).reshape(-1), (out_ch,)).copy()
                 bias_exact = bias_float.astype(np.float64)
                 bspec = _infer_pow2_spec(bias_exact) if st.integer else None
+                if st.integer and wspec is not None and st.scale is not None and len(st.scale) == 1:
+                    # a float bias: onnxruntime rounds it into the int32 accumulator when it fuses
+                    # the layer and adds it in float32 when it does not; the nominal bias is its
+                    # rounding to the accumulator scale, and the float32 envelope covers both
+                    ws = list(wspec.scale) * (out_ch if len(wspec.scale) == 1 else 1)
+                    s_acc = np.asarray([st.scale[0] * w for w in ws], np.float64)
+                    if bspec is None or not _fine_enough(bspec, s_acc):
+                        if not np.all(np.isfinite(bias_exact)):
+                            raise self.err(node, "the bias is not finite")
+                        codes = np.round(bias_exact / s_acc)
+                        if np.any(np.abs(codes) >= 2 ** 31):
+                            raise self.err(node, "the float bias does not fit an int32 accumulator at scale "
+                                                 "s_x * s_w")
+                        bspec = QuantSpec(32, True, [float(v) for v in s_acc] if len(set(s_acc)) > 1 else float(s_acc[0]),
+                                          axis=0 if len(set(s_acc)) > 1 else None)
+                        bias_exact = codes * s_acc
+                        float_bias = bias_float.astype(np.float64)
+                    elif qw is not None:
+                        # weights through DequantizeLinear: onnxruntime may fuse and round the bias
+                        float_bias = bias_float.astype(np.float64)
         integer = (st.integer and wspec is not None and (not bname or bspec is not None)
                    and st.scale is not None and len(st.scale) == 1 and st.spec is not None)
         layer = self._make_affine(node, op, a, w_exact if integer else w_float, bias_exact if integer else bias_float,
                                   wspec if integer else None, bspec if integer else None, out_ch)
+        if integer:
+            # what the float32 envelope (qa_lirpa.onnx.referee) needs beyond the nominal layer
+            layer.weight_residual = w_residual
+            if float_bias is not None:
+                layer.bias_float = float_bias
         self.layers.append(layer)
         self.use(node, add)
         # bookkeeping for the next quantizer

@@ -21,6 +21,7 @@ import math
 import time
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,10 +96,18 @@ class Verifier:
         config: a :class:`VerifierConfig` (defaults if None).
         input_shape: the model input shape without batch (inferred from the first property if None).
         device: overrides ``config.device`` ("auto", "cpu", "cuda", ...).
+        referee: what decides concrete points. ``"auto"`` (default): for a model imported from an
+            ONNX file (``model.source``, see :func:`qa_lirpa.onnx.load_onnx`) an
+            :class:`~qa_lirpa.onnx.referee.OnnxReferee` on that file, so that the verdicts are about
+            what onnxruntime computes (float32 input cast, float32 rescaling and layers) and bounds
+            carry the :func:`~qa_lirpa.onnx.referee.float32_envelope`; otherwise None (the exact
+            integer semantics). Pass None to verify an imported model's nominal semantics, or a
+            referee of your own.
     """
 
     def __init__(self, model: nn.Module, config: VerifierConfig | None = None,
-                 input_shape: Sequence[int] | None = None, device: str | torch.device | None = None) -> None:
+                 input_shape: Sequence[int] | None = None, device: str | torch.device | None = None,
+                 referee="auto") -> None:
         self.config = (config or VerifierConfig()).effective()
         self.device = resolve_device(device if device is not None else self.config.device)
         if self.device.type == "cuda":
@@ -106,6 +115,11 @@ class Verifier:
             torch.backends.cudnn.allow_tf32 = False
         self.model = model
         self.quantized_input = isinstance(next(iter(iter_layers(model)), None), QuantInput)
+        if isinstance(referee, str) and referee == "auto":
+            from ..onnx.referee import OnnxReferee
+
+            referee = OnnxReferee.for_model(model)
+        self.referee = referee
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self._problem = None
         self._milp_reason: str | None = None
@@ -116,11 +130,14 @@ class Verifier:
         """The search problem for inputs of ``shape`` (built once, then cached)."""
         if self._problem is None or self._problem.shape != tuple(shape):
             _check_shape(self.model, tuple(shape))
-            cls = GridProblem if self.quantized_input else ContinuousProblem
             cfg = self.config
-            self._problem = cls(self.model, tuple(shape), self.device, use_crown=cfg.crown != "never",
-                                quant_slack=cfg.quant_slack, alpha_iterations=cfg.alpha_iterations,
-                                crown_method=cfg.crown_method, crown_auto_units=cfg.crown_auto_units)
+            kw = dict(use_crown=cfg.crown != "never", quant_slack=cfg.quant_slack,
+                      alpha_iterations=cfg.alpha_iterations, crown_method=cfg.crown_method,
+                      crown_auto_units=cfg.crown_auto_units)
+            if self.quantized_input:
+                self._problem = GridProblem(self.model, tuple(shape), self.device, referee=self.referee, **kw)
+            else:
+                self._problem = ContinuousProblem(self.model, tuple(shape), self.device, **kw)
         return self._problem
 
     def verify(self, spec: InputSpec | Sequence[InputSpec], timeout: float = 60.0) -> VerifyResult:
@@ -145,9 +162,14 @@ class Verifier:
                 stats.exact = f"milp not used: {reason}"
             else:
                 handover = start + self.config.exact_after * float(timeout)
+        env = getattr(problem, "envelope", None)
+        points0 = self.referee.points if self.referee is not None else 0
         with torch.no_grad():
             result = self._run(problem, specs, stats, deadline, gen, handover, start)
         stats.time_total = time.monotonic() - start
+        if env is not None:
+            stats.referee_points = self.referee.points - points0
+            stats.float32 = env.describe() + f"; {stats.referee_points} points run in onnxruntime"
         if problem.crown_error and not result.message:
             result.message = problem.crown_error
         return result
@@ -157,8 +179,11 @@ class Verifier:
         if self._milp_reason is None:
             from ..exact.milp import unsupported_reason
 
+            env = getattr(problem, "envelope", None)
             if not problem.integral:
                 self._milp_reason = "continuous inputs (no QuantInput)"
+            elif env is not None and env.tolerance:
+                self._milp_reason = "hidden quantizers that onnxruntime computes in float32 (not encoded)"
             else:
                 self._milp_reason = unsupported_reason(problem.ref)
         return self._milp_reason
@@ -244,14 +269,14 @@ class Verifier:
                     outcome, note = False, note + ": out of time"
                     break
                 live = alive.nonzero().reshape(-1).tolist()
-                sub = InputSpec(s.lower, s.upper, [s.spec.disjuncts[d] for d in live])
+                sub = InputSpec(s.lower, s.upper, [_widened(s.spec.disjuncts[d], problem) for d in live])
                 stats.milp_calls += 1
                 stats.milp_boxes += boxes
                 r = solve_milp(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
                                code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
                 if r.verdict == "sat":
                     x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
-                    code = input_codes(problem.qin, x).reshape(1, -1).to(problem.device)
+                    code = problem.codes(x).reshape(1, -1).to(problem.device)
                     if s._check(code):
                         stats.exact = note + ": sat"
                         return self._sat(s, stats)
@@ -283,11 +308,25 @@ class Verifier:
         return VerifyResult(Verdict.SAT, counterexample=x, outputs=y, stats=stats)
 
 
+def _widened(disjunct, problem) -> tuple:
+    """A disjunct ``mat @ y <= rhs`` widened by the problem's output error bound (onnxruntime's
+    float32 outputs): ``mat @ y <= rhs + |mat| @ err``. Proving the widened one unreachable for
+    the nominal outputs proves the original one unreachable for onnxruntime's; float64 rounding of
+    the widening is covered by the 2^-40 relative slack."""
+    err = float(getattr(problem, "output_error", 0.0) or 0.0)
+    if not err:
+        return disjunct
+    mat, rhs = disjunct
+    mat = np.asarray(mat, np.float64)
+    widen = err * np.abs(mat).sum(axis=1) * (1 + 2.0 ** -40)
+    return mat, np.asarray(rhs, np.float64) + widen + 2.0 ** -50 * np.abs(np.asarray(rhs, np.float64))
+
+
 def verify(model: nn.Module, spec: InputSpec | Sequence[InputSpec], config: VerifierConfig | None = None,
            timeout: float = 60.0, device: str | torch.device | None = None,
-           input_shape: Sequence[int] | None = None) -> VerifyResult:
+           input_shape: Sequence[int] | None = None, referee="auto") -> VerifyResult:
     """One-shot :meth:`Verifier.verify` (see :class:`Verifier` for the arguments)."""
-    return Verifier(model, config, input_shape=input_shape, device=device).verify(spec, timeout)
+    return Verifier(model, config, input_shape=input_shape, device=device, referee=referee).verify(spec, timeout)
 
 
 __all__ = ["Verifier", "verify", "resolve_device", "infer_input_shape", "declared_input_shape"]

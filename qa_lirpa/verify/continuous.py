@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .crown import CrownBounder
-from .problem import ExactFn
+from .problem import ExactFn, first_violation
 from .spec import OutputSpec
 
 
@@ -122,6 +122,10 @@ class ContinuousProblem:
         if not bool(ospec.violated_points(y.to(ospec.mat.device), exact)[0]):
             return None
         return flat.reshape(self.shape).copy(), y.reshape(-1).cpu().numpy().copy()
+
+    def find_violation(self, x: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        return first_violation(self, x, lower, upper, ospec)
 
     def attack_forward(self, t: torch.Tensor, loose: bool = False) -> torch.Tensor:
         return self.model(t.reshape((-1,) + self.shape)).reshape(t.shape[0], -1)

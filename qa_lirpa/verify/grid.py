@@ -21,10 +21,10 @@ from torch import nn
 
 from ..nn.layers import IntTensor, QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import integer_codes, iter_layers
-from ..quant.functions import dequantize, quantize
+from ..quant.functions import dequantize, fake_quant, quantize
 from .crown import CrownBounder
 from .intervals import IntervalNet, Trace
-from .problem import ExactFn
+from .problem import ExactFn, first_violation
 from .spec import OutputSpec
 
 
@@ -101,16 +101,25 @@ class GridProblem:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                  use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
-                 crown_method: str = "auto", crown_auto_units: int = 2048) -> None:
+                 crown_method: str = "auto", crown_auto_units: int = 2048, referee=None) -> None:
         self.ref = copy.deepcopy(model).cpu().double().eval()
         layers = list(iter_layers(self.ref))
         self.qin: QuantInput = layers[0]
         self.shape = tuple(int(s) for s in input_shape)
         self.dim = int(math.prod(self.shape))
         self.device = device
-        self.net = IntervalNet(self.ref, device)
-        self.body = frozen_body(layers[1:]).to(device)
-        self.loose_body = nn.Sequential(*[LooseGradient(m) if isinstance(m, QuantAct) else m for m in self.body])
+        self.referee = referee
+        self.envelope = None
+        tolerances: dict[int, float] = {}
+        if referee is not None:
+            from ..onnx.referee import float32_envelope
+
+            self.envelope = float32_envelope(self.ref)
+            tolerances = self.envelope.tolerance
+        self.output_error = 0.0 if self.envelope is None else float(self.envelope.output_error)
+        self.net = IntervalNet(self.ref, device, tolerances)
+        self.body = frozen_body(layers[1:], {i - 1: t for i, t in tolerances.items()}).to(device)
+        self.loose_body = nn.Sequential(*[LooseGradient(m) if isinstance(m, (QuantAct, TolerantQuant)) else m for m in self.body])
         zero = torch.zeros((1,) + self.shape, dtype=torch.int64)
         probe = self.net.input_box(zero, zero)
         self._in_scale, self._in_zp, self._in_axis = probe.scale, probe.zero_point, probe.axis
@@ -133,10 +142,19 @@ class GridProblem:
     def root(self, lower: np.ndarray, upper: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The integer code box of the real box ``[lower, upper]`` (flat float64), or None if it
         holds no grid point."""
-        lo = input_codes(self.qin, torch.as_tensor(lower, dtype=torch.float64).reshape((1,) + self.shape))
-        hi = input_codes(self.qin, torch.as_tensor(upper, dtype=torch.float64).reshape((1,) + self.shape))
+        lo = self.codes(torch.as_tensor(lower, dtype=torch.float64).reshape((1,) + self.shape))
+        hi = self.codes(torch.as_tensor(upper, dtype=torch.float64).reshape((1,) + self.shape))
         lo, hi = lo.reshape(1, -1).to(self.device), hi.reshape(1, -1).to(self.device)
         return None if bool((lo > hi).any()) else (lo, hi)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Input codes of real inputs ``x`` as the model's meaning computes them: for an ONNX
+        model with a FLOAT input, of ``fl32(x)`` (the cast onnxruntime and the checker apply);
+        monotone non-decreasing in ``x`` either way."""
+        x = x.to(torch.float64)
+        if self.referee is not None:
+            x = self.referee.cast(x)
+        return input_codes(self.qin, x)
 
     def storage_dtype(self) -> torch.dtype:
         lo, hi = self.code_range
@@ -189,12 +207,21 @@ class GridProblem:
         """Exact output intervals (dequantized to float64, ``[B, m]``) by interval propagation."""
         box = self.net.propagate(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), trace)
         ylo, yhi = box.dequantize()
-        return ylo.reshape(ylo.shape[0], -1), yhi.reshape(yhi.shape[0], -1)
+        ylo, yhi = ylo.reshape(ylo.shape[0], -1), yhi.reshape(yhi.shape[0], -1)
+        if self.output_error:
+            # onnxruntime's outputs lie within output_error of the nominal ones; 2^-50 |y| covers
+            # the rounding of this subtraction
+            ylo = ylo - (self.output_error + 2.0 ** -50 * ylo.abs())
+            yhi = yhi + (self.output_error + 2.0 ** -50 * yhi.abs())
+        return ylo, yhi
 
     def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
         """CROWN lower bounds ``[B, R]`` of ``C[b] @ y`` on the dequantized boxes (float64)."""
         assert self.crown is not None
-        return self.crown.lower(self.body_inputs(lo), self.body_inputs(hi), C, alpha=alpha)
+        lb = self.crown.lower(self.body_inputs(lo), self.body_inputs(hi), C, alpha=alpha)
+        if self.output_error:
+            lb = lb - self.output_error * C.abs().sum(dim=-1) * (1 + 2.0 ** -40)
+        return lb
 
     def sensitivity(self, trace: Trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Per box and input, the input's share in the interval width of ``coef[b] @ y``: a backward
@@ -241,7 +268,7 @@ class GridProblem:
     def exact_output(self, x: torch.Tensor) -> IntTensor:
         """The exact integer outputs at real inputs ``x`` (``[N, *shape]``), through the cached
         interval plans at single points (equal to ``integer_codes``; the tests check it)."""
-        q = input_codes(self.qin, x.to(torch.float64).reshape((-1,) + self.shape).cpu()).to(self.device)
+        q = self.codes(x.to(torch.float64).reshape((-1,) + self.shape).cpu()).to(self.device)
         box = self.net.propagate(q, q)
         return IntTensor(box.lo, box.scale, box.zero_point, box.axis)
 
@@ -255,12 +282,31 @@ class GridProblem:
         hi = torch.as_tensor(upper, dtype=torch.float64).reshape(q.shape)
         try:
             x = torch.minimum(torch.maximum(input_reals(self.qin, q), lo), hi)
-            if torch.equal(input_codes(self.qin, x), q):
+            if torch.equal(self.codes(x), q):
                 return x
         except ValueError:
             pass
-        x = smallest_real_with_code(lambda t: input_codes(self.qin, t), q, lo, hi)
-        return x if torch.equal(input_codes(self.qin, x), q) else None
+        x = smallest_real_with_code(self.codes, q, lo, hi)
+        return x if torch.equal(self.codes(x), q) else None
+
+    def find_violation(self, codes: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The first of the grid points ``codes`` ``[N, D]`` that violates the property under the
+        model's meaning, as ``(x, outputs)`` (see :meth:`confirm`), or None when none does.
+
+        With a referee (an ONNX model): points that interval propagation with the float32 envelope
+        cannot show safe are run in onnxruntime at a real input of the box, and onnxruntime's
+        float32 outputs decide, exactly."""
+        if self.referee is None:
+            return first_violation(self, codes, lower, upper, ospec)
+        ylo, yhi = self.output_intervals(codes, codes)
+        margin, _ = ospec.row_margins(ylo, yhi)
+        safe = ospec.disjuncts_refuted(margin > 0).all(dim=1)
+        for i in (~safe).nonzero().squeeze(1).tolist():
+            found = self.confirm(codes[i], lower, upper, ospec)
+            if found is not None:
+                return found
+        return None
 
     def confirm(self, code: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
                 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -274,6 +320,12 @@ class GridProblem:
         flat = x.reshape(-1).numpy()
         if not (np.all(flat >= lower) and np.all(flat <= upper)):
             return None
+        if self.referee is not None:                 # onnxruntime decides, exactly
+            y = self.referee.outputs(flat.reshape(1, -1))
+            yt = torch.as_tensor(y, dtype=torch.float64, device=ospec.mat.device)
+            if not bool(ospec.violated_points(yt, self.referee.exact_outputs(y))[0]):
+                return None
+            return x.reshape(self.shape).numpy().copy(), y.reshape(-1).copy()
         out = integer_codes(self.ref, x)
         y = out.dequantize().reshape(1, -1)
         exact = output_fractions(out)
@@ -308,12 +360,29 @@ class LooseGradient(nn.Module):
         return x + (self.act(x) - x).detach()
 
 
-def frozen_body(layers: Sequence[nn.Module]) -> nn.Sequential:
+class TolerantQuant(nn.Module):
+    """A quantizer whose rounded value is known only within ``tol`` steps (onnxruntime's float32
+    arithmetic): ``fake_quant(x, spec, tol=tol)``, whose bound operators cover every such value."""
+
+    def __init__(self, spec, tol: float) -> None:
+        super().__init__()
+        self.spec, self.tol = spec, float(tol)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quant(x, self.spec, tol=self.tol)
+
+
+def frozen_body(layers: Sequence[nn.Module], tolerances: dict[int, float] | None = None) -> nn.Sequential:
     """The float64 layers after the QuantInput with the weights' fake quantization done once:
     QuantLinear/QuantConv2d become Linear/Conv2d holding ``qweight()``/``qbias()`` (the same
-    function, cheaper to run and to bound); parameters do not require gradients."""
+    function, cheaper to run and to bound); parameters do not require gradients. A quantizer at
+    index ``i`` of ``layers`` with ``tolerances[i] > 0`` becomes a :class:`TolerantQuant`."""
     out: list[nn.Module] = []
-    for layer in layers:
+    tolerances = tolerances or {}
+    for k, layer in enumerate(layers):
+        if isinstance(layer, QuantAct) and tolerances.get(k, 0.0) > 0:
+            out.append(TolerantQuant(layer.spec, tolerances[k]))
+            continue
         if isinstance(layer, (QuantLinear, QuantConv2d)):
             w, b = layer.qweight().detach().double(), layer.qbias()
             if isinstance(layer, QuantLinear):

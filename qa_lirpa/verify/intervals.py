@@ -160,6 +160,31 @@ def _relu(x: IntTensor) -> IntTensor:
     return IntTensor(torch.maximum(x.values, z), x.scale, x.zero_point, x.axis)
 
 
+def enveloped_requant(box: IntBox, spec, tol: float) -> IntBox:
+    """Codes that a quantizer with format ``spec`` can produce on ``box`` when the value it rounds,
+    ``t = v / s_y``, is only known within ``tol`` steps of the nominal ``v / s_y`` (onnxruntime's
+    float32 arithmetic, :func:`qa_lirpa.onnx.referee.float32_envelope`).
+
+    Sound for half-even and half-up rounding alike: ``ceil(t - 1/2) <= round(t) <= floor(t + 1/2)``;
+    the float64 arithmetic here (dequantization, division, the +-1/2) is covered by a slack of
+    ``2^-50 (|t| + 1)`` on top of ``tol``.
+    """
+    vlo, vhi = box.dequantize()
+    nd = vlo.dim()
+    axis = spec.axis % nd if spec.per_channel else 1
+    sy = torch.tensor([float(s) for s in spec.scale], dtype=torch.float64, device=vlo.device)
+    sy = sy.reshape(()) if sy.numel() == 1 else sy.reshape([-1 if d == axis else 1 for d in range(nd)])
+    tlo, thi = vlo / sy, vhi / sy
+    slo = tol + 2.0 ** -50 * (tlo.abs() + 1.0)
+    shi = tol + 2.0 ** -50 * (thi.abs() + 1.0)
+    qlo = torch.ceil(tlo - slo - 0.5)
+    qhi = torch.floor(thi + shi + 0.5)
+    z = intmath._channel_view(spec.zero_points(), nd, axis, vlo.device).to(torch.float64)
+    qlo = torch.clamp(qlo + z, spec.qmin, spec.qmax).to(torch.int64)
+    qhi = torch.clamp(qhi + z, spec.qmin, spec.qmax).to(torch.int64)
+    return IntBox(qlo, qhi, spec.scale_fractions(), spec.zero_points(), axis)
+
+
 def _flatten(box: IntBox, layer: nn.Flatten) -> IntBox:
     if len(set(box.scale)) != 1 or len(set(box.zero_point)) != 1:
         raise ValueError("Flatten: interval propagation needs a per-tensor quantized input")
@@ -174,15 +199,20 @@ class IntervalNet:
         model: a quantized ``nn.Sequential`` starting with a :class:`QuantInput` (any device; the
             integer data is copied to ``device``).
         device: where the propagation runs (int64 and float64 tensors; exact on CPU and CUDA).
+        tolerances: per layer index of ``iter_layers(model)``, a quantizer's float32 tolerance in
+            steps (:class:`~qa_lirpa.onnx.referee.Envelope`); those quantizers are propagated with
+            :func:`enveloped_requant`, so the intervals contain what onnxruntime computes.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu",
+                 tolerances: dict[int, float] | None = None) -> None:
         layers = list(iter_layers(model))
         if not layers or not isinstance(layers[0], QuantInput):
             raise TypeError("interval propagation: the model must start with a QuantInput layer")
         self.qin: QuantInput = layers[0]
         self.layers = layers[1:]
         self.device = torch.device(device)
+        self.tolerances = dict(tolerances or {})
         self._plans: dict[int, tuple[Fraction, AffinePlan]] = {}
         self._probes: dict[tuple[int, ...], IntTensor] = {}
         for i, layer in enumerate(self.layers):
@@ -214,6 +244,9 @@ class IntervalNet:
             lo, hi = affine_interval(plan, lo_t.centered(), hi_t.centered())
             return IntBox(lo, hi, plan.scale, [0], 1)
         if isinstance(layer, QuantAct):
+            tol = self.tolerances.get(index + 1, 0.0)
+            if tol > 0:
+                return enveloped_requant(box, layer.spec, tol)
             a, b = box.ends()
             return IntBox.of(layer.int_forward(a), layer.int_forward(b))
         if isinstance(layer, nn.ReLU):

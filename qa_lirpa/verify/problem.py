@@ -59,9 +59,27 @@ class Problem(Protocol):
                 ) -> tuple[np.ndarray, np.ndarray] | None:
         """A counterexample ``(x, outputs)`` re-checked by the reference semantics, or None."""
 
+    def find_violation(self, points: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The first of ``points`` that violates the property under the model's meaning, confirmed
+        (see :meth:`confirm`), or None."""
+
     def attack_forward(self, t: torch.Tensor, loose: bool = False) -> torch.Tensor: ...
 
     def snap(self, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor: ...
 
 
-__all__ = ["Problem", "ExactFn"]
+def first_violation(problem: Problem, points: torch.Tensor, lower: np.ndarray, upper: np.ndarray,
+                    ospec: OutputSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """:meth:`Problem.find_violation` for problems whose :meth:`~Problem.eval_points` is their
+    meaning: evaluate, then confirm the violating points in order."""
+    y, exact = problem.eval_points(points)
+    bad = ospec.violated_points(y.to(ospec.mat.device), exact).nonzero().squeeze(1)
+    for i in bad.tolist():
+        found = problem.confirm(points[i], lower, upper, ospec)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = ["Problem", "ExactFn", "first_violation"]

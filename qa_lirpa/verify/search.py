@@ -276,14 +276,11 @@ class Search:
         drop: it is not in the input set)."""
         t0 = time.perf_counter()
         try:
-            y, exact = self.p.eval_points(points)
             self.stats.points_checked += points.shape[0]
-            bad = self.ospec.violated_points(y, exact).nonzero().squeeze(1)
-            for i in bad.tolist():
-                found = self.p.confirm(points[i], self.lower, self.upper, self.ospec)
-                if found is not None:
-                    self.found = found
-                    return True
+            found = self.p.find_violation(points, self.lower, self.upper, self.ospec)
+            if found is not None:
+                self.found = found
+                return True
             return False
         finally:
             self.stats.time_exact += time.perf_counter() - t0

@@ -1,0 +1,253 @@
+"""onnxruntime as the meaning of an ONNX file, and the float32 envelope around an imported model.
+
+An ONNX file means what onnxruntime computes on it: CPU provider, default session options, the
+input cast to float32 (for a FLOAT input), float32 arithmetic wherever the graph has it. The model
+that :func:`~qa_lirpa.onnx.load_onnx` imports is its *nominal* form: exact integer codes, exact
+rational rescaling. The two agree exactly where every scale is a power of two and every accumulator
+fits float32's 24-bit significand; elsewhere onnxruntime's result lies within a rigorous error
+bound of the nominal one. :func:`float32_envelope` derives that bound per layer (a static bound,
+valid for every input of the grid, and valid whether onnxruntime fuses a quantized group into an
+integer kernel or runs it unfused in float32); :class:`OnnxReferee` runs onnxruntime on concrete
+points. The verifier uses both: a box is dropped only when the property holds with the envelope's
+margin, and a single grid point whose margin is within the envelope is decided by running
+onnxruntime on it. The derivation is written out in ``docs/semantics.md`` ("onnxruntime is the
+referee").
+
+Notation: ``u = 2^-24`` (float32 unit roundoff), ``gamma(k) = k u / (1 - k u)``.
+
+- A dot product of ``n`` float32 products plus a bias, summed in any order, with or without fused
+  multiply-adds, whose operands are themselves float32 roundings of the nominal values (weights
+  and activations dequantized in float32, a float bias), differs from the exact nominal value by at
+  most ``gamma(n + 8) * (sum_i |w_i| (A + e) + |b|) + sum_i |w_i| e + r``, where ``A`` bounds the
+  nominal inputs, ``e`` their own error and ``r`` the bias's distance to its nominal value (plus
+  one accumulator step when onnxruntime may round a float bias into an int32 accumulator). The
+  fused kernels (int32 accumulation, then ``fl32(fl32(acc) * M)`` with ``M = fl32(fl32(s_x s_w)
+  / s_y)``) stay inside the same bound.
+- A quantizer then rounds ``t = v / s_y`` computed in float32 (or through ``M``): onnxruntime's
+  ``t`` lies within ``tol = e_v / s_y + 5 u (T + 1)`` of the nominal one (``T`` bounds ``|t|``),
+  so its code lies between the nominal quantizer's codes at ``t - tol`` and ``t + tol``.
+- A DequantizeLinear output ``fl32((q - z) s)`` is off by at most ``u |(q - z) s|``.
+
+Subnormal results add an absolute ``2^-148`` per operation, which is included.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
+from ..nn.reference import iter_layers
+
+U32 = 2.0 ** -24          # float32 unit roundoff
+_TINY32 = 2.0 ** -148     # per-operation absolute error bound near underflow (float32)
+_F32_EXACT = 1 << 24      # integers below this are exact in float32
+
+
+def gamma(k: int) -> float:
+    """``k u / (1 - k u)`` for float32, rounded up generously (1% over)."""
+    ku = k * U32
+    if ku >= 0.5:
+        return math.inf
+    return 1.01 * ku / (1.0 - ku)
+
+
+def _pow2(s: float) -> bool:
+    if not (s > 0 and math.isfinite(s)):
+        return False
+    return math.frexp(s)[0] == 0.5
+
+
+@dataclass
+class Envelope:
+    """The float32 envelope of an imported model (see the module docstring).
+
+    ``tolerance``: per layer index (into ``iter_layers(model)``) of a quantizer whose input
+    onnxruntime computes inexactly, the bound ``tol`` in that quantizer's output steps.
+    ``output_error``: bound on ``|onnxruntime output - nominal output|`` (real units, every output).
+    ``notes``: one line per inexact layer, for logs.
+    """
+
+    tolerance: dict[int, float] = field(default_factory=dict)
+    output_error: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """True when onnxruntime provably computes the nominal model exactly."""
+        return not self.tolerance and self.output_error == 0.0
+
+    def describe(self) -> str:
+        if self.exact:
+            return "onnxruntime's float32 arithmetic is exact on this model"
+        parts = []
+        if self.tolerance:
+            parts.append(f"hidden quantizers within {max(self.tolerance.values()):.3g} steps "
+                         f"({len(self.tolerance)} layer{'s' if len(self.tolerance) > 1 else ''})")
+        parts.append(f"outputs within {self.output_error:.3g}")
+        return "float32 envelope: " + ", ".join(parts)
+
+
+def _scales(spec) -> list[float]:
+    return [float(s) for s in spec.scale]
+
+
+def _max_code(spec) -> int:
+    return max(max(abs(spec.qmin - z), abs(spec.qmax - z)) for z in spec.zero_points())
+
+
+def _quantizer_out(scales: Sequence[float], spec) -> tuple[float, float]:
+    """``(A, e)`` of a dequantized code tensor: its magnitude bound and onnxruntime's error."""
+    a = _max_code(spec) * max(scales)
+    exact = all(_pow2(s) for s in scales) and _max_code(spec) < _F32_EXACT
+    return a, (0.0 if exact else U32 * a + _TINY32)
+
+
+def _affine_data(layer: nn.Module, s_in: float):
+    """Per output channel: sum of |w| (real), |bias| (nominal real), the bias's deviation bound
+    ``r`` and whether the layer is exactly representable on a power-of-two grid."""
+    codes = layer.weight_codes().double()
+    ws = layer.weight_spec
+    out_ch = codes.shape[0]
+    w_sc = torch.tensor(_scales(ws), dtype=torch.float64)
+    w_sc = w_sc if w_sc.numel() == out_ch else w_sc.expand(out_ch)
+    wabs = codes.abs().reshape(out_ch, -1).sum(dim=1) * w_sc
+    fan_in = codes[0].numel()
+    w_res = float(getattr(layer, "weight_residual", 0.0) or 0.0)
+    acc = (w_sc * s_in).numpy()
+    pow2 = _pow2(s_in) and all(_pow2(float(s)) for s in w_sc)
+    b = np.zeros(out_ch)
+    r = np.zeros(out_ch)
+    if layer.bias is not None:
+        qb = layer.qbias()
+        b = np.abs(qb.detach().double().reshape(-1).numpy()) if qb is not None else np.zeros(out_ch)
+        bspec = layer.bias_spec
+        pow2 = pow2 and bspec is not None and all(_pow2(s) for s in bspec.scale)
+        true = getattr(layer, "bias_float", None)
+        if true is not None:
+            nominal = qb.detach().double().reshape(-1).numpy()
+            r = np.abs(np.asarray(true, np.float64).reshape(-1) - nominal) + acc
+            pow2 = False
+    return wabs.numpy(), b, r, w_res, fan_in, pow2, acc
+
+
+def float32_envelope(model: nn.Module) -> Envelope:
+    """The static float32 envelope of an imported chain model (see the module docstring).
+
+    Sound for every input of the model's input grid. A layer this analysis does not know makes the
+    envelope infinite (``output_error = inf``), so that nothing is proved by bounds alone.
+    """
+    layers = list(iter_layers(model))
+    env = Envelope()
+    if not layers or not isinstance(layers[0], QuantInput):
+        env.output_error = math.inf
+        env.notes.append("no input quantizer")
+        return env
+    qin = layers[0]
+    out_scales = [qin.output_scale] if qin.output_scale is not None else _scales(qin.spec)
+    amag, err = _quantizer_out(out_scales, qin.spec)
+    scale_in = max(out_scales)
+    for i, layer in enumerate(layers[1:], start=1):
+        if isinstance(layer, (QuantLinear, QuantConv2d)):
+            wabs, b, r, w_res, n, pow2, acc = _affine_data(layer, scale_in)
+            new_a = float(np.max(wabs * amag + b)) if wabs.size else 0.0
+            bound_units = None
+            if pow2 and err == 0.0 and w_res == 0.0 and not r.any():
+                finest = min([scale_in * float(s) for s in _scales(layer.weight_spec)]
+                             + ([float(s) for s in layer.bias_spec.scale] if layer.bias is not None else []))
+                bound_units = (new_a + float(np.max(b, initial=0.0))) / finest
+            if bound_units is not None and bound_units < _F32_EXACT:
+                new_err = 0.0
+            else:
+                g = gamma(n + 8)
+                per = wabs * err + g * (wabs * (amag + err) + b) + r + n * w_res * (amag + err)
+                new_err = float(np.max(per)) * (1 + 2.0 ** -20) + (n + 2) * _TINY32
+                env.notes.append(f"layer {i} ({type(layer).__name__}, fan-in {n}): float32 error <= {new_err:.3g}")
+            amag, err = new_a, new_err
+            scale_in = float(np.max(acc))
+        elif isinstance(layer, QuantAct):
+            spec = layer.spec
+            sy = _scales(spec)
+            s_min = min(sy)
+            t_max = amag / s_min + 1.0
+            exact = err == 0.0 and all(_pow2(s) for s in sy) and _pow2(scale_in) and t_max < 2 ** 23
+            if not exact:
+                tol = (err / s_min + 5 * U32 * (t_max + 1.0)) * 1.01 + 1e-300
+                env.tolerance[i] = tol
+                env.notes.append(f"layer {i} ({type(layer).__name__}): rounds within {tol:.3g} steps of the "
+                                 f"nominal value")
+            amag, err = _quantizer_out(sy, spec)
+            scale_in = max(sy)
+        elif isinstance(layer, (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)):
+            continue
+        else:
+            env.output_error = math.inf
+            env.notes.append(f"layer {i} ({type(layer).__name__}) has no float32 error model")
+            return env
+    env.output_error = err
+    return env
+
+
+# ----- the referee -----------------------------------------------------------------------------
+class OnnxReferee:
+    """Runs an ONNX file in onnxruntime exactly as the VNN-COMP checker does.
+
+    ``input_float32``: the graph input is FLOAT, so every real input is cast to float32 first.
+    :meth:`outputs` returns float64 copies of onnxruntime's outputs (exact: float32 values).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .runtime import _session
+
+        self.path = os.fspath(path)
+        sess = _session(self.path, True)
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected one input, found {len(inputs)}")
+        self.input_float32 = inputs[0].type != "tensor(double)"
+        shape = inputs[0].shape
+        self._batch_dynamic = bool(shape) and not isinstance(shape[0], int)
+        self._shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        self.calls = 0
+        self.points = 0
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> "OnnxReferee | None":
+        """The referee of a model imported from an ONNX file (``model.source``), else None."""
+        src = getattr(model, "source", None)
+        if not isinstance(src, (str, os.PathLike)) or not os.path.isfile(src):
+            return None
+        return cls(src)
+
+    def cast(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model receives for real inputs ``x`` (float64 out): ``fl32(x)`` for a FLOAT input."""
+        return x.to(torch.float32).to(torch.float64) if self.input_float32 else x.to(torch.float64)
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """onnxruntime's outputs (float64 ``[N, m]``) for real inputs ``x`` (``[N, D]``, float64)."""
+        from .runtime import run_onnxruntime
+
+        x = np.asarray(x, np.float64)
+        n = x.shape[0]
+        self.calls += 1
+        self.points += n
+        per = list(self._shape[1:])
+        if self._batch_dynamic and n > 1:
+            y = run_onnxruntime(self.path, x.reshape([n] + per))
+            return np.asarray(y, np.float64).reshape(n, -1)
+        rows = [np.asarray(run_onnxruntime(self.path, x[k].reshape(self._shape)), np.float64).reshape(-1)
+                for k in range(n)]
+        return np.stack(rows) if rows else np.zeros((0, 0))
+
+    def exact_outputs(self, y: np.ndarray):
+        """A function ``n -> [Fraction]``: the float outputs of row ``n`` as exact rationals."""
+        return lambda k: [Fraction(float(v)) for v in y[k]]
+
+
+__all__ = ["Envelope", "float32_envelope", "OnnxReferee", "gamma", "U32"]

@@ -1,0 +1,157 @@
+"""onnxruntime is the referee of an ONNX file: the float32 envelope contains what onnxruntime
+computes (checked by enumerating grids in onnxruntime), and the failure styles that produced wrong
+``unsat`` answers (input cast at a box bound, output rescale, hidden requantization flips) are
+answered correctly."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx_graphs import _t, qcdq_mlp, requant_flip
+from onnx_helpers import make_model, quantize_static_model, save
+
+from qa_lirpa.onnx import load_onnx, run_onnxruntime
+from qa_lirpa.onnx.referee import OnnxReferee, float32_envelope
+from qa_lirpa.verify import Verdict, Verifier
+from qa_lirpa.verify.grid import GridProblem
+from qa_lirpa.verify.intervals import IntBox, enveloped_requant
+from qa_lirpa.verify.vnnlib import InputSpec
+from qa_lirpa.quant.spec import QuantSpec
+from fractions import Fraction
+
+
+def _grid_problem(path: str, shape) -> GridProblem:
+    model = load_onnx(path)
+    return GridProblem(model, tuple(shape), torch.device("cpu"), use_crown=False, referee=OnnxReferee(path))
+
+
+def _enumerate_box(p: GridProblem, lo_codes: torch.Tensor, hi_codes: torch.Tensor) -> torch.Tensor:
+    axes = [range(int(a), int(b) + 1) for a, b in zip(lo_codes.reshape(-1), hi_codes.reshape(-1))]
+    return torch.tensor(list(itertools.product(*axes)), dtype=torch.int64)
+
+
+@pytest.mark.parametrize("which", ["qs_mlp_pc", "qs_mlp_pt", "qcdq", "flip"])
+def test_envelope_contains_onnxruntime(which):
+    """Every grid point's onnxruntime output lies in the enveloped interval of a box holding it."""
+    if which.startswith("qs"):
+        path, shape = quantize_static_model("mlp", per_channel=which.endswith("pc"))
+    elif which == "qcdq":
+        path, shape = save(qcdq_mlp(pow2=False, seed=3), "ref_qcdq.onnx"), (6,)
+    else:
+        path, shape = save(requant_flip(), "ref_flip.onnx"), (1,)
+    p = _grid_problem(path, shape)
+    assert not p.envelope.exact
+    rng = np.random.default_rng(0)
+    dim = int(np.prod(shape))
+    qmin, qmax = p.qin.spec.qmin, p.qin.spec.qmax
+    for trial in range(6):
+        centre = torch.tensor(rng.integers(qmin, qmax + 1, dim))
+        lo, hi = centre.clone(), centre.clone()
+        free = rng.choice(dim, size=min(2, dim), replace=False)
+        lo[free] = torch.clamp(centre[free] - 3, qmin, qmax)
+        hi[free] = torch.clamp(centre[free] + 3, qmin, qmax)
+        ylo, yhi = p.output_intervals(lo[None], hi[None])
+        pts = _enumerate_box(p, lo, hi)
+        xs = np.stack([p.representative(q, np.full(dim, -1e9), np.full(dim, 1e9)).reshape(-1).numpy()
+                       for q in pts])
+        y = np.asarray(run_onnxruntime(path, xs.astype(np.float32)), np.float64).reshape(len(pts), -1)
+        assert np.all(y >= ylo.numpy()) and np.all(y <= yhi.numpy()), (which, trial)
+        # and each point's own interval holds its onnxruntime output
+        plo, phi = p.output_intervals(pts, pts)
+        assert np.all(y >= plo.numpy()) and np.all(y <= phi.numpy())
+
+
+def test_enveloped_requant_covers_every_value_within_tol():
+    spec = QuantSpec(8, True, 0.0371, zero_point=3)
+    rng = np.random.default_rng(1)
+    s_in = Fraction(0.0013)
+    vals = torch.tensor(rng.integers(-4000, 4000, (1, 500)))
+    tol = 0.01
+    box = IntBox(vals, vals, [s_in], [0], 1)
+    out = enveloped_requant(box, spec, tol)
+    t = vals.double() * float(s_in) / 0.0371
+    for e in (-tol, 0.0, tol):
+        for rnd in (torch.round, lambda v: torch.floor(v + 0.5)):
+            q = torch.clamp(rnd(t + e) + 3, spec.qmin, spec.qmax).to(torch.int64)
+            assert bool((out.lo <= q).all() and (q <= out.hi).all())
+    assert int((out.hi - out.lo).max()) <= 1
+    exact = enveloped_requant(box, spec, 0.0)
+    assert int((exact.hi - exact.lo).max()) <= 1
+
+
+def _io(n_in, n_out):
+    return ([h.make_tensor_value_info("x", T.FLOAT, ["N", n_in])],
+            [h.make_tensor_value_info("out", T.FLOAT, ["N", n_out])])
+
+
+def test_output_rescale_decided_by_onnxruntime():
+    """Final DequantizeLinear with scale 0.1767425: code 71 is 12.548717081... exactly but
+    12.548717498... in onnxruntime, so ``Y_0 >= 12.5487174`` is violated (sat)."""
+    s = np.float32(0.1767425)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["out"], name="DQ")]
+    path = save(make_model(nodes, *_io(1, 1), [_t("s", s), _t("z", np.uint8(0))]), "ref_rescale.onnx")
+    y71 = float(run_onnxruntime(path, np.array([[71 * float(s)]], np.float32)).reshape(-1)[0])
+    assert y71 >= 12.5487174 > 71 * float(s)
+    spec = InputSpec(np.array([12.0]), np.array([12.6]), [(np.array([[-1.0]]), np.array([-12.5487174]))])
+    r = Verifier(load_onnx(path)).verify(spec, timeout=20)
+    assert r.verdict is Verdict.SAT
+    assert float(r.outputs[0]) == y71
+    # just above onnxruntime's value: unsat, and the log names the envelope
+    spec2 = InputSpec(np.array([12.0]), np.array([12.6]),
+                      [(np.array([[-1.0]]), np.array([-float(np.nextafter(np.float32(y71), np.float32(1e9)))]))])
+    r2 = Verifier(load_onnx(path)).verify(spec2, timeout=20)
+    assert r2.verdict is Verdict.UNSAT
+    assert "float32 envelope" in r2.stats.float32
+
+
+def _scale1_linear_model(tmp_path):
+    """Our own exporter's model: raw 8-bit pixels (scale 1) times 1.0."""
+    from qa_lirpa.nn import QuantInput, QuantLinear
+    from qa_lirpa.onnx import export_onnx
+
+    pix = QuantSpec(8, signed=False, scale=1.0, rounding="half_even")
+    w = QuantSpec(8, signed=True, scale=2.0 ** -6, rounding="half_even")
+    model = torch.nn.Sequential(QuantInput(pix), QuantLinear(1, 1, w, bias=False)).double()
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+    path = str(tmp_path / "scale1.onnx")
+    export_onnx(model, path, (1,))
+    return path
+
+
+def test_input_cast_reaches_the_code_of_the_float32_bound(tmp_path):
+    """``X <= 185.49999999999997`` is 185.5 in float32: code 186 is reachable (half even)."""
+    path = _scale1_linear_model(tmp_path)
+    hi = float(np.nextafter(185.5, 0.0))
+    assert float(np.float32(hi)) == 185.5
+    spec = InputSpec(np.array([180.0]), np.array([hi]), [(np.array([[-1.0]]), np.array([-186.0]))])
+    r = Verifier(load_onnx(path)).verify(spec, timeout=20)
+    assert r.verdict is Verdict.SAT
+    x = float(r.counterexample.reshape(-1)[0])
+    assert 180.0 <= x <= hi
+    assert float(run_onnxruntime(path, np.array([[x]], np.float32)).reshape(-1)[0]) >= 186.0
+    # one code below the bound's float32 neighbourhood: nothing reaches 187
+    spec2 = InputSpec(np.array([180.0]), np.array([hi]), [(np.array([[-1.0]]), np.array([-187.0]))])
+    assert Verifier(load_onnx(path)).verify(spec2, timeout=20).verdict is Verdict.UNSAT
+
+
+def test_hidden_requant_flip_is_sat():
+    """The fused requantization flips code 81 -> 82 in onnxruntime; a property violated only at
+    code 82 is sat."""
+    path = save(requant_flip(), "ref_flip2.onnx")
+    y = float(run_onnxruntime(path, np.array([[1.0]], np.float32)).reshape(-1)[0])
+    spec = InputSpec(np.array([0.99]), np.array([1.0]), [(np.array([[-1.0]]), np.array([-y]))])
+    r = Verifier(load_onnx(path)).verify(spec, timeout=20)
+    assert r.verdict is Verdict.SAT
+    assert float(r.outputs[0]) == y
+
+
+def test_exact_models_need_no_envelope(tmp_path):
+    path = _scale1_linear_model(tmp_path)
+    env = float32_envelope(load_onnx(path))
+    assert env.exact and env.describe().startswith("onnxruntime's float32 arithmetic is exact")
