@@ -178,8 +178,9 @@ def _fine_enough(bspec: QuantSpec, s_acc: np.ndarray) -> bool:
     """Whether an exact power-of-two bias grid keeps the accumulator's common scale small: the
     bias scale is at most 2^20 times finer than every accumulator scale, and those are powers of
     two too."""
-    sb = float(bspec.scale[0])
-    return all(_pow2_exp(float(a)) is not None for a in s_acc) and float(np.min(s_acc)) / sb <= 2 ** 20
+    sb = [float(v) for v in bspec.scale]
+    return (all(_pow2_exp(float(a)) is not None for a in list(s_acc) + sb)
+            and float(np.min(s_acc)) / min(sb) <= 2 ** 20)
 
 
 class _Converter:
@@ -748,6 +749,7 @@ class _Converter:
         bspec = None
         w_residual = 0.0
         float_bias = None
+        bias_residual = None
         if bname:
             if qb is not None:
                 bias_float = np.broadcast_to(qb.real().reshape(-1), (out_ch,)).copy()
@@ -764,7 +766,21 @@ class _Converter:
                     per = qb.scale.size > 1
                     bspec = QuantSpec(32, True, [float(v) for v in qb.scale.reshape(-1)] if per else _scalar(qb.scale),
                                       axis=0 if per else None)
-                    bias_exact = codes.astype(np.float64) * np.broadcast_to(qb.scale.astype(np.float64).reshape(-1), (out_ch,))
+                    b_sc = np.broadcast_to(qb.scale.astype(np.float64).reshape(-1), (out_ch,))
+                    bias_exact = codes.astype(np.float64) * b_sc
+                    if st.integer and wspec is not None and st.scale is not None and len(st.scale) == 1 \
+                            and not np.any(qb.zero_point != 0):
+                        ws = list(wspec.scale) * (out_ch if len(wspec.scale) == 1 else 1)
+                        s_acc = np.asarray([st.scale[0] * w for w in ws], np.float64)
+                        if np.any(b_sc != s_acc) and not _fine_enough(bspec, s_acc):
+                            # an int32 bias whose scale is only near s_x * s_w (quantize_static
+                            # stores fl32(s_x * s_w)): the nominal bias is its codes at s_x * s_w
+                            # (what a fused kernel adds); the unfused float32 path is off by
+                            # |code| |s_b - s_x s_w|, which goes into the float32 envelope
+                            bspec = QuantSpec(32, True, [float(v) for v in s_acc] if len(set(s_acc)) > 1
+                                              else float(s_acc[0]), axis=0 if len(set(s_acc)) > 1 else None)
+                            bias_exact = codes.astype(np.float64) * s_acc
+                            bias_residual = np.abs(codes.astype(np.float64)) * np.abs(b_sc - s_acc) * (1 + 2.0 ** -40)
             else:
                 bias_float = np.broadcast_to(np.asarray(bf).reshape(-1), (out_ch,)).copy()
                 bias_exact = bias_float.astype(np.float64)
@@ -778,13 +794,17 @@ class _Converter:
                     if bspec is None or not _fine_enough(bspec, s_acc):
                         if not np.all(np.isfinite(bias_exact)):
                             raise self.err(node, "the bias is not finite")
-                        codes = np.round(bias_exact / s_acc)
-                        if np.any(np.abs(codes) >= 2 ** 31):
-                            raise self.err(node, "the float bias does not fit an int32 accumulator at scale "
-                                                 "s_x * s_w")
-                        bspec = QuantSpec(32, True, [float(v) for v in s_acc] if len(set(s_acc)) > 1 else float(s_acc[0]),
-                                          axis=0 if len(set(s_acc)) > 1 else None)
-                        bias_exact = codes * s_acc
+                        grid = s_acc.copy()               # s_x * s_w, doubled where the codes get too big
+                        codes = np.round(bias_exact / grid)
+                        for _ in range(80):
+                            big = np.abs(codes) >= 2 ** 30
+                            if not big.any():
+                                break
+                            grid = np.where(big, grid * 2, grid)
+                            codes = np.round(bias_exact / grid)
+                        bspec = QuantSpec(32, True, [float(v) for v in grid] if len(set(grid)) > 1 else float(grid[0]),
+                                          axis=0 if len(set(grid)) > 1 else None)
+                        bias_exact = codes * grid
                         float_bias = bias_float.astype(np.float64)
                     elif qw is not None:
                         # weights through DequantizeLinear: onnxruntime may fuse and round the bias
@@ -798,6 +818,8 @@ class _Converter:
             layer.weight_residual = w_residual
             if float_bias is not None:
                 layer.bias_float = float_bias
+            if bias_residual is not None:
+                layer.bias_residual = bias_residual
         self.layers.append(layer)
         self.use(node, add)
         # bookkeeping for the next quantizer

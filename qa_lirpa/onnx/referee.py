@@ -129,12 +129,27 @@ def _affine_data(layer: nn.Module, s_in: float):
         b = np.abs(qb.detach().double().reshape(-1).numpy()) if qb is not None else np.zeros(out_ch)
         bspec = layer.bias_spec
         pow2 = pow2 and bspec is not None and all(_pow2(s) for s in bspec.scale)
+        res = getattr(layer, "bias_residual", None)
+        if res is not None:
+            r = r + np.asarray(res, np.float64).reshape(-1)
+            pow2 = pow2 and not r.any()
         true = getattr(layer, "bias_float", None)
         if true is not None:
-            nominal = qb.detach().double().reshape(-1).numpy()
-            r = np.abs(np.asarray(true, np.float64).reshape(-1) - nominal) + acc
+            r = r + _float_bias_deviation(np.asarray(true, np.float64).reshape(-1),
+                                          qb.detach().double().reshape(-1).numpy(), acc)
             pow2 = False
     return wabs.numpy(), b, r, w_res, fan_in, pow2, acc
+
+
+def _float_bias_deviation(b: np.ndarray, nominal: np.ndarray, s_acc: np.ndarray) -> np.ndarray:
+    """Bound on ``|bias onnxruntime uses - nominal bias|`` for a float bias ``b``: unfused, ``b``
+    itself; fused, ``c s_acc`` with ``c`` the int32 rounding of ``b / s_acc`` (computed in float32,
+    so any integer within ``1/2 + 1e-4 (|t| + 1)`` of ``t = b / s_acc``: one code, two near ties)."""
+    t = b / s_acc
+    eps = 1e-4 * (np.abs(t) + 1.0)
+    c_lo, c_hi = np.ceil(t - 0.5 - eps), np.floor(t + 0.5 + eps)
+    dev = np.maximum(np.abs(b - nominal), np.maximum(np.abs(c_lo * s_acc - nominal), np.abs(c_hi * s_acc - nominal)))
+    return dev * (1 + 2.0 ** -40) + 2.0 ** -1000
 
 
 def float32_envelope(model: nn.Module) -> Envelope:

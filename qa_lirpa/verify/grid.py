@@ -302,11 +302,40 @@ class GridProblem:
         ylo, yhi = self.output_intervals(codes, codes)
         margin, _ = ospec.row_margins(ylo, yhi)
         safe = ospec.disjuncts_refuted(margin > 0).all(dim=1)
-        for i in (~safe).nonzero().squeeze(1).tolist():
-            found = self.confirm(codes[i], lower, upper, ospec)
-            if found is not None:
-                return found
-        return None
+        cand = codes[~safe]
+        if cand.shape[0] == 0:
+            return None
+        xs, valid = self.representatives(cand, lower, upper)
+        if not valid.any():
+            return None
+        xs = xs[valid]
+        y = self.referee.outputs(xs.reshape(xs.shape[0], -1).numpy())
+        yt = torch.as_tensor(y, dtype=torch.float64, device=ospec.mat.device)
+        bad = ospec.violated_points(yt, self.referee.exact_outputs(y)).nonzero().squeeze(1)
+        if bad.numel() == 0:
+            return None
+        i = int(bad[0])
+        return xs[i].reshape(self.shape).numpy().copy(), y[i].reshape(-1).copy()
+
+    def representatives(self, codes: torch.Tensor, lower: np.ndarray, upper: np.ndarray
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`representative` for a batch of code points ``[N, D]``: real inputs (float64
+        ``[N, *shape]``) and a mask of the points some real input of the box reaches."""
+        q = codes.reshape((-1,) + self.shape).cpu().to(torch.int64)
+        lo = torch.as_tensor(lower, dtype=torch.float64).reshape((1,) + self.shape)
+        hi = torch.as_tensor(upper, dtype=torch.float64).reshape((1,) + self.shape)
+        try:
+            x = torch.minimum(torch.maximum(input_reals(self.qin, q), lo), hi)
+            ok = (self.codes(x) == q).reshape(q.shape[0], -1).all(dim=1)
+        except ValueError:
+            x, ok = torch.zeros(q.shape, dtype=torch.float64), torch.zeros(q.shape[0], dtype=torch.bool)
+        valid = ok.clone()
+        for i in (~ok).nonzero().squeeze(1).tolist():
+            r = self.representative(q[i], lower, upper)
+            if r is not None:
+                x[i], valid[i] = r.reshape(self.shape), True
+        inside = ((x >= lo) & (x <= hi)).reshape(q.shape[0], -1).all(dim=1)
+        return x, valid & inside
 
     def confirm(self, code: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
                 ) -> tuple[np.ndarray, np.ndarray] | None:
