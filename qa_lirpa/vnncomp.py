@@ -96,8 +96,15 @@ def load_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> Instance:
     from .onnx import OnnxImportError, load_onnx
     from .verify.vnnlib import VnnlibError, read_vnnlib
 
+    import warnings
+
+    from .onnx import OnnxFloat32Warning
+
     try:
-        model = load_onnx(onnx_file)
+        with warnings.catch_warnings():
+            # float32 inexactness is covered by the verifier (onnxruntime is its referee)
+            warnings.simplefilter("ignore", OnnxFloat32Warning)
+            model = load_onnx(onnx_file)
     except (OnnxImportError, ValueError, OSError) as e:
         raise InstanceError(f"{onnx_path}: {e}") from None
     n_in, n_out = _io_sizes(onnx_file)

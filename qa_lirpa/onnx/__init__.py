@@ -6,11 +6,12 @@ into qa_lirpa layers; ``run_onnxruntime(path, x)`` runs a file as the VNN-COMP c
 ``required_quant_slack(model)`` is the ``quant_slack`` that IBP needs for an imported model's
 float32-emulating quantizers (0 when it has none).
 """
-from .errors import OnnxExactnessWarning, OnnxExportError, OnnxImportError
+from .errors import OnnxExactnessWarning, OnnxExportError, OnnxFloat32Warning, OnnxImportError
 from .export import export_onnx
 from .load import ImportedModel, load_onnx
 from .ort_layers import Float32QuantInput, Float32Requant, required_quant_slack
+from .referee import Envelope, OnnxReferee, float32_envelope
 from .runtime import run_onnxruntime
 
-__all__ = ["export_onnx", "load_onnx", "run_onnxruntime", "required_quant_slack", "ImportedModel",
-           "Float32QuantInput", "Float32Requant", "OnnxImportError", "OnnxExportError", "OnnxExactnessWarning"]
+__all__ = ["OnnxReferee", "float32_envelope", "Envelope", "export_onnx", "load_onnx", "run_onnxruntime", "required_quant_slack", "ImportedModel",
+           "Float32QuantInput", "Float32Requant", "OnnxImportError", "OnnxExportError", "OnnxExactnessWarning", "OnnxFloat32Warning"]

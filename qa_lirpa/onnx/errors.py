@@ -18,4 +18,11 @@ class OnnxExactnessWarning(UserWarning):
     (float32 accumulation that is not provably exact, or int8 kernels that saturate)."""
 
 
-__all__ = ["OnnxImportError", "OnnxExportError", "OnnxExactnessWarning"]
+class OnnxFloat32Warning(OnnxExactnessWarning):
+    """onnxruntime's float32 arithmetic is not provably identical to the imported model's exact
+    semantics. :func:`qa_lirpa.integer_forward` of the imported model can then differ from
+    onnxruntime next to rounding ties; the verifier covers it (onnxruntime is its referee, see
+    ``qa_lirpa.onnx.referee``)."""
+
+
+__all__ = ["OnnxImportError", "OnnxExportError", "OnnxExactnessWarning", "OnnxFloat32Warning"]

@@ -53,7 +53,7 @@ from torch import nn
 
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..quant.spec import QuantSpec
-from .errors import OnnxExactnessWarning, OnnxImportError
+from .errors import OnnxExactnessWarning, OnnxFloat32Warning, OnnxImportError
 from .export import F32_EXACT, accumulator_bounds
 from .graph import QUANT_TYPES, Graph, node_label, read_model
 from .ort_layers import Float32QuantInput, Float32Requant
@@ -275,7 +275,8 @@ class _Converter:
         if self.st.acc is not None and self.st.integer and not self.st.acc["exact"]:
             warnings.warn(f"{g.path}: the output comes from an affine layer that onnxruntime computes in "
                           f"float32, which is not provably exact here; the imported model's exact outputs "
-                          f"can differ from onnxruntime's in the last bits", OnnxExactnessWarning, stacklevel=3)
+                          f"can differ from onnxruntime's in the last bits (the verifier covers this)", OnnxFloat32Warning,
+                          stacklevel=3)
         left = [n for n in g.model.graph.node
                 if id(n) not in self.consumed and any(o in g.dynamic for o in n.output)]
         if left:
@@ -377,14 +378,15 @@ class _Converter:
             fused = via_qdq and acc["fused"] and not (acc["relu"] and spec.zero_point[0] != spec.qmin)
             exact = acc["exact"] and spec.is_power_of_two
             if fused and self.requant == "onnxruntime" and not exact:
-                if spec.per_channel:
-                    raise self.err(node, "a per-channel output format of a fused layer is not supported")
-                layer = Float32Requant(spec, acc["acc_scale"])
+                # per-channel output formats keep the nominal requantizer: the verifier's float32
+                # envelope covers onnxruntime's multipliers either way
+                layer = QuantAct(spec) if spec.per_channel else Float32Requant(spec, acc["acc_scale"])
             elif not fused and not acc["exact"]:
                 warnings.warn(f"{self.g.path}: {node_label(node)}: onnxruntime computes the layer before "
                               f"this quantizer in float32, which is not provably exact here (non-power-of-two "
                               f"scales or large accumulators); the imported model's exact semantics can "
-                              f"differ from onnxruntime next to rounding ties", OnnxExactnessWarning, stacklevel=3)
+                              f"differ from onnxruntime next to rounding ties (the verifier covers this)",
+                              OnnxFloat32Warning, stacklevel=3)
         self.layers.append(layer)
         self._after_quantizer(spec, [float(s) for s in spec.scale])
 
@@ -647,7 +649,7 @@ class _Converter:
             raise self.err(nodes[-1], "the output scale of a hidden quantizer must equal its input scale")
         if impl == "add_half_floor" and not self._add_half_exact(a):
             warnings.warn(f"{self.g.path}: {node_label(node0)}: Add(0.5) -> Floor is exact in float32 only while "
-                          f"|v| + 0.5 needs at most 24 bits; this cannot be proved here", OnnxExactnessWarning,
+                          f"|v| + 0.5 needs at most 24 bits; this cannot be proved here", OnnxFloat32Warning,
                           stacklevel=3)
         self._act(spec, node0, via_qdq=False)
 

@@ -51,6 +51,9 @@ class VerifierConfig:
     falsify: bool = True
     #: exact checks of the centres of this many least-safe open boxes per batch
     centre_checks: int = 64
+    #: open grid boxes with at most this many points are decided point by point, in one batch,
+    #: instead of being split further (1: only single points)
+    leaf_points: int = 64
     #: PGD on the fake-quantized model (straight-through gradients) at the root
     attack_steps: int = 20
     attack_restarts: int = 8
@@ -90,6 +93,7 @@ class VerifierConfig:
                   (self.attack_every >= 0 and self.attack_boxes >= 0, "attack_every/boxes must be >= 0"),
                   (self.random_points >= 0 and self.centre_checks >= 0, "random_points/centre_checks must be >= 0"),
                   (self.queue_mem_mb >= 1, "queue_mem_mb must be >= 1"),
+                  (self.leaf_points >= 1, "leaf_points must be >= 1"),
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
                   (self.exact_fallback in ("none", "milp"), "exact_fallback must be 'none' or 'milp'"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
@@ -105,7 +109,7 @@ class VerifierConfig:
         if self.method != "paper":
             return self
         return replace(self, batch_size=1, crown="never", alpha_root=False, branching="widest",
-                       attack_every=1, attack_boxes=1, exact_fallback="none")
+                       attack_every=1, attack_boxes=1, exact_fallback="none", leaf_points=1)
 
 
 __all__ = ["VerifierConfig"]

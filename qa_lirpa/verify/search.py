@@ -193,9 +193,11 @@ class Search:
             return crown_time
         open_ = alive.any(dim=1)
         points = open_ & self.p.is_point(lo, hi)
+        if self.p.integral and self.cfg.leaf_points > 1:   # small boxes: every point, in one batch
+            points = open_ & (self.p.log_volume(lo, hi) <= math.log2(self.cfg.leaf_points))
         done = ~open_ | points                 # dropped now (points after their exact check)
         self._proved = self._log_volume(lo[done], hi[done])
-        if points.any() and self._check(lo[points]):
+        if points.any() and self._check(grid_points(lo[points], hi[points])):
             return crown_time
         keep = (open_ & ~points).nonzero().squeeze(1)
         if keep.numel() == 0:
@@ -311,6 +313,22 @@ class Search:
         self.box_cost = _ema(self.box_cost, max(spent - crown_time, 1e-9) / n)
         if crown_time > 0:
             self.crown_cost = _ema(self.crown_cost, crown_time / n)
+
+
+def grid_points(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Every integer point of the boxes ``[lo, hi]`` (``[B, D]``), stacked ``[N, D]`` (int64)."""
+    out = []
+    for l, h in zip(lo.to(torch.int64), hi.to(torch.int64)):
+        dims = (h > l).nonzero().squeeze(1)
+        if dims.numel() == 0:
+            out.append(l.unsqueeze(0))
+            continue
+        axes = [torch.arange(int(l[d]), int(h[d]) + 1, device=l.device) for d in dims.tolist()]
+        combo = torch.cartesian_prod(*axes).reshape(-1, dims.numel())
+        pts = l.unsqueeze(0).repeat(combo.shape[0], 1)
+        pts[:, dims] = combo
+        out.append(pts)
+    return torch.cat(out) if out else lo.to(torch.int64)
 
 
 def _ema(old: float, new: float) -> float:

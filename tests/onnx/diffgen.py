@@ -875,9 +875,15 @@ def make_instance(seed: int, style: str | None = None, kind: str | None = None,
     drawn = str(KINDS[int(rng.integers(len(KINDS)))])
     kind = kind or drawn
     case = make_case(style, seed, **force)
-    if kind == "robust":
-        return _robust_instance(rng, case)
-    return _threshold_instance(rng, case, kind, variant)
+    for attempt in range(8):          # a box too large to enumerate: draw the box again
+        try:
+            if kind == "robust":
+                return _robust_instance(rng, case)
+            return _threshold_instance(rng, case, kind, variant)
+        except ValueError as e:
+            if "code points" not in str(e) or attempt == 7:
+                raise
+    raise AssertionError("unreachable")
 
 
 def instance_from(case: Case, kind: str, lo, hi, disjuncts, note: str = "") -> Instance:

@@ -24,9 +24,9 @@ from qa_lirpa.quant.spec import QuantSpec
 from fractions import Fraction
 
 
-def _grid_problem(path: str, shape) -> GridProblem:
+def _grid_problem(path: str, shape, crown: bool = False) -> GridProblem:
     model = load_onnx(path)
-    return GridProblem(model, tuple(shape), torch.device("cpu"), use_crown=False, referee=OnnxReferee(path))
+    return GridProblem(model, tuple(shape), torch.device("cpu"), use_crown=crown, referee=OnnxReferee(path))
 
 
 def _enumerate_box(p: GridProblem, lo_codes: torch.Tensor, hi_codes: torch.Tensor) -> torch.Tensor:
@@ -43,8 +43,8 @@ def test_envelope_contains_onnxruntime(which):
         path, shape = save(qcdq_mlp(pow2=False, seed=3), "ref_qcdq.onnx"), (6,)
     else:
         path, shape = save(requant_flip(), "ref_flip.onnx"), (1,)
-    p = _grid_problem(path, shape)
-    assert not p.envelope.exact
+    p = _grid_problem(path, shape, crown=True)
+    assert not p.envelope.exact and p.crown is not None
     rng = np.random.default_rng(0)
     dim = int(np.prod(shape))
     qmin, qmax = p.qin.spec.qmin, p.qin.spec.qmax
@@ -63,6 +63,10 @@ def test_envelope_contains_onnxruntime(which):
         # and each point's own interval holds its onnxruntime output
         plo, phi = p.output_intervals(pts, pts)
         assert np.all(y >= plo.numpy()) and np.all(y <= phi.numpy())
+        # CROWN with the envelope (tolerant quantizers, output error) bounds C @ y from below
+        C = torch.tensor(rng.normal(size=(1, 3, y.shape[1])))
+        lb = p.crown_lower(lo[None], hi[None], C).numpy().reshape(-1)
+        assert np.all(y @ C[0].numpy().T >= lb[None, :]), (which, trial)
 
 
 def test_enveloped_requant_covers_every_value_within_tol():
