@@ -29,6 +29,9 @@ Notation: ``u = 2^-24`` (float32 unit roundoff), ``gamma(k) = k u / (1 - k u)``.
 - A DequantizeLinear output ``fl32((q - z) s)`` is off by at most ``u |(q - z) s|``.
 
 Subnormal results add an absolute ``2^-148`` per operation, which is included.
+
+Plain float models (no QuantInput: float32 Linear/Conv2d and ReLU chains) get
+:func:`float_chain_envelope`, the same dot-product bound on a given (float32-cast) input box.
 """
 from __future__ import annotations
 
@@ -209,6 +212,115 @@ def float32_envelope(model: nn.Module) -> Envelope:
     return env
 
 
+# ----- plain float chains ----------------------------------------------------------------------
+def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float):
+    """One float32 Linear/Conv2d of a float chain: interval bounds ``[lo', hi']`` (``[1, ...]``
+    float64) of its exact output on the exact input box ``[lo, hi]``, and the bound on
+    onnxruntime's error when its inputs are off by at most ``err`` (see
+    :func:`float_chain_envelope`)."""
+    import torch.nn.functional as F
+
+    w = layer.weight.detach().cpu().double()
+    b = layer.bias.detach().cpu().double() if layer.bias is not None else None
+    babs = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.abs()
+    c = (lo + hi) / 2
+    # radius rounded up: the box lies in [c - r, c + r]
+    r = np.maximum(hi - c, c - lo) * (1 + 2.0 ** -50) + 2.0 ** -1070
+    a = np.maximum(np.abs(lo), np.abs(hi))                    # |exact input| <= a
+    ct, rt, at = (torch.as_tensor(v, dtype=torch.float64) for v in (c, r, a))
+    if isinstance(layer, nn.Linear):
+        n = int(w.shape[1])
+        ct, rt, at = ct.reshape(1, -1), rt.reshape(1, -1), at.reshape(1, -1)
+
+        def lin(x, wt, bias):
+            return F.linear(x, wt, bias)
+    else:
+        if getattr(layer, "padding_mode", "zeros") != "zeros":
+            return None
+        n = int(w[0].numel())
+
+        def lin(x, wt, bias):
+            return F.conv2d(x, wt, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    wabs = w.abs()
+    mid = lin(ct, w, b)
+    rad = lin(rt, wabs, None)
+    # float64 rounding of mid and rad: gamma_64(n + 2) of the absolute terms, generously
+    slack = (lin(ct.abs() + rt, wabs, babs) * ((n + 4) * 2.0 ** -51) + 2.0 ** -1000).numpy()
+    mid, rad = mid.numpy(), rad.numpy()
+    new_lo = (mid - rad - slack) - 2.0 ** -50 * np.abs(mid - rad - slack)
+    new_hi = (mid + rad + slack) + 2.0 ** -50 * np.abs(mid + rad + slack)
+    g = gamma(n + 4)
+    wsum_e = lin(torch.full_like(at, err), wabs, None)           # sum_i |W_ji| e
+    wsum_a = lin(at + err, wabs, babs)                             # sum_i |W_ji| (A_i + e) + |b_j|
+    per = wsum_e + g * wsum_a
+    new_err = float(per.max()) * (1 + 2.0 ** -20) + (n + 2) * _TINY32 if per.numel() else 0.0
+    return new_lo, new_hi, new_err, n
+
+
+def float_chain_envelope(model: nn.Module, lower, upper, input_shape: Sequence[int] | None = None) -> Envelope:
+    """The float32 envelope of a plain float chain (no quantizers) on the input box ``[lower, upper]``.
+
+    ``model``: a chain (:func:`~qa_lirpa.nn.reference.iter_layers`) of ``nn.Linear`` /
+    ``nn.Conv2d`` with float32 weights exactly as in the ONNX file, ``nn.ReLU``, ``nn.Flatten``,
+    ``nn.Unflatten``, ``nn.Identity`` and ``nn.Dropout`` (what :func:`~qa_lirpa.onnx.load_onnx`
+    imports for plain float MLP/CNN graphs). ``lower``/``upper``: the box (flat or shaped; reshaped
+    to ``input_shape`` when given); it must already hold every float32-cast input, i.e. be widened
+    to ``[min(lo, fl32(lo)), max(hi, fl32(hi))]``: onnxruntime's input is then a point ``x`` of the
+    box, and the envelope's ``output_error`` bounds ``|onnxruntime(x) - f(x)|`` for every such
+    ``x``, ``f`` the exact real-number function of the same weights.
+
+    Walk: exact interval bounds of every activation (float64 interval propagation, widened for its
+    rounding) give ``A_i`` (bound on the exact activation ``i``); ``e`` bounds onnxruntime's error on
+    every activation of the layer (0 at the input). A Linear/Conv2d of fan-in ``n`` computes each
+    output as a float32 dot product of its (inexact) inputs plus the bias in any order, FMA or not:
+    ``e' = max_j (sum_i |W_ji| e + gamma(n + 4) (sum_i |W_ji| (A_i + e) + |b_j|)) (1 + 2^-20)
+    + (n + 2) 2^-148`` (the ``2^-20`` covers this bound's own float64 rounding, ``2^-148`` per
+    operation the underflow). ReLU is 1-Lipschitz and the shape layers exact: ``e`` stays. Any
+    other layer (e.g. an onnx2pytorch ``ConvertModel``) makes ``output_error`` infinite.
+    """
+    env = Envelope()
+    lo = np.asarray(lower, np.float64)
+    hi = np.asarray(upper, np.float64)
+    if input_shape is not None:
+        lo, hi = lo.reshape((1,) + tuple(input_shape)), hi.reshape((1,) + tuple(input_shape))
+    elif lo.ndim == 1:
+        lo, hi = lo.reshape(1, -1), hi.reshape(1, -1)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        env.output_error = math.inf
+        env.notes.append("the input box is unbounded")
+        return env
+    err = 0.0
+    for i, layer in enumerate(iter_layers(model)):
+        if isinstance(layer, (nn.Linear, nn.Conv2d)) and not isinstance(layer, (QuantLinear, QuantConv2d)):
+            try:
+                out = _float_affine(layer, lo, hi, err)
+            except RuntimeError as e:          # shapes that do not fit
+                out = None
+                env.notes.append(f"layer {i} ({type(layer).__name__}): {e}")
+            if out is None:
+                env.output_error = math.inf
+                env.notes.append(f"layer {i} ({type(layer).__name__}) has no float32 error model")
+                return env
+            lo, hi, err, n = out
+            env.notes.append(f"layer {i} ({type(layer).__name__}, fan-in {n}): float32 error <= {err:.3g}")
+        elif isinstance(layer, nn.ReLU):
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        elif isinstance(layer, (nn.Flatten, nn.Unflatten)):       # exact reshapes
+            lo, hi = layer(torch.as_tensor(lo)).numpy(), layer(torch.as_tensor(hi)).numpy()
+        elif isinstance(layer, (nn.Identity, nn.Dropout)):
+            continue
+        else:
+            env.output_error = math.inf
+            env.notes.append(f"layer {i} ({type(layer).__name__}) has no float32 error model")
+            return env
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and math.isfinite(err)):
+            env.output_error = math.inf
+            env.notes.append(f"layer {i} ({type(layer).__name__}): bounds overflow")
+            return env
+    env.output_error = err
+    return env
+
+
 # ----- the referee -----------------------------------------------------------------------------
 class OnnxReferee:
     """Runs an ONNX file in onnxruntime exactly as the VNN-COMP checker does.
@@ -265,4 +377,4 @@ class OnnxReferee:
         return lambda k: [Fraction(float(v)) for v in y[k]]
 
 
-__all__ = ["Envelope", "float32_envelope", "OnnxReferee", "gamma", "U32"]
+__all__ = ["Envelope", "float32_envelope", "float_chain_envelope", "OnnxReferee", "gamma", "U32"]

@@ -100,7 +100,9 @@ class Verifier:
             ONNX file (``model.source``, see :func:`qa_lirpa.onnx.load_onnx`) an
             :class:`~qa_lirpa.onnx.referee.OnnxReferee` on that file, so that the verdicts are about
             what onnxruntime computes (float32 input cast, float32 rescaling and layers) and bounds
-            carry the :func:`~qa_lirpa.onnx.referee.float32_envelope`; otherwise None (the exact
+            carry the :func:`~qa_lirpa.onnx.referee.float32_envelope` (for plain float models
+            without a QuantInput the :func:`~qa_lirpa.onnx.referee.float_chain_envelope` on the
+            float32-cast input box, infinite for layers it does not model); otherwise None (the exact
             integer semantics). Pass None to verify an imported model's nominal semantics, or a
             referee of your own.
     """
@@ -137,7 +139,7 @@ class Verifier:
             if self.quantized_input:
                 self._problem = GridProblem(self.model, tuple(shape), self.device, referee=self.referee, **kw)
             else:
-                self._problem = ContinuousProblem(self.model, tuple(shape), self.device, **kw)
+                self._problem = ContinuousProblem(self.model, tuple(shape), self.device, referee=self.referee, **kw)
         return self._problem
 
     def verify(self, spec: InputSpec | Sequence[InputSpec], timeout: float = 60.0) -> VerifyResult:
@@ -162,11 +164,13 @@ class Verifier:
                 stats.exact = f"milp not used: {reason}"
             else:
                 handover = start + self.config.exact_after * float(timeout)
-        env = getattr(problem, "envelope", None)
+        if hasattr(problem, "begin"):                 # a continuous problem: envelopes per run
+            problem.begin()
         points0 = self.referee.points if self.referee is not None else 0
         with torch.no_grad():
             result = self._run(problem, specs, stats, deadline, gen, handover, start)
         stats.time_total = time.monotonic() - start
+        env = getattr(problem, "envelope", None)
         if env is not None:
             stats.referee_points = self.referee.points - points0
             stats.float32 = env.describe() + f"; {stats.referee_points} points run in onnxruntime"

@@ -5,6 +5,14 @@ counterexample, but it cannot always end: boxes that float64 can no longer halve
 the answer is then ``unknown``. Bounds come from auto_LiRPA (IBP and CROWN, float64, with the
 operators' rounding slack) and count as proofs only above a tolerance; the semantics of a point is
 the model's float64 forward.
+
+With a referee (an ONNX file: :class:`~qa_lirpa.onnx.referee.OnnxReferee`) the semantics of a
+point is onnxruntime's output instead: the root box is widened to hold every float32-cast input
+(``[min(lo, fl32(lo)), max(hi, fl32(hi))]``; ``fl32`` is monotone, so the cast of every input of
+the box lies in it), bounds are widened by
+:func:`~qa_lirpa.onnx.referee.float_chain_envelope` (onnxruntime's float32 error on that box), and
+a point violates only when onnxruntime's outputs at it (clipped into the property's own box, which
+leaves its float32 cast unchanged) violate the property, compared exactly.
 """
 from __future__ import annotations
 
@@ -28,7 +36,10 @@ class ContinuousProblem:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                  use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
-                 crown_method: str = "auto", crown_auto_units: int = 2048) -> None:
+                 crown_method: str = "auto", crown_auto_units: int = 2048, referee=None) -> None:
+        self.referee = referee
+        self.envelope = None          # the float32 envelope (with a referee), set by :meth:`root`
+        self.output_error = 0.0       # its output error bound (the largest over the roots so far)
         self.model = copy.deepcopy(model).to(device).double().eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -50,9 +61,31 @@ class ContinuousProblem:
         self.crown_error = "CROWN off: the model emulates float32 quantizers" if use_crown and tol > 0 else ""
 
     def root(self, lower: np.ndarray, upper: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The root box of the real box ``[lower, upper]``; with a referee widened to hold the
+        float32 cast of each of its inputs, and the envelope on it accounted for (the problem keeps
+        the largest output error of all its roots, which is sound for each of them)."""
         lo = torch.as_tensor(lower, dtype=torch.float64, device=self.device).reshape(1, -1)
         hi = torch.as_tensor(upper, dtype=torch.float64, device=self.device).reshape(1, -1)
-        return None if bool((lo > hi).any()) else (lo, hi)
+        if bool((lo > hi).any()):
+            return None
+        if self.referee is not None:
+            lo = torch.minimum(lo, self.referee.cast(lo))
+            hi = torch.maximum(hi, self.referee.cast(hi))
+            self._add_envelope(lo, hi)
+        return lo, hi
+
+    def begin(self) -> None:
+        """Forget the envelopes of earlier roots (a new :meth:`Verifier.verify` call)."""
+        self.envelope = None
+        self.output_error = 0.0
+
+    def _add_envelope(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        from ..onnx.referee import float_chain_envelope
+
+        env = float_chain_envelope(self.model, lo.cpu().numpy(), hi.cpu().numpy(), self.shape)
+        if self.envelope is None or not env.output_error <= self.envelope.output_error:
+            self.envelope = env
+        self.output_error = float(self.envelope.output_error)
 
     @staticmethod
     def storage_dtype() -> torch.dtype:
@@ -93,11 +126,25 @@ class ContinuousProblem:
 
     def output_intervals(self, lo: torch.Tensor, hi: torch.Tensor, trace=None) -> tuple[torch.Tensor, torch.Tensor]:
         """IBP output bounds (float64 ``[B, m]``; sound up to float error, see the module doc)."""
+        if math.isinf(self.output_error):          # nothing is proved by bounds
+            inf = torch.full((lo.shape[0], self.n_outputs), math.inf, dtype=torch.float64, device=lo.device)
+            return -inf, inf
         ylo, yhi = self.bounder.interval(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape))
-        return ylo.reshape(ylo.shape[0], -1), yhi.reshape(yhi.shape[0], -1)
+        ylo, yhi = ylo.reshape(ylo.shape[0], -1), yhi.reshape(yhi.shape[0], -1)
+        if self.output_error:
+            # onnxruntime's outputs lie within output_error of the exact ones; 2^-50 |y| covers
+            # the rounding of this subtraction
+            ylo = ylo - (self.output_error + 2.0 ** -50 * ylo.abs())
+            yhi = yhi + (self.output_error + 2.0 ** -50 * yhi.abs())
+        return ylo, yhi
 
     def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
-        return self.bounder.lower(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), C, alpha=alpha)
+        if math.isinf(self.output_error):
+            return torch.full(C.shape[:-1], -math.inf, dtype=torch.float64, device=lo.device)
+        lb = self.bounder.lower(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), C, alpha=alpha)
+        if self.output_error:
+            lb = lb - self.output_error * C.abs().sum(dim=-1) * (1 + 2.0 ** -40)
+        return lb
 
     def sensitivity(self, trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Width times the straight-through gradient of ``coef[b] @ y`` at the box centre."""
@@ -115,6 +162,10 @@ class ContinuousProblem:
 
     def confirm(self, x: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
                 ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(x, outputs)`` if the point ``x`` of the box violates the property under the model's
+        meaning (with a referee: onnxruntime at ``x`` clipped into ``[lower, upper]``), else None."""
+        if self.referee is not None:
+            return self._referee_violation(x.reshape(1, -1), lower, upper, ospec)
         flat = x.reshape(-1).cpu().numpy().astype(np.float64)
         if not (np.all(flat >= lower) and np.all(flat <= upper)):
             return None
@@ -125,7 +176,32 @@ class ContinuousProblem:
 
     def find_violation(self, x: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The first of the points ``x`` ``[N, D]`` that violates the property under the model's
+        meaning (see :meth:`confirm`), or None."""
+        if self.referee is not None:
+            return self._referee_violation(x, lower, upper, ospec)
         return first_violation(self, x, lower, upper, ospec)
+
+    def _referee_violation(self, x: torch.Tensor, lower: np.ndarray, upper: np.ndarray, ospec: OutputSpec
+                           ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Run onnxruntime on the points ``x`` clipped into the property's box ``[lower, upper]``
+        (the search's boxes are widened to the float32 casts of its bounds; by monotonicity of
+        ``fl32`` clipping a point of the widened box keeps its cast) and decide exactly on its
+        float32 outputs. Returns the first violating point and onnxruntime's outputs there."""
+        pts = x.reshape(x.shape[0], -1).detach().cpu().to(torch.float64).numpy()
+        lo, hi = np.asarray(lower, np.float64).reshape(1, -1), np.asarray(upper, np.float64).reshape(1, -1)
+        pts = np.minimum(np.maximum(pts, lo), hi)
+        ok = np.all(np.isfinite(pts), axis=1) & np.all(pts >= lo, axis=1) & np.all(pts <= hi, axis=1)
+        pts = pts[ok]
+        if pts.shape[0] == 0:
+            return None
+        y = self.referee.outputs(pts)
+        yt = torch.as_tensor(y, dtype=torch.float64, device=ospec.mat.device)
+        bad = ospec.violated_points(yt, self.referee.exact_outputs(y)).nonzero().squeeze(1)
+        if bad.numel() == 0:
+            return None
+        i = int(bad[0])
+        return pts[i].reshape(self.shape).copy(), y[i].reshape(-1).copy()
 
     def attack_forward(self, t: torch.Tensor, loose: bool = False) -> torch.Tensor:
         return self.model(t.reshape((-1,) + self.shape)).reshape(t.shape[0], -1)

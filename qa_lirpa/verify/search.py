@@ -197,8 +197,10 @@ class Search:
             points = open_ & (self.p.log_volume(lo, hi) <= math.log2(self.cfg.leaf_points))
         done = ~open_ | points                 # dropped now (points after their exact check)
         self._proved = self._log_volume(lo[done], hi[done])
-        if points.any() and self._check(grid_points(lo[points], hi[points])):
-            return crown_time
+        if points.any():
+            pts = grid_points(lo[points], hi[points]) if self.p.integral else lo[points]
+            if self._check(pts):
+                return crown_time
         keep = (open_ & ~points).nonzero().squeeze(1)
         if keep.numel() == 0:
             return crown_time
