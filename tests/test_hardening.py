@@ -121,3 +121,215 @@ def test_rng_state_round_trips_through_a_safe_checkpoint(tmp_path):
     want = (random.random(), np.random.rand(), torch.rand(1).item())
     _set_rng_state(torch.load(path, weights_only=True)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
+
+
+# ----- instances and run_instance.sh -------------------------------------------------------------
+
+import gzip  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+SCRIPTS = ROOT / "vnncomp_configs"
+
+
+def make_instance(folder: Path, name: str = "easy", hard: bool = False) -> tuple[Path, Path]:
+    """A small QNN in ONNX and a property: ``easy`` is decided in well under a second; ``hard``
+    (y0 - y1 >= 40 above the best of 20000 random inputs, on a 24-64-64-4 net) runs to its timeout."""
+    import torch
+
+    from qa_lirpa.nn import integer_forward
+    from qa_lirpa.onnx import export_onnx
+    from qa_lirpa.verify.vnnlib import robustness_property, write_vnnlib
+    from qnn_factory import mlp
+
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path, vnn_path = folder / f"{name}.onnx", folder / f"{name}.vnnlib"
+    if hard:
+        model = mlp([24, 64, 64, 4], seed=2)
+        export_onnx(model, onnx_path, (24,))
+        xs = torch.randint(0, 256, (20000, 24), generator=torch.Generator().manual_seed(0)).double()
+        ys = integer_forward(model, xs)
+        c = float((ys[:, 0] - ys[:, 1]).max()) + 40.0
+        mat = np.zeros((1, 4))
+        mat[0, 0], mat[0, 1] = -1.0, 1.0
+        write_vnnlib(vnn_path, np.zeros(24), np.full(24, 255.0), [(mat, np.array([-c]))])
+    else:
+        model = mlp([8, 16, 4], seed=1)
+        export_onnx(model, onnx_path, (8,))
+        x = np.full(8, 128.0)
+        label = int(integer_forward(model, torch.tensor(x)[None]).argmax())
+        lo, hi, dis = robustness_property(x - 2, x + 2, label, 4)
+        write_vnnlib(vnn_path, lo, hi, dis)
+    return onnx_path, vnn_path
+
+
+def script_env(tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["QA_LIRPA_CACHE_DIR"] = str(tmp_path / "cache")
+    env.update(extra)
+    return env
+
+
+def run_script(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPTS / "run_instance.sh"), "v1", "cat", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def first_word(path: Path) -> str:
+    return path.read_text().splitlines()[0]
+
+
+def assert_one_line(stderr: str, *needles: str) -> None:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    return make_instance(tmp_path_factory.mktemp("easy"))
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory):
+    return make_instance(tmp_path_factory.mktemp("hard"), "hard", hard=True)
+
+
+@pytest.fixture(scope="module")
+def easy_word(easy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("word") / "out.txt"
+    from qa_lirpa.vnncomp import run_instance
+
+    return run_instance("cat", str(easy[0]), str(easy[1]), str(out), 30)
+
+
+# ----- the .gz cache under concurrency ---------------------------------------------------------
+
+def test_eight_concurrent_runs_on_one_new_gz(easy, easy_word, tmp_path):
+    gz_onnx, gz_vnn = tmp_path / "m.onnx.gz", tmp_path / "p.vnnlib.gz"
+    for src, dst in zip(easy, (gz_onnx, gz_vnn)):
+        with open(src, "rb") as f, gzip.open(dst, "wb") as g:
+            shutil.copyfileobj(f, g)
+    env = script_env(tmp_path)
+    procs, outs = [], []
+    for i in range(8):
+        out = tmp_path / f"out{i}.txt"
+        outs.append(out)
+        procs.append(subprocess.Popen(["bash", str(SCRIPTS / "run_instance.sh"), "v1", "cat", str(gz_onnx),
+                                       str(gz_vnn), str(out), "60"], env=env, stderr=subprocess.PIPE, text=True))
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    assert [first_word(o) for o in outs] == [easy_word] * 8, errs
+    cache = tmp_path / "cache"
+    assert sorted(p.name.split("-", 1)[1] for p in cache.iterdir()) == ["m.onnx", "p.vnnlib"]
+
+
+def test_cache_is_pruned_and_zero_byte_leftovers_removed(tmp_path, monkeypatch):
+    from qa_lirpa import vnncomp
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("QA_LIRPA_CACHE_DIR", str(cache))
+    monkeypatch.setenv("QA_LIRPA_CACHE_BYTES", "2500")
+    for i in range(3):
+        f = cache / f"old{i}-x.onnx"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (time.time() - 1000 + i, time.time() - 1000 + i))
+    (cache / "zero-y.onnx").write_bytes(b"")
+    (cache / "abc-y.onnx.tmp").write_bytes(b"")                 # the old fixed temp name, 0 bytes
+    gz = tmp_path / "new.vnnlib.gz"
+    with gzip.open(gz, "wb") as g:
+        g.write(b"; hello\n" * 100)
+    out = vnncomp.materialize(gz)
+    assert out.read_bytes() == b"; hello\n" * 100
+    left = sorted(p.name for p in cache.iterdir())
+    # 800 new + 3 x 1000 old > 2500: the two oldest go; the 0-byte files go
+    assert left == sorted(["old2-x.onnx", out.name]), left
+    assert vnncomp.materialize(gz) == out                      # a hit
+
+
+# ----- TIMEOUT and the budget ------------------------------------------------------------------
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e309", "-5", "0", "-inf", "soon"])
+def test_bad_timeout_values_rejected(easy, tmp_path, timeout):
+    out = tmp_path / "out.txt"
+    out.write_text("sat\n")
+    p = run_script(str(easy[0]), str(easy[1]), str(out), timeout, env=script_env(tmp_path))
+    assert p.returncode == 0 and first_word(out) == "error"
+    assert_one_line(p.stderr, "TIMEOUT")
+
+
+def test_budget_holds_from_process_start(hard, tmp_path):
+    out = tmp_path / "out.txt"
+    t0 = time.monotonic()
+    p = run_script(str(hard[0]), str(hard[1]), str(out), "6", env=script_env(tmp_path))
+    took = time.monotonic() - t0
+    assert p.returncode == 0 and first_word(out) in ("timeout", "unknown", "sat", "unsat"), p.stderr
+    assert took <= 6 + 2.0, took
+
+
+def test_gzip_bomb_refused_quickly(easy, tmp_path):
+    bomb = tmp_path / "bomb.vnnlib.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as g:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(64):
+            g.write(chunk)
+    out = tmp_path / "out.txt"
+    t0 = time.monotonic()
+    p = run_script(str(easy[0]), str(bomb), str(out), "60", env=script_env(tmp_path, QA_LIRPA_MAX_BYTES="16e6"))
+    assert time.monotonic() - t0 < 15
+    assert p.returncode == 0 and first_word(out) == "error"
+    assert_one_line(p.stderr, "bomb.vnnlib.gz", "refusing to decompress")
+    # no bytes written past the refusal (the declared size is checked first); the streaming check
+    # holds too when the trailer lies (a multi-member file)
+    lying = tmp_path / "lying.vnnlib.gz"
+    lying.write_bytes(bomb.read_bytes() + gzip.compress(b""))
+    p = run_script(str(easy[0]), str(lying), str(out), "60", env=script_env(tmp_path, QA_LIRPA_MAX_BYTES="16e6"))
+    assert first_word(out) == "error"
+    assert_one_line(p.stderr, "lying.vnnlib.gz", "refusing to decompress")
+    assert not [f for f in (tmp_path / "cache").iterdir() if f.stat().st_size > 0]
+
+
+# ----- signals ---------------------------------------------------------------------------------
+
+def _descendants(pid: int) -> list[int]:
+    from qa_lirpa.vnncomp import _descendants as desc
+
+    return desc(pid)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_writes_unknown_and_ends_children(hard, tmp_path, signum):
+    out = tmp_path / "out.txt"
+    out.write_text("sat\n((X_0 1.0))\n")                       # a stale answer at the same path
+    proc = subprocess.Popen(["bash", str(SCRIPTS / "run_instance.sh"), "v1", "cat", str(hard[0]), str(hard[1]),
+                             str(out), "20"], env=script_env(tmp_path), stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        assert first_word(out) == "unknown"                     # replaced before anything loads
+        # wait for the exact fallback's HiGHS worker (10% of 20 s after the start), at most 15 s
+        t_end = time.monotonic() + 15
+        while time.monotonic() < t_end and not _descendants(proc.pid):
+            time.sleep(0.1)
+        children = _descendants(proc.pid)
+        assert children, "no child process to end (the HiGHS worker did not start)"
+        proc.send_signal(signum)
+        t0 = time.monotonic()
+        proc.wait(timeout=5)
+        assert time.monotonic() - t0 < 1.5
+        time.sleep(0.3)
+        alive = [c for c in children if os.path.exists(f"/proc/{c}") and
+                 not open(f"/proc/{c}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"]
+        assert not alive, alive
+        assert out.read_text() == "unknown\n"
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # VNN-COMP v1: run_instance.sh v1 CATEGORY ONNX VNNLIB RESULTS_FILE TIMEOUT
 # Writes sat/unsat/timeout/unknown/error (plus a counterexample on sat) to RESULTS_FILE, atomically.
+# A stale RESULTS_FILE is replaced by "unknown" before anything is loaded; SIGTERM/SIGINT/SIGHUP
+# leave "unknown" (or the answer, if known) and end every child process; the run ends within
+# TIMEOUT + 2 s, counted from the start of this script (python is exec'd: same process).
 set -u
 if [ "$#" -ne 6 ] || [ "$1" != "v1" ]; then
     echo "run_instance.sh: usage: run_instance.sh v1 CATEGORY ONNX VNNLIB RESULTS_FILE TIMEOUT (got: $*)" >&2
     exit 2
 fi
 here="$(cd "$(dirname "$0")/.." && pwd)"
+result="$5"
+tmp="$(dirname -- "$result")/.$(basename -- "$result").$$.tmp"
+if ! { printf 'unknown\n' > "$tmp" && mv -f -- "$tmp" "$result"; } 2>/dev/null; then
+    rm -f -- "$tmp" 2>/dev/null
+fi
+# this checkout's code, whatever the (shared, cached) venv has installed
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 exec "$here/.venv/bin/python" -m qa_lirpa.vnncomp run "$@"
