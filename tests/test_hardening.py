@@ -333,3 +333,37 @@ def test_signal_writes_unknown_and_ends_children(hard, tmp_path, signum):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ----- every clone runs its own code -----------------------------------------------------------
+
+def test_two_clones_sharing_one_venv_each_run_their_own_code(tmp_path):
+    venv = (ROOT / ".venv").resolve()
+    if not (venv / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout")
+    clones = []
+    for name in ("a", "b"):
+        dst = tmp_path / name
+        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(dst)], check=True,
+                       capture_output=True, timeout=120)
+        for rel in ("vnncomp_configs/run_instance.sh", "vnncomp_configs/prepare_instance.sh", "bin/qa-lirpa",
+                    "Makefile", "qa_lirpa/vnncomp.py"):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)          # this working tree's scripts, committed or not
+        (dst / ".venv").symlink_to(venv)
+        # a marker only this clone's code prints
+        init = dst / "qa_lirpa" / "__init__.py"
+        init.write_text(init.read_text() + f"\nimport sys as _s\n_s.stderr.write('clone={name} ' + __file__ + '\\n')\n")
+        clones.append(dst)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for dst in clones:
+        p = subprocess.run(["bash", str(dst / "vnncomp_configs" / "run_instance.sh"), "v1", "cat", "x.onnx",
+                            "y.vnnlib", str(dst / "out.txt"), "nan"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=120)
+        assert f"clone={dst.name} {dst / 'qa_lirpa' / '__init__.py'}" in p.stderr, p.stderr
+        p = subprocess.run([str(dst / "bin" / "qa-lirpa"), "--version"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=120)
+        assert p.returncode == 0 and f"clone={dst.name} {dst}" in p.stderr, p.stderr
+        p = subprocess.run(["make", "-s", "-C", str(dst), "-n", "test"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        assert f"PYTHONPATH={dst}" in p.stdout and "pip install" not in p.stdout, p.stdout
