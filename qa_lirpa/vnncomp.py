@@ -237,16 +237,104 @@ def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: floa
     from .onnx import OnnxImportError, load_onnx
     from .verify.vnnlib import VnnlibError, read_vnnlib
 
+    _check_finite_weights(onnx_path, onnx_file)
     try:
         model = load_onnx(onnx_file)
     except (OnnxImportError, ValueError, OSError) as e:
         raise InstanceError(f"{onnx_path}: {e}") from None
-    n_in, n_out = _io_sizes(onnx_file)
+    try:
+        n_in, n_out = _io_sizes(onnx_file)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own errors are long C++ messages
+        raise InstanceError(f"{onnx_path}: onnxruntime cannot load it ({_short_ort_error(e)})") from None
     try:
         specs = read_vnnlib(vnnlib_file, n_inputs=n_in, n_outputs=n_out)
     except VnnlibError as e:
         raise InstanceError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise InstanceError(f"{vnnlib_path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except RecursionError:
+        raise InstanceError(f"{vnnlib_path}: expressions nested too deeply to read") from None
     return Instance(model, specs, onnx_file, n_in, n_out)
+
+
+def _short_ort_error(e: Exception) -> str:
+    """The informative part of an onnxruntime error, on one line."""
+    import re
+
+    text = " ".join(str(e).split())
+    opset = re.search(r"Opset (\d+)", text)
+    if opset:
+        top = re.search(r"till opset (\d+)", text)
+        return f"opset {opset.group(1)} is not supported" + (f" (onnxruntime supports up to {top.group(1)})" if top else "")
+    for key in ("opset", "ShapeInferenceError", "Type Error", "INVALID_ARGUMENT", "Invalid"):
+        i = text.find(key)
+        if i >= 0:
+            j = text.rfind("failed:", 0, i)
+            if key == "opset":
+                k = text.rfind(". ", 0, i)
+                return text[k + 2 if k >= 0 else i:][:240]
+            return text[j + 7 if j >= 0 else i:][:240].strip()
+    return text[-240:]
+
+
+def _check_finite_weights(onnx_path: str | Path, onnx_file: Path) -> None:
+    """NaN or Inf in an initializer (or a Constant) cannot be verified: one clear line."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(onnx_file))
+    except Exception:  # noqa: BLE001 - load_onnx reports unreadable files with its own message
+        return
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            tensors += [(node.output[0], a.t) for a in node.attribute if a.name == "value"]
+    for name, t in tensors:
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception:  # noqa: BLE001 - not ours to judge here
+            continue
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = "NaN" if np.isnan(arr).any() else "Inf"
+            raise InstanceError(f"{onnx_path}: weights hold {bad} (tensor '{name}'): cannot verify such a model")
+
+
+def check_verifiable(inst: Instance, config_path: Path | None) -> None:
+    """What ``run`` does before its search, without searching: build the verification problem and
+    bound every property's root box once (interval and, where used, CROWN bounds). Any failure
+    here would make ``run`` fail too: InstanceError with one line."""
+    import torch
+
+    from .config import load_config
+    from .verify import VerifierConfig
+    from .verify.bab import Verifier, infer_input_shape
+    from .verify.spec import OutputSpec
+
+    config = load_config(VerifierConfig, config_path) if config_path else VerifierConfig()
+    try:
+        ver = Verifier(inst.model, config)
+        if not inst.specs:
+            return
+        problem = ver.problem(ver.input_shape or infer_input_shape(inst.model, inst.specs[0].n_inputs))
+        with torch.no_grad():
+            for spec in inst.specs:
+                root = problem.root(spec.lower, spec.upper)
+                if root is None:
+                    continue
+                lo, hi = root
+                ylo, yhi = problem.output_intervals(lo, hi)
+                if not (torch.isfinite(ylo).all() and torch.isfinite(yhi).all()):
+                    raise InstanceError(f"{inst.onnx_path}: the output bounds are not finite")
+                if problem.crown is not None and config.crown != "never":
+                    ospec = OutputSpec.from_disjuncts(spec.disjuncts, spec.n_outputs, problem.device)
+                    problem.crown_lower(lo, hi, ospec.mat.unsqueeze(0))
+    except InstanceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever would break the run
+        text = " ".join(str(e).split())[:300]
+        raise InstanceError(f"{inst.onnx_path}: cannot build the verification problem "
+                            f"({type(e).__name__}: {text})") from None
 
 
 def _io_sizes(onnx_file: Path) -> tuple[int, int]:
@@ -466,6 +554,22 @@ def start_guard(answer: _Answer, hard_deadline: float) -> None:
     for s in HANDLED_SIGNALS:
         signal.signal(s, lambda *_: None)          # the guard thread acts; nothing to do here
     threading.Thread(target=_guard, args=(answer, hard_deadline, r), name="qa-lirpa-guard", daemon=True).start()
+
+
+def prepare_instance(category: str, onnx_path: str, vnnlib_path: str) -> int:
+    """Unpack the files and check that ``run`` can verify them (:func:`check_verifiable`: load, build
+    the problem, bound the root boxes; no search). Non-zero exit skips the category."""
+    try:
+        inst = load_instance(onnx_path, vnnlib_path)
+        check_verifiable(inst, category_config(category))
+    except InstanceError as e:
+        _say_error("prepare_instance", str(e))
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        _say_error("prepare_instance", _describe(e, onnx_path, vnnlib_path))
+        return 1
+    print(f"qa-lirpa prepare_instance: {onnx_path} and {vnnlib_path} load and can be verified", file=sys.stderr)
+    return 0
 
 
 USAGE = ("usage: python -m qa_lirpa.vnncomp prepare v1 CATEGORY ONNX VNNLIB\n"

@@ -367,3 +367,99 @@ def test_two_clones_sharing_one_venv_each_run_their_own_code(tmp_path):
         p = subprocess.run(["make", "-s", "-C", str(dst), "-n", "test"], capture_output=True, text=True, env=env,
                            timeout=60)
         assert f"PYTHONPATH={dst}" in p.stdout and "pip install" not in p.stdout, p.stdout
+
+
+# ----- one-line errors, and prepare rejects what run cannot verify -----------------------------
+
+import hardening_cases as hc  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    files = {"ok.onnx": hc.float_mlp_onnx(d / "ok.onnx"),
+             "nan.onnx": hc.float_mlp_onnx(d / "nan.onnx", poison=float("nan")),
+             "inf.onnx": hc.float_mlp_onnx(d / "inf.onnx", poison=float("inf")),
+             "op99.onnx": hc.float_mlp_onnx(d / "op99.onnx", opset=99),
+             "shape.onnx": hc.float_mlp_onnx(d / "shape.onnx", bad_shape=True)}
+    for name, text in (("ok.vnnlib", hc.box_vnnlib()), ("deep.vnnlib", hc.deep_vnnlib())):
+        files[name] = d / name
+        files[name].write_text(text)
+    files["nonutf8.vnnlib"] = d / "nonutf8.vnnlib"
+    files["nonutf8.vnnlib"].write_bytes(hc.non_utf8_vnnlib())
+    files["corrupt.vnnlib.gz"] = d / "corrupt.vnnlib.gz"
+    files["corrupt.vnnlib.gz"].write_bytes(hc.corrupt_gzip(hc.box_vnnlib().encode() * 50))
+    return files
+
+
+@pytest.mark.parametrize("onnx_name,vnn_name,culprit,cause", [
+    ("ok.onnx", "nonutf8.vnnlib", "nonutf8.vnnlib", "not UTF-8"),
+    ("ok.onnx", "corrupt.vnnlib.gz", "corrupt.vnnlib.gz", "cannot decompress"),
+    ("ok.onnx", "deep.vnnlib", "deep.vnnlib", "nested too deeply"),
+    ("shape.onnx", "ok.vnnlib", "shape.onnx", "Dimension mismatch"),
+    ("op99.onnx", "ok.vnnlib", "op99.onnx", "opset 99"),
+    ("nan.onnx", "ok.vnnlib", "nan.onnx", "NaN"),
+    ("inf.onnx", "ok.vnnlib", "inf.onnx", "Inf"),
+])
+def test_bad_inputs_end_in_one_line_and_error(bad_files, tmp_path, capsys, onnx_name, vnn_name, culprit, cause):
+    from qa_lirpa.vnncomp import prepare_instance, run_instance
+
+    out = tmp_path / "out.txt"
+    assert run_instance("cat", str(bad_files[onnx_name]), str(bad_files[vnn_name]), str(out), 20) == "error"
+    assert first_word(out) == "error"
+    assert_one_line(capsys.readouterr().err, culprit, cause)
+    # prepare refuses what run cannot verify, with the same line
+    assert prepare_instance("cat", str(bad_files[onnx_name]), str(bad_files[vnn_name])) == 1
+    assert_one_line(capsys.readouterr().err, culprit, cause)
+
+
+def test_prepare_accepts_a_good_instance(bad_files, capsys):
+    from qa_lirpa.vnncomp import prepare_instance
+
+    assert prepare_instance("cat", str(bad_files["ok.onnx"]), str(bad_files["ok.vnnlib"])) == 0
+
+
+def test_prepare_builds_the_problem(bad_files, capsys, monkeypatch):
+    """A model that loads but whose verification problem cannot be built is refused by prepare."""
+    from qa_lirpa.verify import bab
+    from qa_lirpa.vnncomp import prepare_instance
+
+    def broken(self, shape):
+        raise RuntimeError("layer not supported")
+
+    monkeypatch.setattr(bab.Verifier, "problem", broken)
+    assert prepare_instance("cat", str(bad_files["ok.onnx"]), str(bad_files["ok.vnnlib"])) == 1
+    assert_one_line(capsys.readouterr().err, "ok.onnx", "cannot build the verification problem", "layer not supported")
+
+
+def test_unwritable_result_path_one_line(easy, tmp_path):
+    p = run_script(str(easy[0]), str(easy[1]), "/proc/no/such/dir/out.txt", "10", env=script_env(tmp_path))
+    assert p.returncode == 1
+    assert_one_line(p.stderr, "/proc/no/such/dir/out.txt", "cannot write the result file")
+
+
+# ----- 90,000 disjuncts: memory linear in the disjunct count ------------------------------------
+
+def test_output_spec_memory_is_linear_in_disjuncts():
+    import torch
+
+    from qa_lirpa.verify.spec import OutputSpec
+
+    n, m = 90000, 3
+    dis = [(np.array([[1.0, -1.0, 0.0]]), np.array([float(k)])) for k in range(n)]
+    spec = OutputSpec.from_disjuncts(dis, m)
+    numel = sum(t.numel() for t in (spec.mat, spec.rhs, spec.owner, spec.row_counts))
+    assert numel <= 6 * n
+    y = torch.tensor([[5.5, 0.0, 0.0], [1e6, 0.0, 0.0]], dtype=torch.float64)
+    assert spec.violated_points(y).tolist() == [True, False]        # 5.5 <= k for k >= 6; 1e6 never
+    lb, _, _ = spec.row_bounds(y, y)
+    refuted = spec.disjuncts_refuted(lb > 0)
+    assert refuted.shape == (2, n) and refuted[0].sum() == 6 and refuted[1].all()
+
+
+def test_ninety_thousand_disjuncts_run(bad_files, tmp_path):
+    from qa_lirpa.vnncomp import run_instance
+
+    vnn = tmp_path / "many.vnnlib"
+    vnn.write_text(hc.many_disjuncts_vnnlib())
+    assert run_instance("cat", str(bad_files["ok.onnx"]), str(vnn), str(tmp_path / "out.txt"), 60) in ("unsat", "sat")
