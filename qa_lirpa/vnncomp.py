@@ -254,6 +254,10 @@ def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: floa
         raise InstanceError(f"{vnnlib_path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     except RecursionError:
         raise InstanceError(f"{vnnlib_path}: expressions nested too deeply to read") from None
+    except Exception as e:  # noqa: BLE001 - a recursion overflow can surface as another type
+        if "recursion" in str(e).lower():
+            raise InstanceError(f"{vnnlib_path}: expressions nested too deeply to read") from None
+        raise
     return Instance(model, specs, onnx_file, n_in, n_out)
 
 
@@ -361,6 +365,13 @@ def ort_outputs(onnx_file: str | Path, x_flat: np.ndarray) -> np.ndarray:
     return np.asarray(run_onnxruntime(onnx_file, x), np.float64).reshape(-1)
 
 
+def violates_exactly(spec, y) -> bool:
+    """:func:`qa_lirpa.verify.vnnlib.violates_exactly` (imported when first needed)."""
+    from .verify.vnnlib import violates_exactly as check
+
+    return check(spec, y)
+
+
 def onnx_confirms(onnx_file: Path, x: np.ndarray, specs: list) -> np.ndarray | None:
     """Run ``x`` in onnxruntime; return its outputs if they violate the property exactly (zero
     tolerance) with ``x`` inside one of the property's boxes, else None."""
@@ -368,9 +379,8 @@ def onnx_confirms(onnx_file: Path, x: np.ndarray, specs: list) -> np.ndarray | N
     y = ort_outputs(onnx_file, x)
     for spec in specs:
         if np.all(x >= spec.lower) and np.all(x <= spec.upper):
-            for mat, rhs in spec.disjuncts:
-                if np.all(mat @ y <= rhs):
-                    return y
+            if violates_exactly(spec, y):       # as written: exact rationals, strict stays strict
+                return y
     return None
 
 
@@ -437,7 +447,7 @@ def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: s
 
 def _describe(e: BaseException, onnx_path: str, vnnlib_path: str) -> str:
     """One line for an unexpected exception, naming the files and the cause."""
-    if isinstance(e, RecursionError):
+    if isinstance(e, RecursionError) or "recursion" in str(e).lower():
         return f"{vnnlib_path}: nested too deeply to read ({onnx_path})"
     if isinstance(e, MemoryError):
         return f"{onnx_path}, {vnnlib_path}: out of memory"
