@@ -9,12 +9,17 @@ if [ "$#" -ne 6 ] || [ "$1" != "v1" ]; then
     echo "run_instance.sh: usage: run_instance.sh v1 CATEGORY ONNX VNNLIB RESULTS_FILE TIMEOUT (got: $*)" >&2
     exit 2
 fi
-here="$(cd "$(dirname "$0")/.." && pwd)"
 result="$5"
-tmp="$(dirname -- "$result")/.$(basename -- "$result").$$.tmp"
+# first of all (builtins only, before any fork): replace a stale result with "unknown", and answer
+# "unknown" to a signal until Python takes the signals over
+trap 'printf "unknown\n" > "$result" 2>/dev/null; exit 0' HUP INT TERM
+case "$result" in */*) dir="${result%/*}" ;; *) dir=. ;; esac
+tmp="$dir/.${result##*/}.$$.tmp"
 if ! { printf 'unknown\n' > "$tmp" && mv -f -- "$tmp" "$result"; } 2>/dev/null; then
     rm -f -- "$tmp" 2>/dev/null
 fi
+here="$(cd "$(dirname "$0")/.." && pwd)"
 # this checkout's code, whatever the (shared, cached) venv has installed
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+trap - HUP INT TERM
 exec "$here/.venv/bin/python" -m qa_lirpa.vnncomp run "$@"

@@ -48,12 +48,14 @@ from typing import Sequence, Union
 import numpy as np
 
 __all__ = [
-    "MAX_CONJUNCTS", "VnnlibError", "InputSpec", "read_vnnlib", "parse_vnnlib_text",
+    "MAX_CONJUNCTS", "MAX_DEPTH", "VnnlibError", "InputSpec", "read_vnnlib", "parse_vnnlib_text",
     "format_vnnlib", "write_vnnlib", "robustness_property", "violates_exactly",
 ]
 
 #: Largest number of DNF conjuncts a property may expand to before reading fails.
 MAX_CONJUNCTS = 100_000
+#: Deepest parenthesis nesting read (the reader recurses over the tree; real properties nest < 10)
+MAX_DEPTH = 200
 
 PathLike = Union[str, "os.PathLike[str]"]
 Disjunct = tuple[np.ndarray, np.ndarray]
@@ -143,6 +145,8 @@ class _Reader:
                 cur.append(node)
                 parents.append(cur)
                 cur = node
+                if len(parents) > MAX_DEPTH:
+                    raise self.error(i, f"expressions nested deeper than {MAX_DEPTH} levels")
             elif tok == ")":
                 if not parents:
                     raise self.error(i, "unbalanced ')'")
