@@ -96,7 +96,7 @@ def build(work: Path) -> dict[str, Path]:
     export_onnx(hard, f["hard.onnx"], (24,))
     xs = torch.randint(0, 256, (20000, 24), generator=torch.Generator().manual_seed(0)).double()
     ys = integer_forward(hard, xs)
-    c = float((ys[:, 0] - ys[:, 1]).max()) + 40.0
+    c = float((ys[:, 0] - ys[:, 1]).max()) + 120.0
     mat = np.zeros((1, 4))
     mat[0, 0], mat[0, 1] = -1.0, 1.0
     f["hard.vnnlib"] = work / "hard.vnnlib"
