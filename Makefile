@@ -2,6 +2,9 @@
 #
 # The venv (torch with CUDA is ~5.5 GB) is created once per dependency set in a cache folder keyed by
 # a hash of requirements/*.txt, and .venv is a symlink to it, so repeated clones and CI runs reuse it.
+# qa-lirpa itself is not installed into that shared venv (an editable install would point every
+# clone at whichever clone installed last): each checkout runs its own code through
+# PYTHONPATH=$(CURDIR), and bin/qa-lirpa is its command.
 PYTHON ?= python3
 REQ_FILES := requirements/runtime.txt requirements/test.txt requirements/nodeps.txt
 REQ_HASH := $(shell cat $(REQ_FILES) | sha256sum | cut -c1-12)
@@ -27,14 +30,16 @@ $(VENV_DIR)/.complete:
 venv: $(VENV_DIR)/.complete
 	@if [ "$$(readlink .venv)" != "$(VENV_DIR)" ]; then rm -rf .venv; ln -s $(VENV_DIR) .venv; fi
 
+# kept for install_tool.sh and habits: the venv is all there is to install
 install: venv
-	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
+
+RUN_HERE := PYTHONPATH=$(CURDIR) PATH=$(CURDIR)/bin:$$PATH
 
 demo: install
-	$(VPY) -m qa_lirpa demo $(DEMO_ARGS)
+	$(RUN_HERE) $(VPY) -m qa_lirpa demo $(DEMO_ARGS)
 
 test: install
-	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	$(RUN_HERE) $(VPY) -m pytest -q $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf .venv

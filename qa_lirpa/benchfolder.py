@@ -40,9 +40,13 @@ def _load_model(path: Path):
         from .onnx import load_onnx
 
         return load_onnx(path), path
+    from .cli import UserError
     from .models import load_model
 
-    return load_model(path), None
+    try:
+        return load_model(path), None
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise UserError(f"cannot load model {path}: {e}") from None
 
 
 def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[float], out: str,

@@ -13,7 +13,9 @@ in the paper (input unsigned, 8 fractional bits). Formats for bit width ``b`` (p
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -185,14 +187,28 @@ def _file_mode() -> int:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint dict; a clear error for anything that is not one."""
+    """Read a checkpoint dict; a clear error for anything that is not one.
+
+    Loaded with ``weights_only=True``: a checkpoint can hold tensors, numbers, strings, lists, tuples
+    and dicts, never code (a crafted pickle raises ValueError and runs nothing)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors, numbers, strings, lists and dicts only; a pickle that names any
+        # other callable (a crafted __reduce__) is refused before anything of it runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # "Detected pickle protocol 4": harmless, noisy
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{path}: not a qa-lirpa checkpoint ({type(e).__name__}: {e})") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        refused = [ln for ln in lines if ln.startswith(("Trying to load", "Unsupported global"))]
+        if isinstance(e, pickle.UnpicklingError) and refused:
+            why = refused[0].split("WeightsUnpickler error:")[-1].strip()[:200]
+            raise ValueError(f"{path}: refusing to load: the checkpoint holds objects other than tensors, "
+                             f"numbers, strings, lists and dicts ({why})") from None
+        msg = next((ln for ln in lines if ln.startswith("Unsupported")), " ".join(lines))[:300]
+        raise ValueError(f"{path}: not a qa-lirpa checkpoint ({type(e).__name__}: {msg})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a qa-lirpa checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     if payload.get("version", 0) > CHECKPOINT_VERSION:

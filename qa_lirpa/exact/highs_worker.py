@@ -243,7 +243,30 @@ class Worker:
         return payload
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent dies (even by SIGKILL), and take the default
+    action on SIGTERM/SIGINT/SIGHUP (a parent that hands them to a guard thread blocks them, and
+    a child inherits that mask)."""
+    import signal
+
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+    for s in sigs:
+        signal.signal(s, signal.SIG_DFL)
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:                                # the parent died before prctl
+        os._exit(0)
+
+
 def _main() -> int:
+    _die_with_parent()
     out = os.dup(1)                                   # the channel; fd 1 gets HiGHS's chatter
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

@@ -89,15 +89,27 @@ def make_model(cfg: TrainConfig, in_shape, n_classes: int) -> QNN:
 
 
 def _rng_state() -> dict[str, Any]:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states in types that ``torch.load(weights_only=True)`` accepts (no numpy objects)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st: dict[str, Any] = {
+        "python": [int(version), [int(k) for k in internal], gauss],
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+        st["cuda"] = list(torch.cuda.get_rng_state_all())
     return st
 
 
 def _set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    version, internal, gauss = st["python"]
+    random.setstate((int(version), tuple(int(k) for k in internal), gauss))
+    npst = st["numpy"]
+    if isinstance(npst, dict):
+        keys = np.asarray(npst["keys"].numpy() if torch.is_tensor(npst["keys"]) else npst["keys"], np.uint32)
+        npst = (npst["name"], keys, npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    np.random.set_state(npst)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])

@@ -21,7 +21,7 @@ def violation(y: torch.Tensor, ospec: OutputSpec) -> torch.Tensor:
         return torch.full((y.shape[0],), -1e30, dtype=y.dtype, device=y.device)
     rows = y @ ospec.mat.T - ospec.rhs
     init = torch.full((y.shape[0], ospec.n_disjuncts), -1e30, dtype=y.dtype, device=y.device)
-    has_rows = ospec.onehot.sum(0) > 0
+    has_rows = ospec.row_counts > 0
     init = torch.where(has_rows, torch.full_like(init, -torch.inf), init)
     idx = ospec.owner.unsqueeze(0).expand_as(rows)
     per_d = init.scatter_reduce(1, idx, rows, reduce="amax", include_self=True)

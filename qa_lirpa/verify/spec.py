@@ -26,12 +26,14 @@ _TINY = 2.0 ** -1074
 @dataclass
 class OutputSpec:
     """All disjuncts' rows: ``mat`` float64 ``[R, m]``, ``rhs`` float64 ``[R]``, ``owner`` int64
-    ``[R]`` (the disjunct of each row) and ``onehot`` float64 ``[R, n_disjuncts]``."""
+    ``[R]`` (the disjunct of each row) and ``row_counts`` int64 ``[n_disjuncts]`` (rows per
+    disjunct). Per-disjunct reductions are segment reductions over ``owner`` (memory linear in the
+    number of rows and disjuncts; no dense ``[R, n_disjuncts]`` matrix)."""
 
     mat: torch.Tensor
     rhs: torch.Tensor
     owner: torch.Tensor
-    onehot: torch.Tensor
+    row_counts: torch.Tensor
     n_disjuncts: int
     fractions: list[tuple[list[list[Fraction]], list[Fraction]]]
 
@@ -49,10 +51,10 @@ class OutputSpec:
             fr.append(([[Fraction(float(v)) for v in row] for row in m], [Fraction(float(v)) for v in r]))
         mat = torch.tensor(np.concatenate(mats) if mats else np.zeros((0, n_outputs)), device=device)
         own = torch.tensor(owner, dtype=torch.int64, device=device)
-        onehot = torch.zeros(len(owner), len(disjuncts), dtype=torch.float64, device=device)
-        onehot[torch.arange(len(owner), device=device), own] = 1.0
+        counts = torch.bincount(own, minlength=len(disjuncts)) if len(owner) else \
+            torch.zeros(len(disjuncts), dtype=torch.int64, device=device)
         rhs = torch.tensor(np.concatenate(rhss) if rhss else np.zeros(0), device=device)
-        return cls(mat, rhs, own, onehot, len(disjuncts), fr)
+        return cls(mat, rhs, own, counts, len(disjuncts), fr)
 
     @property
     def n_rows(self) -> int:
@@ -75,9 +77,14 @@ class OutputSpec:
         lb, err, mag = self.row_bounds(ylo, yhi)
         return lb - err - tol * (1 + mag), mag
 
+    def rows_per_disjunct(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[B, n_disjuncts]`` int64: how many of each disjunct's rows are True in ``rows`` ``[B, R]``."""
+        out = torch.zeros(rows.shape[0], self.n_disjuncts, dtype=torch.int64, device=rows.device)
+        return out.index_add_(1, self.owner, rows.to(torch.int64))
+
     def disjuncts_refuted(self, rows: torch.Tensor) -> torch.Tensor:
         """``[B, n_disjuncts]`` bool: a disjunct is refuted if any of its rows is (none: never)."""
-        return (rows.to(torch.float64) @ self.onehot) > 0
+        return self.rows_per_disjunct(rows) > 0
 
     def box_score(self, margin: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """How close a box is to being proved safe: min over alive disjuncts of the best row margin
@@ -103,7 +110,7 @@ class OutputSpec:
             holds = holds.clone()
             for n, r in unclear.nonzero().tolist():
                 holds[n, r] = self._row_holds(exact(n), r)
-        d_hold = (holds.to(torch.float64) @ self.onehot) == self.onehot.sum(0)
+        d_hold = self.rows_per_disjunct(holds) == self.row_counts
         return d_hold.any(dim=1)
 
     def _row_holds(self, y: Sequence[Fraction], r: int) -> bool:

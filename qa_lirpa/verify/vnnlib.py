@@ -9,14 +9,18 @@ Supported input::
 
 Constraints are ``<=``, ``>=``, ``<``, ``>`` and ``=`` (chained as in SMT-LIB) over linear terms
 built from variables, numbers, ``+``, ``-`` (unary or n-ary) and ``*`` (by constants); formulas
-combine them with ``and``/``or`` nested arbitrarily (and ``true``/``false``). An input atom
-``c * X_i <= k`` becomes the bound ``k / c`` (exact for ``c = +-1``, otherwise rounded to nearest).
+combine them with ``and``/``or`` nested arbitrarily (and ``true``/``false``). Numbers are read
+as exact rationals (``fractions.Fraction`` of the decimal text; ``1e-400`` is not 0) and linear
+terms are combined exactly; see docs/semantics.md. An input atom ``c * X_i <= k`` bounds the box
+of float64 inputs: the upper bound is the largest float64 ``<= k / c`` (``<``: the largest one
+``< k / c``), a lower bound the smallest float64 ``>=`` (``>``: ``>``) the rational.
 ``set-logic``, ``set-info``, ``set-option``, ``check-sat``, ``get-model`` and ``exit`` are ignored.
 
-**Strict comparisons** ``<`` and ``>`` are read as ``<=`` and ``>=``, as common VNN-COMP tools do.
-The property read is then the closure of the one written: a verifier that proves it unsat has
-proved the strict property too, but a counterexample found for it may sit on the boundary and
-violate the strict original.
+**Output rows** ``mat @ y <= rhs`` hold float64 coefficients (nearest) and ``rhs`` rounded up,
+with strict ``<``/``>`` read as ``<=``/``>=``: the verifier bounds a superset of the violating
+outputs, so its ``unsat`` is sound for the written property. Each spec also keeps the rows exactly
+(``InputSpec.exact``: rational coefficients, rational right-hand side, strictness); a
+counterexample is confirmed with :func:`violates_exactly`, against the written (strict) form.
 
 Semantics of the result of :func:`read_vnnlib`: a list of :class:`InputSpec`; the property is
 violated (``sat``) iff for some spec some input ``x`` with ``lower <= x <= upper`` yields outputs
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from decimal import Decimal
+from fractions import Fraction
 import gzip
 import itertools
 import math
@@ -42,19 +48,23 @@ from typing import Sequence, Union
 import numpy as np
 
 __all__ = [
-    "MAX_CONJUNCTS", "VnnlibError", "InputSpec", "read_vnnlib", "parse_vnnlib_text",
-    "format_vnnlib", "write_vnnlib", "robustness_property",
+    "MAX_CONJUNCTS", "MAX_DEPTH", "VnnlibError", "InputSpec", "read_vnnlib", "parse_vnnlib_text",
+    "format_vnnlib", "write_vnnlib", "robustness_property", "violates_exactly",
 ]
 
 #: Largest number of DNF conjuncts a property may expand to before reading fails.
 MAX_CONJUNCTS = 100_000
+#: Deepest parenthesis nesting read (the reader recurses over the tree; real properties nest < 10)
+MAX_DEPTH = 200
 
 PathLike = Union[str, "os.PathLike[str]"]
 Disjunct = tuple[np.ndarray, np.ndarray]
 
 _TOKEN_RE = re.compile(r";[^\n]*|\(|\)|[^\s();]+")
 _NUMBER_START_RE = re.compile(r"[-+]?\.?\d")
-_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
+_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE]([-+]?\d+))?\Z")
+#: decimal exponents beyond this are refused (an exact rational of 1e999999999 would not fit)
+_MAX_EXPONENT = 4000
 _VAR_RE = re.compile(r"([XY])_(0|[1-9]\d*)\Z")
 _IGNORED = frozenset({"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"})
 _COMPARE = frozenset({"<=", ">=", "<", ">", "="})
@@ -83,6 +93,9 @@ class InputSpec:
     lower: np.ndarray
     upper: np.ndarray
     disjuncts: list[Disjunct]
+    #: per disjunct, its rows exactly: ``(coefs {j: Fraction}, rhs Fraction, strict)`` meaning
+    #: ``sum coefs_j y_j < rhs`` (strict) or ``<=``; None for specs not read from text
+    exact: list | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -98,7 +111,7 @@ class InputSpec:
 # Parse tree: an atom is the index of its token in ``_Reader.tokens``; a list is a Python list
 # ``[index of its "(", child, child, ...]``. Offsets are recovered from token indices on error only.
 Node = Union[int, list]
-Linear = tuple[dict[tuple[str, int], float], float]  # coefficients by (kind, index), constant
+Linear = tuple[dict[tuple[str, int], Fraction], Fraction]  # exact coefficients by (kind, index), constant
 Dnf = list[list[int]]  # conjuncts of literal ids; [] is false, [[]] is true
 
 
@@ -132,6 +145,8 @@ class _Reader:
                 cur.append(node)
                 parents.append(cur)
                 cur = node
+                if len(parents) > MAX_DEPTH:
+                    raise self.error(i, f"expressions nested deeper than {MAX_DEPTH} levels")
             elif tok == ")":
                 if not parents:
                     raise self.error(i, "unbalanced ')'")
@@ -245,15 +260,16 @@ class _Reader:
         for a, b in zip(terms, terms[1:]):
             pairs = [(a, b)] if op in ("<=", "<") else [(b, a)] if op in (">=", ">") else [(a, b), (b, a)]
             for lhs, rhs in pairs:
-                lit = self.constraint(lhs, rhs, tok)
+                lit = self.constraint(lhs, rhs, tok, op in ("<", ">"))
                 if lit is False:
                     return []
                 if lit is not True:
                     lits.append(lit)
         return [lits]
 
-    def constraint(self, a: Linear, b: Linear, tok: int) -> int | bool:
-        """Literal id for ``a <= b``, or its truth value when no variable is left."""
+    def constraint(self, a: Linear, b: Linear, tok: int, strict: bool = False) -> int | bool:
+        """Literal id for ``a <= b`` (``a < b`` if ``strict``), or its truth value when no variable
+        is left. Coefficients and constants are exact rationals here."""
         if not b[0]:
             coef = a[0]  # never mutated below
         elif not a[0]:
@@ -261,23 +277,31 @@ class _Reader:
         else:
             coef = dict(a[0])
             for key, v in b[0].items():
-                coef[key] = coef.get(key, 0.0) - v
-        if 0.0 in coef.values():
-            coef = {k: v for k, v in coef.items() if v != 0.0}
+                coef[key] = coef.get(key, 0) - v
+        if 0 in coef.values():
+            coef = {k: v for k, v in coef.items() if v != 0}
         const = a[1] - b[1]  # sum(coef * var) + const <= 0
         if not coef:
-            return const <= 0.0
+            return const < 0 if strict else const <= 0
         if len(coef) == 1:
             ((kind, idx), c), = coef.items()
             if kind == "X":
-                self.lits.append(("hi" if c > 0 else "lo", idx, (0.0 - const) / c + 0.0))
+                q = Fraction(-const) / c
+                if c > 0:
+                    self.lits.append(("hi", idx, _float_below(q, strict)))
+                else:
+                    self.lits.append(("lo", idx, _float_above(q, strict)))
                 return len(self.lits) - 1
         kinds = {k for k, _ in coef}
         if len(kinds) > 1:
             raise self.error(tok, "cannot compare input (X) with output (Y) variables")
         if "X" in kinds:
             raise self.error(tok, "an input constraint must bound one X variable by a constant")
-        self.lits.append(("row", {i: v for (_, i), v in coef.items()}, 0.0 - const))
+        exact = {i: Fraction(v) for (_, i), v in coef.items()}
+        floats = {i: float(v) for i, v in exact.items()}
+        if not all(math.isfinite(v) for v in floats.values()):
+            raise self.error(tok, "a coefficient is out of float64 range")
+        self.lits.append(("row", floats, _float_above(Fraction(-const), False), (exact, Fraction(-const), strict)))
         return len(self.lits) - 1
 
     def linear(self, node: Node) -> Linear:
@@ -290,13 +314,13 @@ class _Reader:
         if op == "+":
             return _lin_sum(args)
         if op == "-":
-            neg = [_lin_scale(t, -1.0) for t in args[1:]]
-            return _lin_scale(args[0], -1.0) if len(args) == 1 else _lin_sum([args[0], *neg])
+            neg = [_lin_scale(t, -1) for t in args[1:]]
+            return _lin_scale(args[0], -1) if len(args) == 1 else _lin_sum([args[0], *neg])
         if op == "*":
             variable = [t for t in args if t[0]]
             if len(variable) > 1:
                 raise self.error(node[0], "nonlinear product of variables")
-            scale = math.prod(t[1] for t in args if not t[0])
+            scale = math.prod((t[1] for t in args if not t[0]), start=Fraction(1))
             return _lin_scale(variable[0], scale) if variable else ({}, scale)
         raise self.error(node[1], f"unsupported operator {op!r}")
 
@@ -310,22 +334,23 @@ class _Reader:
 
     def parse_term(self, tok: int, text: str) -> Linear:
         if _NUMBER_START_RE.match(text):
-            if not _NUMBER_RE.match(text) or not math.isfinite(value := float(text)):
+            m = _NUMBER_RE.match(text)
+            if not m or abs(int(m.group(1) or 0)) > _MAX_EXPONENT:
                 raise self.error(tok, f"bad number {text!r}")
-            return {}, value
+            return {}, Fraction(text)
         m = _VAR_RE.match(text)
         if m is None:
             raise self.error(tok, f"unknown variable {text!r}")
         kind, idx = m.group(1), int(m.group(2))
         if idx not in self.decl[kind]:
             raise self.error(tok, f"undeclared variable {text}")
-        return {(kind, idx): 1.0}, 0.0
+        return {(kind, idx): 1}, 0
 
     def apply(self, lits: list[int], lower: list[float], upper: list[float], rows: list) -> None:
         for lit in lits:
-            kind, a, b = self.lits[lit]
+            kind, a, b = self.lits[lit][:3]
             if kind == "row":
-                rows.append((a, b))
+                rows.append((a, b, self.lits[lit][3]))
             elif kind == "hi":
                 upper[a] = min(upper[a], b)
             else:
@@ -350,8 +375,9 @@ class _Reader:
             key = lo.tobytes() + hi.tobytes()
             if key not in groups:
                 self.check_finite(lo, hi)
-                groups[key] = InputSpec(lo.copy(), hi.copy(), [])
+                groups[key] = InputSpec(lo.copy(), hi.copy(), [], [])
             groups[key].disjuncts.append(_matrix(rows, ny))
+            groups[key].exact.append([r[2] for r in rows])
         return list(groups.values())
 
     def check_finite(self, lower: np.ndarray, upper: np.ndarray) -> None:
@@ -363,11 +389,48 @@ class _Reader:
 
 
 def _lin_sum(terms: Sequence[Linear]) -> Linear:
-    coef: dict[tuple[str, int], float] = {}
+    coef: dict[tuple[str, int], Fraction] = {}
     for c, _ in terms:
         for key, v in c.items():
-            coef[key] = coef.get(key, 0.0) + v
-    return coef, math.fsum(k for _, k in terms)
+            coef[key] = coef.get(key, 0) + v
+    return coef, sum((k for _, k in terms), Fraction(0))
+
+
+def _float_below(q: Fraction, strict: bool) -> float:
+    """The largest float64 ``<= q`` (``< q`` if ``strict``); -inf/inf beyond the range."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return math.inf if q > 0 else -math.inf
+    if math.isfinite(f) and (Fraction(f) > q or (strict and Fraction(f) == q)):
+        f = math.nextafter(f, -math.inf)
+    return f + 0.0
+
+
+def _float_above(q: Fraction, strict: bool) -> float:
+    """The smallest float64 ``>= q`` (``> q`` if ``strict``)."""
+    return -_float_below(-q, strict) + 0.0
+
+
+def violates_exactly(spec: "InputSpec", y: Sequence[float]) -> bool:
+    """Do the outputs ``y`` (float64, taken exactly) violate one of ``spec``'s disjuncts as written
+    (exact rationals, strict comparisons strict)? Specs without exact rows: the float rows."""
+    if spec.exact is None:                      # the float rows, compared exactly
+        yq = [Fraction(float(v)) for v in np.asarray(y, np.float64).reshape(-1)]
+        return any(all(sum((Fraction(float(c)) * yq[j] for j, c in enumerate(row) if c), Fraction(0))
+                       <= Fraction(float(b)) for row, b in zip(np.asarray(m, np.float64), np.asarray(r, np.float64)))
+                   for m, r in spec.disjuncts)
+    yq = [Fraction(float(v)) for v in np.asarray(y, np.float64).reshape(-1)]
+    for rows in spec.exact:
+        ok = True
+        for coefs, rhs, strict in rows:
+            lhs = sum((c * yq[j] for j, c in coefs.items()), Fraction(0))
+            if not (lhs < rhs if strict else lhs <= rhs):
+                ok = False
+                break
+        if ok:
+            return True
+    return False
 
 
 def _lin_scale(term: Linear, s: float) -> Linear:
@@ -376,7 +439,7 @@ def _lin_scale(term: Linear, s: float) -> Linear:
 
 def _matrix(rows: list, ny: int) -> Disjunct:
     mat, rhs = np.zeros((len(rows), ny)), np.zeros(len(rows))
-    for r, (coef, b) in enumerate(rows):
+    for r, (coef, b, *_) in enumerate(rows):
         for j, v in coef.items():
             mat[r, j] = v
         rhs[r] = b
@@ -417,10 +480,15 @@ def read_vnnlib(
 
 
 def _num(v: float) -> str:
+    """``v`` as a decimal whose exact value is ``v`` (numbers are read as exact rationals): the
+    short repr where it is exact, else the full expansion."""
     v = float(v)
     if not math.isfinite(v):
         raise ValueError(f"cannot write non-finite number {v}")
-    return repr(v)
+    text = repr(v)
+    if Fraction(text) == Fraction(v):
+        return text
+    return format(Decimal(v), "f") if abs(v) >= 1e-5 else format(Decimal(v), "e")
 
 
 def _row_text(coef: np.ndarray, rhs: float) -> str:

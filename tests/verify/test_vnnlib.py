@@ -49,6 +49,19 @@ def box(bounds: list[tuple[float, float]]) -> str:
     return "".join(lines)
 
 
+def up(text: str) -> float:
+    """The smallest float64 >= the decimal ``text`` (how lower bounds and output rhs are read)."""
+    from fractions import Fraction
+
+    q, f = Fraction(text), float(text)
+    return float(np.nextafter(f, np.inf)) if Fraction(f) < q else f
+
+
+def down(text: str) -> float:
+    """The largest float64 <= the decimal ``text`` (how upper bounds are read)."""
+    return -up(text[1:] if text.startswith("-") else "-" + text)
+
+
 def assert_disjuncts(actual, expected) -> None:
     assert len(actual) == len(expected)
     for (m, r), (em, er) in zip(actual, expected):
@@ -74,8 +87,8 @@ def test_several_top_level_asserts_are_a_conjunction() -> None:
         "(assert (<= Y_0 3.5))\n(assert (>= Y_0 1e-3))\n(assert (or (and (>= Y_1 Y_0)) (and (<= Y_1 -1))))\n")
     (spec,) = parse_vnnlib_text(text)
     assert_disjuncts(spec.disjuncts, [
-        ([[1, 0], [-1, 0], [1, -1]], [3.5, -1e-3, 0.0]),
-        ([[1, 0], [-1, 0], [0, 1]], [3.5, -1e-3, -1.0]),
+        ([[1, 0], [-1, 0], [1, -1]], [3.5, up("-1e-3"), 0.0]),
+        ([[1, 0], [-1, 0], [0, 1]], [3.5, up("-1e-3"), -1.0]),
     ])
 
 
@@ -98,11 +111,28 @@ def test_disjuncts_with_input_bounds_give_boxes() -> None:
     assert specs[2].disjuncts[0][1].shape == (0,)
 
 
-def test_strict_operators_read_as_non_strict() -> None:
+def test_strict_operators() -> None:
+    """Strict input bounds exclude the bound (next float64 inward); output rows are bounded as
+    non-strict (a superset of the violations) and kept strict for the exact check."""
+    from fractions import Fraction
+
     text = decls(1, 2) + "(assert (> X_0 -1))\n(assert (< X_0 1))\n(assert (< Y_0 Y_1))\n(assert (> Y_0 2))"
     (spec,) = parse_vnnlib_text(text)
-    np.testing.assert_array_equal([spec.lower[0], spec.upper[0]], [-1, 1])
+    np.testing.assert_array_equal([spec.lower[0], spec.upper[0]], [np.nextafter(-1.0, 0), np.nextafter(1.0, 0)])
     assert_disjuncts(spec.disjuncts, [([[1, -1], [-1, 0]], [0, -2])])
+    assert spec.exact == [[({0: 1, 1: -1}, Fraction(0), True), ({0: -1}, Fraction(-2), True)]]
+    assert vnnlib.violates_exactly(spec, [3.0, 4.0])
+    assert not vnnlib.violates_exactly(spec, [3.0, 3.0])          # Y_0 < Y_1 fails on the boundary
+    assert not vnnlib.violates_exactly(spec, [2.0, 4.0])          # Y_0 > 2 fails on the boundary
+
+
+def test_tiny_decimals_are_not_rounded_to_zero() -> None:
+    text = decls(1, 1) + "(assert (>= X_0 1e-400))\n(assert (<= X_0 1))\n(assert (<= Y_0 -1e-400))"
+    (spec,) = parse_vnnlib_text(text)
+    assert spec.lower[0] == 5e-324                               # the smallest float64 > 0
+    assert spec.disjuncts[0][1][0] == 0.0                        # rhs rounded up: a superset
+    assert not vnnlib.violates_exactly(spec, [0.0])              # 0 <= -1e-400 is false
+    assert vnnlib.violates_exactly(spec, [-5e-324])
 
 
 def test_comments_and_multiline_statements() -> None:
@@ -128,7 +158,7 @@ def test_numbers_scientific_and_negative() -> None:
     (assert (>= X_2 -2.5E-02)) (assert (<= X_2 .5))
     (assert (<= (+ Y_0 (* 2 Y_0) (- Y_0 1.5)) (- 4 1)))"""
     (spec,) = parse_vnnlib_text(text)
-    np.testing.assert_array_equal(spec.lower, [1e-3, -0.5, -0.025])
+    np.testing.assert_array_equal(spec.lower, [up("1e-3"), -0.5, up("-0.025")])
     np.testing.assert_array_equal(spec.upper, [250.0, -0.5, 0.5])
     assert_disjuncts(spec.disjuncts, [([[4.0]], [4.5])])
 
@@ -235,7 +265,7 @@ def test_ten_thousand_inputs_parse_fast() -> None:
     (spec,) = parse_vnnlib_text(text, n_inputs=n, n_outputs=m)
     elapsed = time.perf_counter() - start
     assert elapsed < 2.0, elapsed
-    np.testing.assert_array_equal(spec.lower, lo)
+    np.testing.assert_array_equal(spec.lower, [up(repr(float(v))) for v in lo])
     assert len(spec.disjuncts) == m - 1 and spec.disjuncts[0][0].shape == (1, m)
 
 
@@ -313,7 +343,8 @@ def sexpr(text: str):
 
 
 def evaluate(node, env):
-    """Direct (vectorised) semantics, with strict comparisons read as non-strict."""
+    """Direct (vectorised) semantics, strict comparisons strict (the constants are dyadic, so
+    float64 evaluates them exactly)."""
     if isinstance(node, str):
         return env[node] if node in env else float(node)
     op, *args = node
@@ -327,7 +358,7 @@ def evaluate(node, env):
     if op == "*":
         return vals[0] * vals[1]
     a, b = vals
-    return {"<=": a <= b, "<": a <= b, ">=": a >= b, ">": a >= b, "=": a == b}[op]
+    return {"<=": a <= b, "<": a < b, ">=": a >= b, ">": a > b, "=": a == b}[op]
 
 
 @settings(max_examples=80, deadline=None)
@@ -345,6 +376,6 @@ def test_semantics_match_brute_force(fs) -> None:
     got = np.zeros(len(x), bool)
     for spec in specs:
         inside = np.all((x >= spec.lower) & (x <= spec.upper), axis=1)
-        for mat, rhs in spec.disjuncts:
-            got |= inside & np.all(mat @ y.T <= rhs[:, None], axis=0)
+        viol = {tuple(v): vnnlib.violates_exactly(spec, v) for v in ys}   # strict rows strictly
+        got |= inside & np.array([viol[tuple(v)] for v in y])
     np.testing.assert_array_equal(got, expected)
