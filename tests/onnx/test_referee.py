@@ -159,3 +159,20 @@ def test_exact_models_need_no_envelope(tmp_path):
     path = _scale1_linear_model(tmp_path)
     env = float32_envelope(load_onnx(path))
     assert env.exact and env.describe().startswith("onnxruntime's float32 arithmetic is exact")
+
+
+def test_run_instance_logs_the_float32_margin(tmp_path, capsys):
+    """An unsat on a model whose arithmetic is not exact names, in the log, the margin it used."""
+    from qa_lirpa.verify.vnnlib import write_vnnlib
+    from qa_lirpa.vnncomp import run_instance
+
+    s = np.float32(0.1767425)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["out"], name="DQ")]
+    path = save(make_model(nodes, *_io(1, 1), [_t("s", s), _t("z", np.uint8(0))]), "ref_log.onnx")
+    write_vnnlib(tmp_path / "p.vnnlib", np.array([12.0]), np.array([12.6]),
+                 [(np.array([[-1.0]]), np.array([-13.0]))])
+    word = run_instance("default", path, str(tmp_path / "p.vnnlib"), str(tmp_path / "r.txt"), 30)
+    assert word == "unsat"
+    err = capsys.readouterr().err
+    assert "onnxruntime referee: float32 envelope" in err and "outputs within" in err
