@@ -366,8 +366,11 @@ class OnnxReferee:
         self.points += n
         per = list(self._shape[1:])
         if self._batch_dynamic and n > 1:
-            y = run_onnxruntime(self.path, x.reshape([n] + per))
-            return np.asarray(y, np.float64).reshape(n, -1)
+            try:
+                y = run_onnxruntime(self.path, x.reshape([n] + per))
+                return np.asarray(y, np.float64).reshape(n, -1)
+            except Exception:  # noqa: BLE001 - a graph that fixes the batch inside: one at a time
+                self._batch_dynamic = False
         rows = [np.asarray(run_onnxruntime(self.path, x[k].reshape(self._shape)), np.float64).reshape(-1)
                 for k in range(n)]
         return np.stack(rows) if rows else np.zeros((0, 0))
