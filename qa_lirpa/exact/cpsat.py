@@ -361,8 +361,8 @@ class _Encoder:
         T, K, P = self.vars[t], self.vars[k], self.vars[p]
         self.add(T == 2 * K + P)
         e = self.expr(u.scaled(2)) - 2 * d * T
-        self.add(e + P >= -d)
-        self.add(e - P <= d)
+        self.add(e - P >= -d)                    # -d + p <= 2u - 2dt
+        self.add(e + P <= d)                     # 2u - 2dt <= d - p
         return _Lin.var(t)
 
     def _floor_clamp(self, u: _Lin, D: int, lo: int, hi: Optional[int], known: Optional[tuple] = None) -> _Lin:
