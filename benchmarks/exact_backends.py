@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Exact backends on the AAAI'21 MNIST benchmark: CP-SAT (1 and 2 workers), the MILP (HiGHS, 1
-thread) and the landed verifier (VerifierConfig defaults: branch and bound + MILP fallback, CPU),
-same instances, same time limit, one run each.
+thread), the landed verifier (VerifierConfig defaults: branch and bound + MILP fallback, CPU, 1
+thread) and the verifier with ``exact_fallback="cpsat"`` (1 worker), same instances, same time
+limit, one run each.
 
 Instances: sample 264 (eps 3, the one the verifier leaves open), the 73 published Boolector
 timeouts, and ``--random`` (default 40) of the other correctly classified samples (seeded).
@@ -34,9 +35,9 @@ from qa_lirpa.aaai21 import benchmark_eps, published_verdicts  # noqa: E402
 
 #: QVIP's non-robust MNIST samples (ASE 2022); it decides every other one robust.
 QVIP_VULNERABLE = {104, 115, 151, 158, 233, 257, 266, 282, 290, 300, 303, 320, 324, 352, 359, 376, 386}
-PROCS = ("cpsat1", "cpsat2", "milp", "verifier")
+PROCS = ("cpsat1", "cpsat2", "milp", "verifier", "verifier_cpsat")
 NAMES = {"cpsat1": "CP-SAT, 1 worker", "cpsat2": "CP-SAT, 2 workers", "milp": "MILP (HiGHS, 1 thread)",
-         "verifier": "verifier default (bab + MILP)"}
+         "verifier": "verifier default (bab + MILP)", "verifier_cpsat": "verifier, exact_fallback cpsat"}
 FIELDS = ["index", "eps", "proc", "verdict", "time_s", "note"]
 
 
@@ -68,7 +69,9 @@ def run(args, todo: list[tuple[int, str]]) -> None:
     torch.set_num_threads(1)
     model = load_aaai21(args.weights, dtype=torch.float64)
     ds = load_dataset("mnist", "test")
-    verifier = Verifier(model, VerifierConfig(device="cpu", exact_threads=1), input_shape=(784,), device="cpu")
+    verifiers = {name: Verifier(model, VerifierConfig(device="cpu", exact_threads=1, exact_fallback=fb),
+                                input_shape=(784,), device="cpu")
+                 for name, fb in (("verifier", "milp"), ("verifier_cpsat", "cpsat"))}
     word = {"sat": "vulnerable", "unsat": "robust"}
     new = not args.csv.exists()
     args.csv.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,7 @@ def run(args, todo: list[tuple[int, str]]) -> None:
                     r = solve_milp(model, spec, timeout=args.timeout, threads=1, hard_timeout=True)
                     verdict = word.get(r.verdict, "timeout")
                 else:
-                    r = verifier.verify(spec, timeout=args.timeout)
+                    r = verifiers[proc].verify(spec, timeout=args.timeout)
                     verdict = {"unsat": "robust", "sat": "vulnerable"}.get(r.verdict.value, "timeout")
                     note = r.stats.exact or ""
             except Exception as e:  # noqa: BLE001 - recorded, counts as undecided

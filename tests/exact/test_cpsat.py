@@ -170,3 +170,34 @@ def test_unsupported_and_empty():
         solve_cpsat(bad, spec)
     empty = InputSpec(spec.upper + 1, spec.upper, spec.disjuncts)
     assert solve_cpsat(model, empty).verdict == "unsat"
+
+
+# ----- the verifier's exact fallback ------------------------------------------------------------------
+
+@pytest.mark.parametrize("max_boxes", [0, 16])
+def test_verifier_cpsat_fallback_agrees_with_enumeration(max_boxes):
+    """exact_fallback="cpsat", handed over right after the root box (falsification off, so CP-SAT
+    decides what the root bound leaves open): verdicts equal enumeration, counterexamples hold."""
+    from verify.test_exact_fallback import _check, _config, _run, sc
+
+    decided = {"sat": 0, "unsat": 0}
+    for seed in range(6100, 6120):
+        case = sc.make_case(seed)
+        res = _run(case, _config(exact_fallback="cpsat", exact_max_boxes=max_boxes))
+        _check(case, res)
+        if res.stats.milp_calls:
+            assert res.stats.exact.startswith("cpsat on") and res.stats.exact.endswith(": " + case.truth)
+            decided[case.truth] += 1
+    assert decided["sat"] >= 3 and decided["unsat"] >= 3, decided
+
+
+def test_verifier_without_ortools_runs_plain_bab(monkeypatch):
+    """exact_fallback="cpsat" where OR-Tools cannot be imported: branch and bound alone, and the
+    stats say why."""
+    monkeypatch.setattr(cpsat, "available", lambda: False)
+    from verify.test_exact_fallback import _check, _config, _run, sc
+
+    case = sc.make_case(6100)
+    res = _run(case, _config(exact_fallback="cpsat"))
+    _check(case, res)
+    assert res.stats.milp_calls == 0 and "OR-Tools" in res.stats.exact
