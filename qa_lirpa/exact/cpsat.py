@@ -28,9 +28,10 @@ integers only, so the model has no tolerances at all.
   domain, and a unit whose output is constant on the box becomes that constant;
 * the property: real outputs ``(q - z) s``; a row ``sum_k a_k y_k <= b`` becomes an exact integer
   row (common denominator, gcd, floored right-hand side, as in the MILP); a disjunction of
-  conjunctions gets one literal per disjunct (``mode="combined"``, the default: rows enforced by
-  their literal, at least one literal true) or one model per disjunct (``mode="split"``).
-  Disjuncts infeasible on the interval bounds are dropped first.
+  conjunctions gets one model per disjunct (``mode="split"``, the default; a one-row disjunct
+  minimises its row, which stays a constraint) or one literal per disjunct (``mode="combined"``:
+  rows enforced by their literal, at least one literal true). Disjuncts infeasible on the
+  interval bounds or, rigorously, on the LP relaxation are dropped first.
 
 Trust. ``"sat"`` is never taken on faith: the input codes of CP-SAT's solution are run through
 ``integer_forward`` (:func:`qa_lirpa.exact.milp._confirm`), else :class:`SolverError`. ``"unsat"``
