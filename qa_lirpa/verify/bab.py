@@ -11,8 +11,8 @@ every grid point is proved safe. For a model with a QuantInput the search always
 same search runs on real boxes, may prove the property or find a counterexample (confirmed by the
 model's float64 forward), and answers ``unknown`` otherwise.
 
-With ``config.exact_fallback == "milp"`` the exact MILP procedure (:mod:`qa_lirpa.exact`) takes
-over the boxes that branch and bound has not closed after ``config.exact_after`` of the time
+With ``config.exact_fallback == "milp"`` the exact MILP procedure (:mod:`qa_lirpa.exact.milp`; with
+``"cpsat"`` the CP-SAT procedure, :mod:`qa_lirpa.exact.cpsat`) takes over the boxes that branch and bound has not closed after ``config.exact_after`` of the time
 budget (see :meth:`Verifier._exact`); the contract above is unchanged.
 """
 from __future__ import annotations
@@ -158,10 +158,10 @@ class Verifier:
         deadline = start + float(timeout)
         gen = torch.Generator().manual_seed(self.config.seed)
         handover = None
-        if self.config.exact_fallback == "milp":
+        if self.config.exact_fallback in ("milp", "cpsat"):
             reason = self.milp_reason(problem)
             if reason:
-                stats.exact = f"milp not used: {reason}"
+                stats.exact = f"{self.config.exact_fallback} not used: {reason}"
             else:
                 handover = start + self.config.exact_after * float(timeout)
         if hasattr(problem, "begin"):                 # a continuous problem: envelopes per run
@@ -179,9 +179,13 @@ class Verifier:
         return result
 
     def milp_reason(self, problem) -> str:
-        """Why the MILP cannot take over on this model ("" if it can); computed once."""
+        """Why the exact fallback (MILP or CP-SAT) cannot take over on this model ("" if it can);
+        computed once."""
         if self._milp_reason is None:
-            from ..exact.milp import unsupported_reason
+            if self.config.exact_fallback == "cpsat":
+                from ..exact.cpsat import unsupported_reason
+            else:
+                from ..exact.milp import unsupported_reason
 
             env = getattr(problem, "envelope", None)
             if not problem.integral:
@@ -246,9 +250,11 @@ class Verifier:
         check as branch and bound's own counterexamples). Errors and early stops decide nothing.
         The MILPs stop at ``milp_deadline`` (default ``deadline``); branch and bound gets the rest.
         """
-        from ..exact.milp import solve_milp
-
         cfg = self.config
+        if cfg.exact_fallback == "cpsat":
+            from ..exact.cpsat import solve_cpsat as solve_exact
+        else:
+            from ..exact.milp import solve_milp as solve_exact
         t0 = time.monotonic()
         n_open = sum(len(s.stack) for s in searches)
         per_box = n_open <= cfg.exact_max_boxes
@@ -261,7 +267,7 @@ class Verifier:
             elif lo.shape[0]:
                 jobs.append((s, lo.min(dim=0).values, hi.max(dim=0).values, alive.any(dim=0), lo.shape[0]))
         where = "each of the" if per_box else "the bounding box of the"
-        note = f"milp on {where} {n_open} open boxes after {elapsed:.2f} s"
+        note = f"{cfg.exact_fallback} on {where} {n_open} open boxes after {elapsed:.2f} s"
         threads = cfg.exact_threads or None
         shape = (1,) + tuple(problem.shape)
         closed: dict[int, int] = {}                 # per search: boxes proved safe (from the top)
@@ -276,7 +282,7 @@ class Verifier:
                 sub = InputSpec(s.lower, s.upper, [_widened(s.spec.disjuncts[d], problem) for d in live])
                 stats.milp_calls += 1
                 stats.milp_boxes += boxes
-                r = solve_milp(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
+                r = solve_exact(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
                                code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
                 if r.verdict == "sat":
                     x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)

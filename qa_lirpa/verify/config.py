@@ -21,7 +21,9 @@ class VerifierConfig:
     MILP on the bounding box of all open boxes, each over the integer sub-box of the input grid
     and only for the disjuncts still alive there, with the time that is left. A MILP
     counterexample is re-checked by the exact semantics before it is reported; a MILP that fails
-    or stops early hands the (unchanged) search back to branch and bound. Models the MILP cannot
+    or stops early hands the (unchanged) search back to branch and bound. ``"cpsat"`` does the
+    same with the CP-SAT procedure (:mod:`qa_lirpa.exact.cpsat`; without OR-Tools installed it
+    is not used, the reason is in ``VerifyStats.exact``). Models the MILP cannot
     encode (continuous inputs, float32 rounding, other layers) run plain branch and bound; the
     reason is in ``VerifyStats.exact``.
     """
@@ -69,8 +71,9 @@ class VerifierConfig:
     crown_tol: float = 1e-7
     #: widening (in quantization steps) before each rounding inside CROWN (see bounded_module)
     quant_slack: float = 1e-6
-    #: the exact procedure for the boxes branch and bound has not closed: "milp" or "none"
-    exact_fallback: Literal["none", "milp"] = "milp"
+    #: the exact procedure for the boxes branch and bound has not closed: "milp" (HiGHS),
+    #: "cpsat" (OR-Tools CP-SAT, optional dependency: :mod:`qa_lirpa.exact.cpsat`) or "none"
+    exact_fallback: Literal["none", "milp", "cpsat"] = "milp"
     #: hand over to it after this fraction of the time budget (0: right after the root box)
     exact_after: float = 0.1
     #: one MILP per open box when at most this many are open, else one on their bounding box
@@ -79,7 +82,7 @@ class VerifierConfig:
     #: by then, branch and bound continues with the rest (the MILP on a conv net can need longer
     #: than branch and bound would)
     exact_share: float = 0.75
-    #: HiGHS threads for the MILP (0: HiGHS's default, half the cores)
+    #: HiGHS threads for the MILP (0: HiGHS's default, half the cores); CP-SAT workers (0: one)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
     device: str = "auto"
@@ -95,7 +98,8 @@ class VerifierConfig:
                   (self.queue_mem_mb >= 1, "queue_mem_mb must be >= 1"),
                   (self.leaf_points >= 1, "leaf_points must be >= 1"),
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
-                  (self.exact_fallback in ("none", "milp"), "exact_fallback must be 'none' or 'milp'"),
+                  (self.exact_fallback in ("none", "milp", "cpsat"),
+                   "exact_fallback must be 'none', 'milp' or 'cpsat'"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
                   (0.0 < self.exact_share <= 1.0, "exact_share must be in (0, 1]"),
                   (self.exact_max_boxes >= 0 and self.exact_threads >= 0,

@@ -1,0 +1,669 @@
+"""An exact CP-SAT decision procedure for properties of quantized networks (OR-Tools, optional).
+
+The same chain models as :mod:`qa_lirpa.exact.milp` (``QuantInput, (Flatten | QuantLinear |
+QuantConv2d | QuantAct | ReLU | Identity | Dropout)*`` with the semantics of
+:func:`qa_lirpa.integer_forward`), the same interface (:func:`solve_cpsat` mirrors
+:func:`~qa_lirpa.exact.milp.solve_milp`), but a constraint-programming encoding: CP-SAT works on
+integers only, so the model has no tolerances at all.
+
+* input codes: integer variables with the codes of the box end points as domain (or of
+  ``code_box``); a fixed code is a constant;
+* affine layers: the accumulator of a unit is the exact integer expression of the layer's own
+  plan (:meth:`QuantLinear.affine_scales`: ``m_acc * sum_i W_ji (x_i - z_in) + m_b * b_j``);
+* a requantization ``q = clamp(R(v n / d) + z, qmin, qmax)`` (``n / d`` the rational rescale
+  factor, ``v`` the centred input): as in the MILP, half up is ``floor(u / D)`` with
+  ``u = n v + d/2, D = d`` (even ``d``) or ``u = 2 n v + d, D = 2 d``; half to even (even ``d``)
+  is ``t = 2k + p``, ``-d + p <= 2 n v - 2 d t <= d - p``. The floor and the clamp are one
+  unit ``y = clamp(floor(u / D), lo, hi)`` stated with enforcement literals, not big-Ms:
+  ``a`` means ``floor(u/D) >= lo`` and ``s`` means ``floor(u/D) > hi``::
+
+      a  <=>  u >= D lo          (not a  =>  y = lo)
+      s  <=>  u >= D (hi + 1)    (s  =>  y = hi)
+      a and not s  =>  D y <= u <= D y + D - 1
+
+  A side whose clamp cannot be active on the box has no literal; an accumulator with many
+  terms gets its own variable (one long equality, short unit constraints);
+* bounds: the exact interval image of the box (:class:`qa_lirpa.verify.intervals.IntervalNet`,
+  intersected with the interval bounds of the expressions themselves) gives every variable its
+  domain, and a unit whose output is constant on the box becomes that constant;
+* the property: real outputs ``(q - z) s``; a row ``sum_k a_k y_k <= b`` becomes an exact integer
+  row (common denominator, gcd, floored right-hand side, as in the MILP); a disjunction of
+  conjunctions gets one model per disjunct (``mode="split"``, the default; a one-row disjunct
+  minimises its row, which stays a constraint) or one literal per disjunct (``mode="combined"``:
+  rows enforced by their literal, at least one literal true). Disjuncts infeasible on the
+  interval bounds or, rigorously, on the LP relaxation are dropped first.
+
+Trust. ``"sat"`` is never taken on faith: the input codes of CP-SAT's solution are run through
+``integer_forward`` (:func:`qa_lirpa.exact.milp._confirm`), else :class:`SolverError`. ``"unsat"``
+rests on CP-SAT's correctness on an integer model whose every linear constraint is checked to
+stay below ``2^62`` in activity (no overflow in CP-SAT's int64 arithmetic); there are no float
+tolerances in the model. ``"timeout"``: undecided within the time limit.
+
+OR-Tools is an optional dependency: :func:`available` says whether it can be imported.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
+from ..nn.reference import iter_layers
+from ..verify.intervals import IntervalNet
+from ..verify.vnnlib import InputSpec
+from . import milp as _milp
+from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm, _input_codes,
+                   _Lin, _layers_problem, _per_tensor, _rhe, _spec_rows, _State)
+
+__all__ = ["CpsatEncodingError", "CpsatResult", "available", "solve_cpsat", "decide_cpsat",
+           "unsupported_reason", "ACTIVITY_LIMIT"]
+
+#: Largest absolute activity of a linear constraint (CP-SAT computes in int64).
+ACTIVITY_LIMIT = 1 << 62
+#: An accumulator with more terms than this gets its own variable.
+_ACC_VAR_TERMS = 2
+
+
+class CpsatEncodingError(MilpEncodingError):
+    """The model or spec cannot be encoded exactly (unsupported layer, numbers too large, ...)."""
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def available() -> bool:
+    """Whether OR-Tools' CP-SAT can be imported."""
+    try:
+        from ortools.sat.python import cp_model  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return False
+    return True
+
+
+def unsupported_reason(model: nn.Module) -> str:
+    """"" if ``model`` has an exact CP-SAT encoding here and OR-Tools is importable, else why not."""
+    if not available():
+        return "OR-Tools (ortools) is not installed"
+    return _layers_problem(list(iter_layers(model))).replace("MILP", "CP-SAT")
+
+
+@dataclass
+class CpsatResult:
+    """Outcome of :func:`solve_cpsat`."""
+
+    verdict: str                                  # "sat" | "unsat" | "timeout"
+    counterexample: Optional[np.ndarray] = None   # real input (flat, float64) for "sat"
+    disjunct: Optional[int] = None                # index of the violated disjunct for "sat"
+    time_s: float = 0.0
+    n_vars: int = 0
+    n_bools: int = 0
+    n_constraints: int = 0
+    units: int = 0                                # requantized units that needed a variable
+    constant_units: int = 0                       # requantized units constant on the box
+    disjuncts_skipped: int = 0                    # infeasible on the interval bounds
+    disjuncts_solved: int = 0
+    status: str = ""                              # CP-SAT's last status name
+    stats: dict = field(default_factory=dict)
+
+
+class _Encoder:
+    """Builds the CP-SAT model layer by layer; ``b`` keeps the integer domains (for bounds)."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple, deadline: float) -> None:
+        from ortools.sat.python import cp_model
+
+        self.layers = list(iter_layers(model))
+        reason = _layers_problem(self.layers)
+        if reason:
+            raise CpsatEncodingError(reason.replace("MILP", "CP-SAT"))
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.deadline = deadline
+        self.m = cp_model.CpModel()
+        self.b = _Builder()
+        self.vars: list = []                      # CP-SAT variable of each builder column
+        self.input_vars: list[Optional[int]] = []
+        self.n_units = 0
+        self.n_const = 0
+        self.n_bools = 0
+        self.n_cons = 0
+        self.ival = IntervalNet(model)
+        self.extra: dict = {}                     # layer index -> [(lo, hi)] of its output codes
+
+    # ----- variables and constraints ------------------------------------------------------------
+    def new_var(self, lo: int, hi: int, name: str = "") -> int:
+        v = self.b.new_var(lo, hi)
+        self.vars.append(self.m.new_int_var(int(lo), int(hi), name))
+        return v
+
+    def new_bool(self, name: str = ""):
+        self.n_bools += 1
+        return self.m.new_bool_var(name)
+
+    def _check(self, e: _Lin, extra: int = 0) -> None:
+        act = abs(e.const) + abs(extra)
+        lb, ub = self.b.lb, self.b.ub
+        for v, a in e.coefs.items():
+            act += abs(a) * max(abs(lb[v]), abs(ub[v]))
+        if act >= ACTIVITY_LIMIT:
+            raise CpsatEncodingError(f"constraint activity up to {act} exceeds 2^62 (CP-SAT's int64)")
+
+    def expr(self, e: _Lin, vars: Optional[list] = None):
+        """The CP-SAT linear expression of ``e`` (checked for int64 overflow) over ``vars``
+        (default: this model's variables)."""
+        self._check(e)
+        if not e.coefs:
+            return e.const
+        vs = self.vars if vars is None else vars
+        return _weighted([vs[v] for v in e.coefs], list(e.coefs.values())) + e.const
+
+    def add(self, ct, enforce: Sequence = ()) -> None:
+        c = self.m.add(ct)
+        if enforce:
+            c.only_enforce_if(list(enforce))
+        self.n_cons += 1
+
+    def check_time(self) -> None:
+        if time.perf_counter() > self.deadline:
+            raise _OutOfTime()
+
+    # ----- input -------------------------------------------------------------------------------
+    def encode_input(self, code_lo: np.ndarray, code_hi: np.ndarray) -> _State:
+        qi: QuantInput = self.layers[0]
+        shape = self.input_shape[1:]
+        n = int(np.prod(shape)) if shape else 1
+        spec = qi.spec
+        scales = [Fraction(qi.output_scale)] if qi.output_scale is not None else spec.scale_fractions()
+        zps = spec.zero_points()
+        if spec.per_channel:
+            ch = _channel_index(shape, spec.axis)
+            scale, zp = [scales[c] for c in ch], [zps[c] for c in ch]
+        else:
+            scale, zp = [scales[0]] * n, [zps[0]] * n
+        exprs = []
+        for i in range(n):
+            lo, hi = int(code_lo[i]), int(code_hi[i])
+            if lo == hi:
+                exprs.append(_Lin({}, lo))
+                self.input_vars.append(None)
+            else:
+                v = self.new_var(lo, hi, f"x{i}")
+                exprs.append(_Lin.var(v))
+                self.input_vars.append(v)
+        lo_t = torch.as_tensor(np.asarray(code_lo, dtype=np.int64)).reshape(self.input_shape)
+        hi_t = torch.as_tensor(np.asarray(code_hi, dtype=np.int64)).reshape(self.input_shape)
+        try:
+            self.box = self.ival.input_box(lo_t, hi_t)
+        except Exception:  # noqa: BLE001 - interval bounds are an optimisation only
+            self.box = None
+        return _State(exprs, scale, zp, tuple(shape))
+
+    # ----- layers ------------------------------------------------------------------------------
+    def encode_layers(self, state: _State) -> _State:
+        for i, layer in enumerate(self.layers[1:], start=1):
+            self.check_time()
+            name = f"layer {i} ({type(layer).__name__})"
+            if self.box is not None:
+                try:
+                    self.box = self.ival.step(i - 1, layer, self.box)
+                except Exception:  # noqa: BLE001 - e.g. float64 exactness guard: use expression bounds
+                    self.box = None
+            self.known = None
+            if self.box is not None:
+                self.known = (self.box.lo.reshape(-1).tolist(), self.box.hi.reshape(-1).tolist())
+            extra = self.extra.get(i)
+            if extra is not None:
+                los, his = zip(*extra)
+                if self.known is None:
+                    self.known = (list(los), list(his))
+                else:
+                    self.known = ([max(a, b) for a, b in zip(self.known[0], los)],
+                                  [min(a, b) for a, b in zip(self.known[1], his)])
+            if isinstance(layer, QuantLinear):
+                state = self._linear(layer, state, name)
+            elif isinstance(layer, QuantConv2d):
+                state = self._conv(layer, state, name)
+            elif isinstance(layer, QuantAct):
+                state = self._requant(layer, state, name)
+            elif isinstance(layer, nn.ReLU):
+                state = _State([self._floor_clamp(e, 1, z, None, self._known(j))
+                                for j, (e, z) in enumerate(zip(state.exprs, state.zp))],
+                               state.scale, state.zp, state.shape)
+            elif isinstance(layer, nn.Flatten):
+                _per_tensor(state, name)
+                nd = len(state.shape) + 1
+                s, e = layer.start_dim % nd, layer.end_dim % nd
+                if s == 0:
+                    raise CpsatEncodingError(f"{name}: flattening the batch dimension is not supported")
+                shape = state.shape[: s - 1] + (int(np.prod(state.shape[s - 1:e])),) + state.shape[e:]
+                state = _State(state.exprs, state.scale, state.zp, shape)
+            # Identity, Dropout: nothing
+        return state
+
+    def _known(self, j: int, shift: int = 0) -> Optional[tuple]:
+        """Interval bounds of output ``j`` of the current layer (codes), minus ``shift``."""
+        if self.known is None:
+            return None
+        return self.known[0][j] - shift, self.known[1][j] - shift
+
+    def _affine(self, layer, state: _State, mat: np.ndarray, out_channel: np.ndarray, name: str,
+                out_shape: tuple) -> _State:
+        s_in, z_in = _per_tensor(state, name)
+        scales, m_acc, bq, m_b = layer.affine_scales(s_in)
+        bias = None if bq is None else [int(v) for v in bq.reshape(-1).tolist()]
+        centred = [e.scaled(1, -z_in) for e in state.exprs]
+        exprs, out_scales = [], []
+        for j in range(mat.shape[0]):
+            if j % 64 == 0:
+                self.check_time()
+            o = int(out_channel[j])
+            acc = _Lin({}, 0)
+            row = mat[j]
+            for i in np.flatnonzero(row):
+                acc.add_scaled(centred[i], int(row[i]) * m_acc[o])
+            if bias is not None:
+                acc.const += m_b[o] * bias[o]
+            exprs.append(acc)
+            out_scales.append(scales[o])
+        return _State(exprs, out_scales, [0] * len(exprs), out_shape)
+
+    def _linear(self, layer: QuantLinear, state: _State, name: str) -> _State:
+        if len(state.shape) != 1 or state.shape[0] != layer.in_features:
+            raise CpsatEncodingError(f"{name}: expects a flat input of {layer.in_features} values, got shape "
+                                     f"{state.shape} (add a Flatten, or pass input_shape)")
+        w = layer.weight_codes().cpu().numpy().astype(np.int64)
+        return self._affine(layer, state, w, np.arange(layer.out_features), name, (layer.out_features,))
+
+    def _conv(self, layer: QuantConv2d, state: _State, name: str) -> _State:
+        if len(state.shape) != 3 or state.shape[0] != layer.in_channels:
+            raise CpsatEncodingError(f"{name}: expects a [C, H, W] input with C = {layer.in_channels}, got "
+                                     f"{state.shape}")
+        n_in = int(np.prod(state.shape))
+        w = layer.weight_codes().cpu().double()
+        if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
+            raise CpsatEncodingError(f"{name}: weight codes too large")
+        with torch.no_grad():
+            basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + state.shape)
+            cols = F.conv2d(basis, w, None, layer.stride, layer.padding)
+        out_shape = tuple(int(s) for s in cols.shape[1:])
+        mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
+        per = out_shape[1] * out_shape[2]
+        return self._affine(layer, state, mat, np.arange(mat.shape[0]) // per, name, out_shape)
+
+    def _requant(self, layer: QuantAct, state: _State, name: str) -> _State:
+        spec = layer.spec
+        n = len(state.exprs)
+        o_scales, o_zps = spec.scale_fractions(), spec.zero_points()
+        if spec.per_channel:
+            ch = _channel_index(state.shape, spec.axis)
+            if len(ch) != n or int(ch.max()) >= spec.channels:
+                raise CpsatEncodingError(f"{name}: {spec.channels} channel scales do not fit shape {state.shape}")
+        else:
+            ch = np.zeros(n, dtype=np.int64)
+        exprs, scales, zps = [], [], []
+        for j, e in enumerate(state.exprs):
+            if j % 64 == 0:
+                self.check_time()
+            c = int(ch[j])
+            s_out, z_out = o_scales[c], o_zps[c]
+            v = e.scaled(1, -state.zp[j])
+            known = self._known(j, z_out)            # bounds of the result (codes minus z_out)
+            mult = state.scale[j] / s_out
+            num, den = mult.numerator, mult.denominator
+            lo, hi = spec.qmin - z_out, spec.qmax - z_out
+            if known is not None and known[0] == known[1]:
+                self.n_const += 1
+                y = _Lin({}, known[0])
+            elif den == 1:
+                y = self._floor_clamp(v.scaled(num), 1, lo, hi, known)
+            elif spec.rounding == "half_up" or den % 2 == 1:
+                if den % 2 == 0:
+                    y = self._floor_clamp(v.scaled(num, den // 2), den, lo, hi, known)
+                else:
+                    y = self._floor_clamp(v.scaled(2 * num, den), 2 * den, lo, hi, known)
+            elif spec.rounding == "half_even":
+                t = self._round_half_even(v.scaled(num), den)
+                y = self._floor_clamp(t, 1, lo, hi, known)
+            else:
+                raise CpsatEncodingError(f"{name}: rounding mode {spec.rounding!r} has no CP-SAT encoding")
+            exprs.append(y.scaled(1, z_out))
+            scales.append(s_out)
+            zps.append(z_out)
+        return _State(exprs, scales, zps, state.shape)
+
+    # ----- primitives ----------------------------------------------------------------------------
+    def _as_var(self, u: _Lin, uL: int, uU: int) -> _Lin:
+        """``u`` itself when short, else a new variable equal to it (domain ``[uL, uU]``)."""
+        if len(u.coefs) <= _ACC_VAR_TERMS:
+            return u
+        a = self.new_var(uL, uU)
+        self.add(self.expr(u) == self.vars[a])
+        return _Lin.var(a)
+
+    def _round_half_even(self, u: _Lin, d: int) -> _Lin:
+        """``t = round_half_even(u / d)`` for even ``d``: ``t = 2k + p``, ``-d + p <= 2u - 2dt <= d - p``."""
+        uL, uU = self.b.bounds(u)
+        tL, tU = _rhe(uL, d), _rhe(uU, d)
+        if tL == tU:
+            return _Lin({}, tL)
+        u = self._as_var(u, uL, uU)
+        t = self.new_var(tL, tU)
+        k = self.new_var(tL // 2, tU // 2)
+        p = self.new_var(0, 1)
+        self.n_bools += 1
+        T, K, P = self.vars[t], self.vars[k], self.vars[p]
+        self.add(T == 2 * K + P)
+        e = self.expr(u.scaled(2)) - 2 * d * T
+        self.add(e - P >= -d)                    # -d + p <= 2u - 2dt
+        self.add(e + P <= d)                     # 2u - 2dt <= d - p
+        return _Lin.var(t)
+
+    def _floor_clamp(self, u: _Lin, D: int, lo: int, hi: Optional[int], known: Optional[tuple] = None) -> _Lin:
+        """``y = clamp(floor(u / D), lo, hi)`` exactly (``hi=None``: no upper clamp); ``known``:
+        interval bounds of ``y`` from elsewhere (intersected with those of ``u``)."""
+        uL, uU = self.b.bounds(u)
+        tL, tU = uL // D, uU // D
+
+        def clamp(t: int) -> int:
+            t = max(t, lo)
+            return t if hi is None else min(t, hi)
+
+        yL, yU = clamp(tL), clamp(tU)
+        if known is not None:
+            yL, yU = max(yL, known[0]), min(yU, known[1])
+            if yL > yU:
+                raise AssertionError("interval bounds and expression bounds disagree")
+        if yL == yU:
+            self.n_const += 1
+            return _Lin({}, yL)
+        low = tL < lo
+        high = hi is not None and tU > hi
+        if D == 1 and not low and not high:
+            return u
+        self.n_units += 1
+        ua = self._as_var(u, uL, uU)
+        U = self.expr(ua)
+        y = self.new_var(yL, yU)
+        Y = self.vars[y]
+        mid = []
+        if low:
+            a = self.new_bool()                    # floor(u / D) >= lo
+            self.add(U >= D * lo, [a])
+            self.add(U <= D * lo - 1, [a.Not()])
+            self.add(Y == lo, [a.Not()])
+            mid.append(a)
+        if high:
+            s = self.new_bool()                    # floor(u / D) > hi
+            self.add(U >= D * (hi + 1), [s])
+            self.add(U <= D * (hi + 1) - 1, [s.Not()])
+            self.add(Y == hi, [s])
+            mid.append(s.Not())
+            if low:
+                self.m.add_implication(s, a)
+                self.n_cons += 1
+        self.add(D * Y <= U, mid)
+        self.add(U <= D * Y + D - 1, mid)
+        return _Lin.var(y)
+
+
+def _weighted(vs: list, coefs: list):
+    from ortools.sat.python import cp_model
+
+    return cp_model.LinearExpr.weighted_sum(vs, coefs)
+
+
+class _Recorder(_milp._Encoder):
+    """The MILP encoder with rigorous LP bound tightening, recording the bounds of every
+    requantization's output codes (``bounds[layer index]``)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.bounds: dict[int, list] = {}
+
+    def _index(self, layer) -> int:
+        return next(i for i, x in enumerate(self.layers) if x is layer)
+
+    def _requant(self, layer, state, name):
+        out = super()._requant(layer, state, name)
+        self.bounds[self._index(layer)] = [self.b.bounds(e) for e in out.exprs]
+        return out
+
+
+def _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline, threads):
+    """Rigorous LP bounds of the hidden units (weak duality, :class:`~qa_lirpa.exact.milp._LpBounder`)
+    and the disjuncts that the LP relaxation refutes: ``(bounds per layer index, dead disjuncts)``."""
+    enc = _Recorder(model, shape, tighten=True, deadline=deadline, threads=threads)
+    state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
+    dead = set()
+    b = enc.b
+    if not b.rows:
+        return enc.bounds, dead
+    lp = _milp._LpBounder(b, threads)
+    for d, (mat, rhs) in enumerate(spec.disjuncts):
+        rows = _spec_rows(b, state, np.asarray(mat, dtype=np.float64),
+                          np.asarray(rhs, dtype=np.float64).reshape(-1))
+        if rows is None:
+            dead.add(d)
+            continue
+        for e, hi in rows:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return enc.bounds, dead
+            bound = lp.lower(e.coefs, left)
+            if bound is not None and math.ceil(bound) > hi:
+                dead.add(d)
+                break
+    return enc.bounds, dead
+
+
+def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
+                input_shape: Optional[Sequence[int]] = None, mode: str = "split",
+                threads: Optional[int] = None, code_box: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                hard_timeout: bool = False, seed: int = 0, tighten: bool = True, objective: bool = True,
+                params: Optional[dict] = None,
+                **_ignored) -> CpsatResult:
+    """Decide ``spec`` on ``model`` exactly with CP-SAT (see the module docstring).
+
+    The arguments are those of :func:`~qa_lirpa.exact.milp.solve_milp`. ``threads``: CP-SAT's
+    ``num_workers`` (None: 1); with 2, the two workers are CP-SAT's ``max_lp`` and
+    ``default_lp`` (its own choice for two workers leaves one without an LP, which timed out on
+    AAAI'21 sample 264); every worker runs with ``linearization_level = 2``. ``mode``:
+    ``"split"`` (one model per disjunct, the disjuncts with most slack on the interval bounds
+    first) or ``"combined"`` (one model, one literal per disjunct). ``objective`` (split mode,
+    one-row disjuncts): minimise the row, which stays a constraint, and stop at the first
+    solution: this only steers the search (with it CP-SAT proves sample 264 in about a second).
+    ``tighten``: before encoding, the MILP encoder's rigorous LP bounds
+    (:class:`~qa_lirpa.exact.milp._LpBounder`) tighten the domains of the hidden units and
+    refute the disjuncts their relaxation cannot satisfy. ``params``: extra CP-SAT parameters
+    (name -> value; lists extend repeated fields). ``timeout`` covers building and solving;
+    CP-SAT honours its time limit closely, and ``hard_timeout`` adds a timer that stops the
+    search ``0.1`` s after the deadline whatever it is doing.
+    """
+    from ortools.sat.python import cp_model
+
+    t0 = time.perf_counter()
+    deadline = t0 + float(timeout)
+    if mode not in ("split", "combined"):
+        raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
+    lower = np.asarray(spec.lower, dtype=np.float64).reshape(-1)
+    upper = np.asarray(spec.upper, dtype=np.float64).reshape(-1)
+    if np.isnan(lower).any() or np.isnan(upper).any():
+        raise ValueError("spec bounds contain NaN")
+    shape = tuple(int(v) for v in input_shape) if input_shape is not None else (1, lower.size)
+    if int(np.prod(shape)) != lower.size or shape[0] != 1:
+        raise ValueError(f"input_shape {shape} does not hold {lower.size} inputs with batch 1")
+    res = CpsatResult("unsat")
+
+    def finish(verdict: str, x=None, d=None) -> CpsatResult:
+        res.verdict, res.counterexample, res.disjunct = verdict, x, d
+        res.time_s = time.perf_counter() - t0
+        return res
+
+    if (lower > upper).any():
+        return finish("unsat")
+    enc = _Encoder(model, shape, deadline)
+    code_lo, code_hi = _input_codes(enc.layers[0], lower, upper, shape)
+    if code_box is not None:
+        box_lo = np.asarray(code_box[0]).reshape(-1)
+        box_hi = np.asarray(code_box[1]).reshape(-1)
+        if box_lo.shape != code_lo.shape or box_hi.shape != code_hi.shape:
+            raise ValueError(f"code_box must hold {code_lo.size} codes per end")
+        if not (np.array_equal(box_lo, np.round(box_lo)) and np.array_equal(box_hi, np.round(box_hi))):
+            raise ValueError("code_box must hold integer codes")
+        box_lo, box_hi = box_lo.astype(np.int64), box_hi.astype(np.int64)
+        if (box_lo < code_lo).any() or (box_hi > code_hi).any():
+            raise ValueError("code_box must lie inside the input codes of the spec's box")
+        if (box_lo > box_hi).any():
+            return finish("unsat")
+        code_lo, code_hi = box_lo, box_hi
+    dead: set = set()
+    try:
+        if tighten:
+            t1 = time.perf_counter()
+            enc.extra, dead = _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline, threads)
+            res.stats["lp_s"] = time.perf_counter() - t1
+        state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
+    except (_OutOfTime, _milp._OutOfTime):
+        return finish("timeout")
+    if len(state.exprs) != spec.disjuncts[0][0].shape[1]:
+        raise ValueError(f"spec has {spec.disjuncts[0][0].shape[1]} outputs, the model {len(state.exprs)}")
+
+    live = []
+    for d, (mat, rhs) in enumerate(spec.disjuncts):
+        mat = np.asarray(mat, dtype=np.float64)
+        rhs = np.asarray(rhs, dtype=np.float64).reshape(-1)
+        if not (np.isfinite(mat).all() and np.isfinite(rhs).all()):
+            raise CpsatEncodingError(f"disjunct {d}: non-finite coefficients")
+        rows = None if d in dead else _spec_rows(enc.b, state, mat, rhs)
+        if rows is None:
+            res.disjuncts_skipped += 1
+        else:
+            for e, hi in rows:
+                enc._check(e, hi)
+            live.append((d, rows))
+    res.n_vars, res.units, res.constant_units = len(enc.b.lb), enc.n_units, enc.n_const
+    if not live:
+        return finish("unsat")
+    for d, rows in live:
+        if not rows:                                  # holds on the whole box
+            return finish("sat", _confirm(model, spec, d, code_lo.astype(np.int64), shape), d)
+
+    def codes_from(solver) -> np.ndarray:
+        xs = code_lo.astype(np.int64).copy()
+        for i, v in enumerate(enc.input_vars):
+            if v is not None:
+                xs[i] = int(solver.value(enc.vars[v]))
+        return xs
+
+    def run(m) -> tuple:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return "timeout", None
+        solver = cp_model.CpSolver()
+        p = solver.parameters
+        p.max_time_in_seconds = float(left)
+        p.num_workers = workers = int(threads) if threads else 1
+        p.linearization_level = 2               # the LP relaxation of the enforced constraints
+        if workers == 2:                        # both workers with an LP (CP-SAT's own pair has one)
+            p.subsolvers.extend(["max_lp", "default_lp"])
+        p.random_seed = int(seed)
+        p.log_search_progress = False
+        p.stop_after_first_solution = True
+        for key, val in (params or {}).items():
+            if isinstance(val, (list, tuple)):
+                getattr(p, key).extend(val)
+            else:
+                setattr(p, key, val)
+        timer = None
+        if hard_timeout:
+            timer = threading.Timer(left + 0.1, solver.stop_search)
+            timer.daemon = True
+            timer.start()
+        try:
+            status = solver.solve(m)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        res.status = solver.status_name(status)
+        res.stats.setdefault("branches", 0)
+        res.stats["branches"] += int(solver.num_branches)
+        res.stats.setdefault("conflicts", 0)
+        res.stats["conflicts"] += int(solver.num_conflicts)
+        if status in (cp_model.FEASIBLE, cp_model.OPTIMAL):
+            return "feasible", solver
+        if status == cp_model.INFEASIBLE:
+            return "infeasible", None
+        if status == cp_model.MODEL_INVALID:
+            raise SolverError(f"CP-SAT: invalid model ({m.validate()})")
+        return "timeout", None
+
+    def rows_ct(m, rows, lit=None) -> None:
+        for e, hi in rows:
+            ct = m.add(enc.expr(e) <= hi)
+            if lit is not None:
+                ct.only_enforce_if(lit)
+
+    if mode == "combined" and len(live) > 1:
+        m = enc.m
+        sel = []
+        for d, rows in live:
+            z = m.new_bool_var(f"d{d}")
+            rows_ct(m, rows, z)
+            sel.append((z, d))
+        m.add_bool_or([z for z, _ in sel])
+        res.n_bools, res.n_constraints = enc.n_bools + len(sel), enc.n_cons + len(sel) + 1
+        res.disjuncts_solved = len(live)
+        status, solver = run(m)
+        if status == "feasible":
+            x_codes = codes_from(solver)
+            chosen = [d for z, d in sel if solver.boolean_value(z)]
+            for d in chosen:                       # the first disjunct that holds exactly
+                try:
+                    return finish("sat", _confirm(model, spec, d, x_codes, shape), d)
+                except SolverError:
+                    continue
+            raise SolverError("CP-SAT counterexample violates none of its chosen disjuncts under integer_forward")
+        return finish("unsat" if status == "infeasible" else "timeout")
+
+    res.n_bools, res.n_constraints = enc.n_bools, enc.n_cons
+
+    def slack(item) -> float:
+        worst = 1.0
+        for e, hi in item[1]:
+            lo_b, hi_b = enc.b.bounds(e)
+            worst = min(worst, (hi - lo_b) / max(1, hi_b - lo_b))
+        return worst
+    live.sort(key=slack, reverse=True)
+    for d, rows in live:
+        m = enc.m.clone()
+        vs = [m.get_int_var_from_proto_index(v.index) for v in enc.vars]
+        for e, hi in rows:
+            m.add(enc.expr(e, vs) <= hi)
+        if objective and len(rows) == 1:
+            m.minimize(enc.expr(rows[0][0], vs))
+        res.disjuncts_solved += 1
+        status, solver = run(m)
+        if status == "feasible":
+            xs = code_lo.astype(np.int64).copy()
+            for i, v in enumerate(enc.input_vars):
+                if v is not None:
+                    xs[i] = int(solver.value(vs[v]))
+            return finish("sat", _confirm(model, spec, d, xs, shape), d)
+        if status == "timeout":
+            return finish("timeout")
+    return finish("unsat")
+
+
+def decide_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
+                 input_shape: Optional[Sequence[int]] = None, **kw):
+    """``(verdict, counterexample)`` of :func:`solve_cpsat` (as :func:`~qa_lirpa.exact.milp.decide_milp`)."""
+    r = solve_cpsat(model, spec, timeout, input_shape=input_shape, **kw)
+    return r.verdict, r.counterexample
