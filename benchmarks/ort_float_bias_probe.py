@@ -156,7 +156,7 @@ def rhe32_recip(b, sxw32) -> int:
 
 # ----------------------------------------------------------------------------------------------- graphs
 def build(P: Params, opset: int, bias: str, out: str) -> onnx.ModelProto:
-    dt, ot = ACT[P.act][0], ACT[P.act][1]
+    dt = ACT[P.act][0]
     inits, nodes = [], []
 
     def init(name, arr):
@@ -578,7 +578,7 @@ def main(argv=None) -> int:
                                      r0["ops"], r0["bnote"]] +
                                     [cell(rs, f) for f in FORMULAS] + [maxrel]) + " |")
     print()
-    print(f"elements compared per row: " + ", ".join(sorted({f"{r['op']} {r['n']}" for r in rows})) +
+    print("elements compared per row: " + ", ".join(sorted({f"{r['op']} {r['n']}" for r in rows})) +
           f"; targeted inputs solved per layer/bias: {min(r['solved'] for r in rows)}-{max(r['solved'] for r in rows)}")
     qd = min(q[3] for q in qnotes)
     qr = min(q[4] for q in qnotes)

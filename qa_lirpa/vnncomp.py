@@ -439,7 +439,6 @@ def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: s
 
     ``started`` (``time.monotonic()``) is when the budget began: the process start under
     ``run_instance.sh`` (imports and parsing count against the budget)."""
-    global _ANSWER
     started = time.monotonic() if started is None else started
     answer = _ANSWER if _ANSWER.path == result_path else _Answer(result_path)
     try:

@@ -82,9 +82,6 @@ def test_malicious_checkpoint_runs_no_code(tmp_path, protocol):
 
 
 def test_malicious_checkpoint_cli_one_line(tmp_path):
-    import subprocess
-    import sys
-
     path, marker = _malicious_checkpoint(tmp_path, 2)
     spec = tmp_path / "p.vnnlib"
     spec.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n"

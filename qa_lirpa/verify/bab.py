@@ -29,7 +29,7 @@ from ..nn.layers import QuantConv2d, QuantInput
 from ..nn.reference import iter_layers
 from .config import VerifierConfig
 from .continuous import ContinuousProblem
-from .grid import GridProblem, input_codes
+from .grid import GridProblem
 from .result import Verdict, VerifyResult, VerifyStats
 from .search import Search
 from .vnnlib import InputSpec

@@ -538,7 +538,7 @@ def input_probe(model_bytes: bytes) -> bytes:
     if qnode is None:
         raise ValueError("no input QuantizeLinear")
     # backward closure of the quantizer
-    need, stack, nodes = set(), list(qnode.input), []
+    need, stack = set(), list(qnode.input)
     while stack:
         t = stack.pop()
         if t in need or t == xname or t == "":
