@@ -47,12 +47,10 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
@@ -179,17 +177,9 @@ class _Encoder:
     def encode_input(self, code_lo: np.ndarray, code_hi: np.ndarray) -> _State:
         qi: QuantInput = self.layers[0]
         shape = self.input_shape[1:]
-        n = int(np.prod(shape)) if shape else 1
-        spec = qi.spec
-        scales = [Fraction(qi.output_scale)] if qi.output_scale is not None else spec.scale_fractions()
-        zps = spec.zero_points()
-        if spec.per_channel:
-            ch = _channel_index(shape, spec.axis)
-            scale, zp = [scales[c] for c in ch], [zps[c] for c in ch]
-        else:
-            scale, zp = [scales[0]] * n, [zps[0]] * n
+        scale, zp = _milp.input_scales(qi, shape)
         exprs = []
-        for i in range(n):
+        for i in range(len(scale)):
             lo, hi = int(code_lo[i]), int(code_hi[i])
             if lo == hi:
                 exprs.append(_Lin({}, lo))
@@ -227,10 +217,8 @@ class _Encoder:
                 else:
                     self.known = ([max(a, b) for a, b in zip(self.known[0], los)],
                                   [min(a, b) for a, b in zip(self.known[1], his)])
-            if isinstance(layer, QuantLinear):
-                state = self._linear(layer, state, name)
-            elif isinstance(layer, QuantConv2d):
-                state = self._conv(layer, state, name)
+            if isinstance(layer, (QuantLinear, QuantConv2d)):
+                state = self._weighted_layer(layer, state, name)
             elif isinstance(layer, QuantAct):
                 state = self._requant(layer, state, name)
             elif isinstance(layer, nn.ReLU):
@@ -275,28 +263,9 @@ class _Encoder:
             out_scales.append(scales[o])
         return _State(exprs, out_scales, [0] * len(exprs), out_shape)
 
-    def _linear(self, layer: QuantLinear, state: _State, name: str) -> _State:
-        if len(state.shape) != 1 or state.shape[0] != layer.in_features:
-            raise CpsatEncodingError(f"{name}: expects a flat input of {layer.in_features} values, got shape "
-                                     f"{state.shape} (add a Flatten, or pass input_shape)")
-        w = layer.weight_codes().cpu().numpy().astype(np.int64)
-        return self._affine(layer, state, w, np.arange(layer.out_features), name, (layer.out_features,))
-
-    def _conv(self, layer: QuantConv2d, state: _State, name: str) -> _State:
-        if len(state.shape) != 3 or state.shape[0] != layer.in_channels:
-            raise CpsatEncodingError(f"{name}: expects a [C, H, W] input with C = {layer.in_channels}, got "
-                                     f"{state.shape}")
-        n_in = int(np.prod(state.shape))
-        w = layer.weight_codes().cpu().double()
-        if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
-            raise CpsatEncodingError(f"{name}: weight codes too large")
-        with torch.no_grad():
-            basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + state.shape)
-            cols = F.conv2d(basis, w, None, layer.stride, layer.padding)
-        out_shape = tuple(int(s) for s in cols.shape[1:])
-        mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
-        per = out_shape[1] * out_shape[2]
-        return self._affine(layer, state, mat, np.arange(mat.shape[0]) // per, name, out_shape)
+    def _weighted_layer(self, layer, state: _State, name: str) -> _State:
+        mat, out_channel, out_shape = _milp.affine_matrix(layer, state.shape, name, CpsatEncodingError)
+        return self._affine(layer, state, mat, out_channel, name, out_shape)
 
     def _requant(self, layer: QuantAct, state: _State, name: str) -> _State:
         spec = layer.spec

@@ -328,6 +328,44 @@ def unsupported_reason(model: nn.Module) -> str:
     (the encoding can still fail later on numbers too large: :class:`MilpEncodingError`)."""
     return _layers_problem(list(iter_layers(model)))
 
+def input_scales(qi: QuantInput, shape: tuple) -> tuple[list[Fraction], list[int]]:
+    """Per flat input (C order over ``shape``): the scale and zero point of the value the first
+    layer sees."""
+    n = int(np.prod(shape)) if shape else 1
+    spec = qi.spec
+    scales = [Fraction(qi.output_scale)] if qi.output_scale is not None else spec.scale_fractions()
+    zps = spec.zero_points()
+    if spec.per_channel:
+        ch = _channel_index(shape, spec.axis)
+        return [scales[c] for c in ch], [zps[c] for c in ch]
+    return [scales[0]] * n, [zps[0]] * n
+
+
+def affine_matrix(layer, shape: tuple, name: str, error=None) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """A QuantLinear or QuantConv2d as an integer matrix on the flat input of ``shape``:
+    ``(weight codes [out, in] int64, output channel of each row, output shape)``; ``error`` (an
+    exception class, default :class:`MilpEncodingError`) for inputs of the wrong shape."""
+    error = error or MilpEncodingError
+    if isinstance(layer, QuantLinear):
+        if len(shape) != 1 or shape[0] != layer.in_features:
+            raise error(f"{name}: expects a flat input of {layer.in_features} values, got shape "
+                        f"{shape} (add a Flatten, or pass input_shape)")
+        w = layer.weight_codes().cpu().numpy().astype(np.int64)
+        return w, np.arange(layer.out_features), (layer.out_features,)
+    if len(shape) != 3 or shape[0] != layer.in_channels:
+        raise error(f"{name}: expects a [C, H, W] input with C = {layer.in_channels}, got {shape}")
+    n_in = int(np.prod(shape))
+    w = layer.weight_codes().cpu().double()
+    if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
+        raise error(f"{name}: weight codes too large")
+    with torch.no_grad():
+        basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + tuple(shape))
+        cols = F.conv2d(basis, w, None, layer.stride, layer.padding)
+    out_shape = tuple(int(v) for v in cols.shape[1:])
+    mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
+    return mat, np.arange(mat.shape[0]) // (out_shape[1] * out_shape[2]), out_shape
+
+
 class _Encoder:
     def __init__(self, model: nn.Module, input_shape: tuple, tighten: bool = False,
                  deadline: float = math.inf, threads: Optional[int] = None) -> None:
@@ -349,18 +387,7 @@ class _Encoder:
         qi: QuantInput = self.layers[0]
         shape = self.input_shape[1:]
         n = int(np.prod(shape)) if shape else 1
-        spec = qi.spec
-        if qi.output_scale is not None:
-            scales = [Fraction(qi.output_scale)]
-        else:
-            scales = spec.scale_fractions()
-        zps = spec.zero_points()
-        if spec.per_channel:
-            ch = _channel_index(shape, spec.axis)
-            scale = [scales[c] for c in ch]
-            zp = [zps[c] for c in ch]
-        else:
-            scale, zp = [scales[0]] * n, [zps[0]] * n
+        scale, zp = input_scales(qi, shape)
         exprs = []
         for i in range(n):
             lo, hi = int(code_lo[i]), int(code_hi[i])
@@ -451,35 +478,18 @@ class _Encoder:
         return _State(exprs, scales, [0] * len(exprs), out_shape)
 
     def _linear(self, layer: QuantLinear, state: _State, name: str) -> _State:
-        s_in, z_in = _per_tensor(state, name)
-        if len(state.shape) != 1 or state.shape[0] != layer.in_features:
-            raise MilpEncodingError(f"{name}: expects a flat input of {layer.in_features} values, got shape "
-                                    f"{state.shape} (add a Flatten, or pass input_shape)")
-        w = layer.weight_codes().cpu().numpy().astype(np.int64)
-        out_ch = layer.out_features
-        bias, b_scales = self._bias(layer, out_ch, name)
-        return self._affine(state, w, np.arange(out_ch), self._weight_scales(layer, out_ch), bias, b_scales,
-                            s_in, z_in, (out_ch,))
+        return self._weighted_layer(layer, state, name)
 
     def _conv(self, layer: QuantConv2d, state: _State, name: str) -> _State:
+        return self._weighted_layer(layer, state, name)
+
+    def _weighted_layer(self, layer, state: _State, name: str) -> _State:
         s_in, z_in = _per_tensor(state, name)
-        if len(state.shape) != 3 or state.shape[0] != layer.in_channels:
-            raise MilpEncodingError(f"{name}: expects a [C, H, W] input with C = {layer.in_channels}, got "
-                                    f"{state.shape}")
-        n_in = int(np.prod(state.shape))
-        w = layer.weight_codes().cpu().double()
-        if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
-            raise MilpEncodingError(f"{name}: weight codes too large")
-        with torch.no_grad():
-            basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + state.shape)
-            cols = F.conv2d(basis, w, None, layer.stride, layer.padding)
-        out_shape = tuple(int(s) for s in cols.shape[1:])
-        mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
-        out_ch = layer.out_channels
-        per = out_shape[1] * out_shape[2]
+        mat, out_channel, out_shape = affine_matrix(layer, state.shape, name, MilpEncodingError)
+        out_ch = layer.weight.shape[0]
         bias, b_scales = self._bias(layer, out_ch, name)
-        return self._affine(state, mat, np.arange(mat.shape[0]) // per, self._weight_scales(layer, out_ch),
-                            bias, b_scales, s_in, z_in, out_shape)
+        return self._affine(state, mat, out_channel, self._weight_scales(layer, out_ch), bias, b_scales,
+                            s_in, z_in, out_shape)
 
     def _relu(self, state: _State) -> _State:
         bounds = self._lp_bounds(state.exprs)

@@ -21,6 +21,8 @@ from qa_lirpa.nn import QuantAct  # noqa: E402
 from qa_lirpa.quant import quantize  # noqa: E402
 from qa_lirpa.verify.vnnlib import InputSpec  # noqa: E402
 
+from .test_milp import _thresholded_disjunct  # noqa: E402
+
 
 def grid_points(model, lower, upper, shape, code_box=None) -> torch.Tensor:
     """Every real input of the integer grid inside the box (or inside ``code_box``)."""
@@ -50,21 +52,10 @@ def check_counterexample(model, spec, res, shape) -> None:
 
 def _disjunct(rng, ys, n_out, sat: bool):
     """One or two rows with thresholds from the grid's outputs: sat keeps a point, unsat sits just
-    below the smallest value left (a tight boundary)."""
+    below the smallest value left (a tight boundary); the MILP tests' generator."""
     n_rows = int(rng.integers(1, 3))
-    mat = rng.choice([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0], size=(n_rows, n_out))
-    mat[np.all(mat == 0, axis=1), 0] = 1.0
-    rhs = np.zeros(n_rows)
-    alive = list(range(len(ys)))
-    for r in range(n_rows):
-        v = {i: row_value(mat[r], ys[i]) for i in alive}
-        if r < n_rows - 1 or sat:
-            pick = alive[int(rng.integers(len(alive)))]
-            rhs[r] = float(v[pick])
-            alive = [i for i in alive if v[i] <= v[pick]]
-        else:
-            rhs[r] = float(min(v.values())) - float(rng.choice([2.0 ** -12, 2.0 ** -6, 0.5]))
-    return mat, rhs
+    return _thresholded_disjunct(rng, lambda row, i: row_value(row, ys[i]), n_out, list(range(len(ys))),
+                                 n_rows, sat)
 
 
 @functools.lru_cache(maxsize=None)

@@ -176,3 +176,32 @@ def test_run_instance_logs_the_float32_margin(tmp_path, capsys):
     assert word == "unsat"
     err = capsys.readouterr().err
     assert "onnxruntime referee: float32 envelope" in err and "outputs within" in err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_milp_handover_with_output_error_matches_onnxruntime(seed):
+    """Exact hidden arithmetic, a float output layer (output error only): the MILP takes over at
+    once with each right-hand side widened by the output error; at thresholds on and next to
+    onnxruntime's maximum the verdicts match enumeration in onnxruntime."""
+    from qa_lirpa.verify import VerifierConfig
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1, (2, 3)).astype(np.float32)
+    b = rng.normal(0, 1, 2).astype(np.float32)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="DQ"),
+             h.make_node("Gemm", ["d", "w", "b"], ["out"], transB=1, name="fc")]
+    inits = [_t("s", np.float32(1.0)), _t("z", np.uint8(0)), _t("w", w), _t("b", b)]
+    path = save(make_model(nodes, *_io(3, 2), inits), f"ref_milp_{seed}.onnx")
+    lo, hi = np.array([10.0, 20.0, 30.0]), np.array([17.0, 26.0, 35.0])
+    pts = np.array(list(itertools.product(*[range(10, 18), range(20, 27), range(30, 36)])), np.float32)
+    y0 = np.asarray(run_onnxruntime(path, pts), np.float64)[:, 0]
+    top = float(y0.max())
+    cfg = VerifierConfig(exact_after=0.0, falsify=False)
+    for t, want in ((top, Verdict.SAT), (float(np.nextafter(np.float32(top), np.float32(np.inf))), Verdict.UNSAT)):
+        spec = InputSpec(lo, hi, [(np.array([[-1.0, 0.0]]), np.array([-t]))])
+        v = Verifier(load_onnx(path), cfg)
+        assert v.problem((3,)).envelope.tolerance == {} and v.problem((3,)).output_error > 0
+        r = v.verify(spec, timeout=30)
+        assert r.verdict is want, (seed, t)
+        assert r.stats.milp_calls > 0 or want is Verdict.SAT
