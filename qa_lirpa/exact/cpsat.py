@@ -58,7 +58,7 @@ from ..nn.reference import iter_layers
 from ..verify.intervals import IntervalNet
 from ..verify.vnnlib import InputSpec
 from . import milp as _milp
-from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm, _input_codes,
+from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm,
                    _Lin, _layers_problem, _per_tensor, _rhe, _spec_rows, _State)
 
 __all__ = ["CpsatEncodingError", "CpsatResult", "available", "solve_cpsat", "decide_cpsat",
@@ -462,13 +462,6 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     deadline = t0 + float(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
-    lower = np.asarray(spec.lower, dtype=np.float64).reshape(-1)
-    upper = np.asarray(spec.upper, dtype=np.float64).reshape(-1)
-    if np.isnan(lower).any() or np.isnan(upper).any():
-        raise ValueError("spec bounds contain NaN")
-    shape = tuple(int(v) for v in input_shape) if input_shape is not None else (1, lower.size)
-    if int(np.prod(shape)) != lower.size or shape[0] != 1:
-        raise ValueError(f"input_shape {shape} does not hold {lower.size} inputs with batch 1")
     res = CpsatResult("unsat")
 
     def finish(verdict: str, x=None, d=None) -> CpsatResult:
@@ -476,23 +469,10 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         res.time_s = time.perf_counter() - t0
         return res
 
-    if (lower > upper).any():
+    enc = _Encoder(model, _milp.spec_code_box(model, spec, input_shape, shape_only=True), deadline)
+    shape, code_lo, code_hi = _milp.spec_code_box(model, spec, input_shape, code_box)
+    if code_lo is None:
         return finish("unsat")
-    enc = _Encoder(model, shape, deadline)
-    code_lo, code_hi = _input_codes(enc.layers[0], lower, upper, shape)
-    if code_box is not None:
-        box_lo = np.asarray(code_box[0]).reshape(-1)
-        box_hi = np.asarray(code_box[1]).reshape(-1)
-        if box_lo.shape != code_lo.shape or box_hi.shape != code_hi.shape:
-            raise ValueError(f"code_box must hold {code_lo.size} codes per end")
-        if not (np.array_equal(box_lo, np.round(box_lo)) and np.array_equal(box_hi, np.round(box_hi))):
-            raise ValueError("code_box must hold integer codes")
-        box_lo, box_hi = box_lo.astype(np.int64), box_hi.astype(np.int64)
-        if (box_lo < code_lo).any() or (box_hi > code_hi).any():
-            raise ValueError("code_box must lie inside the input codes of the spec's box")
-        if (box_lo > box_hi).any():
-            return finish("unsat")
-        code_lo, code_hi = box_lo, box_hi
     dead: set = set()
     try:
         if tighten:

@@ -328,6 +328,40 @@ def unsupported_reason(model: nn.Module) -> str:
     (the encoding can still fail later on numbers too large: :class:`MilpEncodingError`)."""
     return _layers_problem(list(iter_layers(model)))
 
+def spec_code_box(model: nn.Module, spec: InputSpec, input_shape, code_box=None, shape_only: bool = False):
+    """``(shape, code_lo, code_hi)``: the batch-1 input shape and the integer code box of
+    ``spec``'s real box (or ``code_box``, checked to lie inside it); the codes are None when the
+    box holds no grid point. ValueError for inconsistent arguments. ``shape_only``: just the
+    checked shape (before the model is known to start with a QuantInput)."""
+    lower = np.asarray(spec.lower, dtype=np.float64).reshape(-1)
+    upper = np.asarray(spec.upper, dtype=np.float64).reshape(-1)
+    if np.isnan(lower).any() or np.isnan(upper).any():
+        raise ValueError("spec bounds contain NaN")
+    shape = tuple(int(v) for v in input_shape) if input_shape is not None else (1, lower.size)
+    if int(np.prod(shape)) != lower.size or shape[0] != 1:
+        raise ValueError(f"input_shape {shape} does not hold {lower.size} inputs with batch 1")
+    if shape_only:
+        return shape
+    if (lower > upper).any():
+        return shape, None, None
+    first = next(iter(iter_layers(model)))
+    code_lo, code_hi = _input_codes(first, lower, upper, shape)
+    if code_box is None:
+        return shape, code_lo, code_hi
+    box_lo = np.asarray(code_box[0]).reshape(-1)
+    box_hi = np.asarray(code_box[1]).reshape(-1)
+    if box_lo.shape != code_lo.shape or box_hi.shape != code_hi.shape:
+        raise ValueError(f"code_box must hold {code_lo.size} codes per end")
+    if not (np.array_equal(box_lo, np.round(box_lo)) and np.array_equal(box_hi, np.round(box_hi))):
+        raise ValueError("code_box must hold integer codes")
+    box_lo, box_hi = box_lo.astype(np.int64), box_hi.astype(np.int64)
+    if (box_lo < code_lo).any() or (box_hi > code_hi).any():
+        raise ValueError("code_box must lie inside the input codes of the spec's box")
+    if (box_lo > box_hi).any():
+        return shape, None, None
+    return shape, box_lo, box_hi
+
+
 def input_scales(qi: QuantInput, shape: tuple) -> tuple[list[Fraction], list[int]]:
     """Per flat input (C order over ``shape``): the scale and zero point of the value the first
     layer sees."""
@@ -824,35 +858,13 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     deadline = t0 + float(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
-    lower = np.asarray(spec.lower, dtype=np.float64).reshape(-1)
-    upper = np.asarray(spec.upper, dtype=np.float64).reshape(-1)
-    if np.isnan(lower).any() or np.isnan(upper).any():
-        raise ValueError("spec bounds contain NaN")
-    shape = tuple(int(v) for v in input_shape) if input_shape is not None else (1, lower.size)
-    if int(np.prod(shape)) != lower.size or shape[0] != 1:
-        raise ValueError(f"input_shape {shape} does not hold {lower.size} inputs with batch 1")
     res = MilpResult("unsat")
-
-    if (lower > upper).any():                     # empty box: nothing can violate
+    shape = spec_code_box(model, spec, input_shape, shape_only=True)
+    enc = _Encoder(model, shape, tighten=tighten, deadline=deadline, threads=threads)
+    shape, code_lo, code_hi = spec_code_box(model, spec, input_shape, code_box)
+    if code_lo is None:                           # no grid point: nothing can violate
         res.time_s = time.perf_counter() - t0
         return res
-
-    enc = _Encoder(model, shape, tighten=tighten, deadline=deadline, threads=threads)
-    code_lo, code_hi = _input_codes(enc.layers[0], lower, upper, shape)
-    if code_box is not None:
-        box_lo = np.asarray(code_box[0]).reshape(-1)
-        box_hi = np.asarray(code_box[1]).reshape(-1)
-        if box_lo.shape != code_lo.shape or box_hi.shape != code_hi.shape:
-            raise ValueError(f"code_box must hold {code_lo.size} codes per end")
-        if not (np.array_equal(box_lo, np.round(box_lo)) and np.array_equal(box_hi, np.round(box_hi))):
-            raise ValueError("code_box must hold integer codes")
-        box_lo, box_hi = box_lo.astype(np.int64), box_hi.astype(np.int64)
-        if (box_lo < code_lo).any() or (box_hi > code_hi).any():
-            raise ValueError("code_box must lie inside the input codes of the spec's box")
-        if (box_lo > box_hi).any():               # no grid point: nothing can violate
-            res.time_s = time.perf_counter() - t0
-            return res
-        code_lo, code_hi = box_lo, box_hi
     try:
         state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
     except _OutOfTime:
