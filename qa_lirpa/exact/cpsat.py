@@ -95,20 +95,13 @@ def unsupported_reason(model: nn.Module) -> str:
 
 
 @dataclass
-class CpsatResult:
+class CpsatResult(_milp.ExactResult):
     """Outcome of :func:`solve_cpsat`."""
 
-    verdict: str                                  # "sat" | "unsat" | "timeout"
-    counterexample: Optional[np.ndarray] = None   # real input (flat, float64) for "sat"
-    disjunct: Optional[int] = None                # index of the violated disjunct for "sat"
-    time_s: float = 0.0
-    n_vars: int = 0
     n_bools: int = 0
     n_constraints: int = 0
     units: int = 0                                # requantized units that needed a variable
     constant_units: int = 0                       # requantized units constant on the box
-    disjuncts_skipped: int = 0                    # infeasible on the interval bounds
-    disjuncts_solved: int = 0
     status: str = ""                              # CP-SAT's last status name
     stats: dict = field(default_factory=dict)
 

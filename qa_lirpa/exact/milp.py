@@ -778,18 +778,24 @@ def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Opt
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class MilpResult:
-    """Outcome of :func:`solve_milp`."""
+class ExactResult:
+    """Outcome of an exact procedure (:func:`solve_milp`, :func:`qa_lirpa.exact.cpsat.solve_cpsat`)."""
 
     verdict: str                                  # "sat" | "unsat" | "timeout"
     counterexample: Optional[np.ndarray] = None   # real input (flat, float64) for "sat"
     disjunct: Optional[int] = None                # index of the violated disjunct for "sat"
     time_s: float = 0.0
     n_vars: int = 0
+    disjuncts_skipped: int = 0                    # proved unsat by bounds alone
+    disjuncts_solved: int = 0                     # solver runs
+
+
+@dataclass
+class MilpResult(ExactResult):
+    """Outcome of :func:`solve_milp`."""
+
     n_binaries: int = 0
     n_rows: int = 0
-    disjuncts_skipped: int = 0                    # proved unsat by the interval bounds alone
-    disjuncts_solved: int = 0                     # MILPs run
     nodes: int = 0
     stats: dict = field(default_factory=dict)
 
