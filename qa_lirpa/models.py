@@ -130,7 +130,7 @@ def init_he(model: nn.Module, gain: float = 1.0, bias: float = 0.1) -> None:
     around unit scale through the layers: units are neither dead nor saturated at init.
     """
     for m in model.modules():
-        if isinstance(m, (QuantLinear, QuantConv2d)):
+        if hasattr(m, "weight_spec"):
             fan_in = m.weight[0].numel()
             step = max(m.weight_spec.scale)
             lo, hi = (m.weight_spec.qmin * step, m.weight_spec.qmax * step)
@@ -147,7 +147,7 @@ def init_paper(model: nn.Module, std: float = 0.2, bias: float = 0.25, seed: int
     scaled by ``min(1, sqrt(16 / fan_in))`` so that wide layers do not start saturated."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     for m in model.modules():
-        if isinstance(m, (QuantLinear, QuantConv2d)):
+        if hasattr(m, "weight_spec"):
             fan_in = m.weight[0].numel()
             w = torch.randn(m.weight.shape, generator=g).clamp_(-2, 2) * std * min(1.0, (16 / fan_in) ** 0.5)
             with torch.no_grad():

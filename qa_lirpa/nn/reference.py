@@ -1,9 +1,11 @@
 """The exact integer reference: a quantized model evaluated with integer arithmetic.
 
-``integer_forward`` walks the model's layers in order, carrying an :class:`IntTensor` (int64 codes
-with exact rational scales); affine layers accumulate in int64 (products computed in float64 only
-where that is provably exact), rescaling is exact rational rounding. It is the semantics every bound
-of this project must contain and every counterexample must satisfy.
+``integer_forward`` walks the model's graph (:func:`qa_lirpa.graph.as_graph`; a chain is a graph)
+and asks each node's op definition for its exact step (``OpDef.int_forward``), carrying
+:class:`IntTensor` values (int64 codes with exact rational scales); affine layers accumulate in int64
+(products computed in float64 only where that is provably exact), rescaling is exact rational
+rounding. It is the semantics every bound of this project must contain and every counterexample
+must satisfy.
 """
 from __future__ import annotations
 
@@ -12,70 +14,36 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .layers import IntTensor, QuantInput
+from ..graph import as_graph, input_quantizer, op_for
+from . import layers  # noqa: F401 - registers the op definitions of the built-in layers
+from .tensors import IntTensor
 
 
 def iter_layers(model: nn.Module) -> Iterator[nn.Module]:
-    """The leaf layers of a (possibly nested) ``nn.Sequential`` in execution order."""
-    if isinstance(model, nn.Sequential):
-        for child in model:
-            yield from iter_layers(child)
-    else:
-        yield model
-
-
-def _flatten(x: IntTensor, layer: nn.Flatten) -> IntTensor:
-    if len(set(x.scale)) != 1 or len(set(x.zero_point)) != 1:
-        raise ValueError("Flatten: the integer reference needs a per-tensor quantized input")
-    if not isinstance(x.values, torch.Tensor):
-        raise OverflowError("Flatten: accumulator values beyond int64 (requantize first)")
-    v = x.values.flatten(layer.start_dim, layer.end_dim)
-    return IntTensor(v, x.scale[:1], x.zero_point[:1], axis=1)
-
-
-def _relu(x: IntTensor) -> IntTensor:
-    if not isinstance(x.values, torch.Tensor):
-        raise OverflowError("ReLU: accumulator values beyond int64 (requantize first)")
-    z = x.values.new_tensor(x.zero_point)
-    if len(x.zero_point) > 1:
-        shape = [1] * x.values.dim()
-        shape[x.axis] = len(x.zero_point)
-        z = z.reshape(shape)
-    else:
-        z = z.reshape(())
-    return IntTensor(torch.maximum(x.values, z), x.scale, x.zero_point, x.axis)
-
-
-def _step(layer: nn.Module, x: IntTensor, index: int) -> IntTensor:
-    if hasattr(layer, "int_forward") and not isinstance(layer, QuantInput):
-        return layer.int_forward(x)
-    if isinstance(layer, nn.Flatten):
-        return _flatten(x, layer)
-    if isinstance(layer, nn.ReLU):
-        return _relu(x)
-    if isinstance(layer, nn.Unflatten):
-        if len(set(x.scale)) != 1 or len(set(x.zero_point)) != 1 or not isinstance(x.values, torch.Tensor):
-            raise ValueError(f"integer_forward: layer {index} (Unflatten) needs a per-tensor int64 input")
-        v = x.values.unflatten(layer.dim, layer.unflattened_size)
-        return IntTensor(v, x.scale[:1], x.zero_point[:1], axis=1)
-    if isinstance(layer, (nn.Identity, nn.Dropout)):
-        return x
-    raise TypeError(f"integer_forward: layer {index} ({type(layer).__name__}) has no exact integer semantics")
+    """The layers of ``model`` in execution order (for a chain, its leaf layers; for a
+    :class:`~qa_lirpa.graph.QNNGraph`, its nodes' layers)."""
+    for _, layer in as_graph(model).items():
+        yield layer
 
 
 def integer_codes(model: nn.Module, x: torch.Tensor) -> IntTensor:
     """Run ``model`` exactly on the real input ``x``; returns the output as an :class:`IntTensor`.
 
-    The first layer must be a :class:`QuantInput`; it quantizes ``x`` in float64.
+    The graph must start with an input quantizer (a :class:`QuantInput`); it quantizes ``x`` in
+    float64.
     """
-    layers = list(iter_layers(model))
-    if not layers or not isinstance(layers[0], QuantInput):
+    graph = as_graph(model)
+    if input_quantizer(graph) is None:
         raise TypeError("integer_forward: the model must start with a QuantInput layer")
+
+    def step(node, layer, *xs):
+        try:
+            return op_for(layer).int_forward(layer, *xs)
+        except TypeError as e:
+            raise TypeError(f"integer_forward: node {node.name} ({type(layer).__name__}): {e}") from None
+
     with torch.no_grad():
-        h = layers[0].int_forward(x)
-        for i, layer in enumerate(layers[1:], start=1):
-            h = _step(layer, h, i)
-    return h
+        return graph.walk(x, step)
 
 
 def integer_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import QuantInput, argmax_smallest, integer_forward
-from ..nn.reference import iter_layers
+from ..graph import as_graph, input_quantizer
+from ..nn import argmax_smallest, integer_forward
 from .bounds import input_box
 
 
@@ -36,8 +36,8 @@ def pgd_attack(model: nn.Module, exact_model: nn.Module, x: torch.Tensor, y: tor
     ``model`` gives the gradients (float STE forward, on ``x``'s device). The clean point itself is
     not tested here (see :func:`exact_predict`).
     """
-    quant_in = next(iter_layers(exact_model))
-    if not isinstance(quant_in, QuantInput):
+    quant_in = input_quantizer(as_graph(exact_model))
+    if quant_in is None:
         raise TypeError("pgd_attack: the model must start with a QuantInput")
     lo, hi = input_box(x, eps)
     code_lo, code_hi = quant_in.codes(lo.cpu()), quant_in.codes(hi.cpu())

@@ -11,11 +11,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..nn import QuantAct, QuantConv2d, QuantInput, QuantLinear
-from ..nn.reference import iter_layers
+from ..graph import as_graph, op_for
 
 
 def spec_matrix(y: torch.Tensor, n_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -87,43 +85,27 @@ def _hidden_act_nodes(bm) -> list:
 # Hand-written IBP in plain torch
 # ---------------------------------------------------------------------------------------------
 
-def _affine(layer: nn.Module, c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    w, b = layer.qweight(), layer.qbias()
-    if isinstance(layer, QuantConv2d):
-        kw = dict(stride=layer.stride, padding=layer.padding)
-        return F.conv2d(c, w, b, **kw), F.conv2d(r, w.abs(), None, **kw)
-    return F.linear(c, w, b), F.linear(r, w.abs())
-
-
 def torch_ibp_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                       n_classes: int) -> torch.Tensor:
     """IBP lower bounds ``[B, K-1]`` of ``z_y - z_k``, computed in torch without auto_LiRPA.
 
-    Intervals go through affine layers as centre/radius (``c' = W c + b``, ``r' = |W| r``) and through
-    every quantizer end point by end point (exact: quantizers are monotone); the specification is
-    folded into the last linear layer. Differentiable (straight-through estimator). Supports models
-    made of ``QuantInput``, ``QuantLinear``, ``QuantConv2d``, ``QuantAct``, ``Flatten`` and ``ReLU``.
+    The walk follows the model's graph and asks each op for its interval step (``OpDef.ibp``:
+    centre/radius through affine layers, end point by end point through monotone ones, sums of
+    bounds through a residual Add); the specification is folded into the output op when it can take
+    it (``OpDef.ibp_margins``: a last QuantLinear). Differentiable (straight-through estimator).
     """
-    layers = list(iter_layers(model))
+    graph = as_graph(model)
     c_spec = spec_matrix(y, n_classes, x.dtype)
-    lo, hi = input_box(x, eps)
-    last = max(i for i, m in enumerate(layers) if isinstance(m, (QuantLinear, QuantConv2d)))
-    for i, layer in enumerate(layers):
-        if i == last and isinstance(layer, QuantLinear) and i == len(layers) - 1:
-            w = c_spec.matmul(layer.qweight())                          # [B, K-1, n]
-            bias = layer.qbias()
-            b = c_spec.matmul(bias) if bias is not None else 0.0
-            c, r = (hi + lo) / 2, (hi - lo) / 2
-            return torch.einsum("bkn,bn->bk", w, c) + b - torch.einsum("bkn,bn->bk", w.abs(), r)
-        if isinstance(layer, (QuantLinear, QuantConv2d)):
-            c, r = _affine(layer, (hi + lo) / 2, (hi - lo) / 2)
-            lo, hi = c - r, c + r
-        elif isinstance(layer, (QuantInput, QuantAct, nn.Flatten, nn.ReLU)):
-            lo, hi = layer(lo), layer(hi)
-        else:
-            raise TypeError(f"torch_ibp_margins: unsupported layer {type(layer).__name__}")
-    out = torch.einsum("bkn,bn->bk", c_spec.clamp(min=0), lo) + torch.einsum("bkn,bn->bk", c_spec.clamp(max=0), hi)
-    return out
+    out = graph.output
+
+    def step(node, layer, *bounds):
+        op = op_for(layer)
+        flat = [t for lo_hi in bounds for t in lo_hi]
+        if node.name == out:
+            return op.ibp_margins(layer, c_spec, *flat)
+        return op.ibp(layer, *flat)
+
+    return graph.walk(input_box(x, eps), step)
 
 
 __all__ = ["spec_matrix", "input_box", "MarginBounds", "torch_ibp_margins"]

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn.layers import QuantConv2d, QuantInput
-from ..nn.reference import iter_layers
+from ..graph import UnsupportedOp, as_graph, input_quantizer, op_for
 from .config import VerifierConfig
 from .continuous import ContinuousProblem
 from .grid import GridProblem
@@ -66,21 +65,19 @@ def infer_input_shape(model: nn.Module, n_inputs: int) -> tuple[int, ...]:
         if math.prod(given) != n_inputs:
             raise ValueError(f"the model takes inputs of shape {given}, the property has {n_inputs} inputs")
         return given
-    for layer in iter_layers(model):
-        if isinstance(layer, (nn.Conv2d, QuantConv2d)):
-            c = layer.in_channels
-            side = math.isqrt(n_inputs // c) if n_inputs % c == 0 else 0
-            if side * side * c != n_inputs:
-                raise ValueError(f"cannot infer a square input for {n_inputs} inputs and {c} channels")
-            return (c, side, side)
-        if isinstance(layer, nn.Linear):
-            return (n_inputs,)
+    for _, layer in as_graph(model).items():
+        try:
+            shape = op_for(layer).input_shape(layer, n_inputs)
+        except UnsupportedOp:
+            continue
+        if shape is not None:
+            return shape
     raise ValueError("cannot infer the model's input shape")
 
 
 def _check_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
-    first = next(iter(iter_layers(model)), None)
-    if isinstance(first, QuantInput) and first.spec.per_channel:
+    first = input_quantizer(as_graph(model))
+    if first is not None and first.spec.per_channel:
         axis = first.spec.axis % (len(shape) + 1)
         if axis == 0 or shape[axis - 1] != first.spec.channels:
             raise ValueError(f"input shape {shape} does not match the per-channel input quantizer "
@@ -116,7 +113,7 @@ class Verifier:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.model = model
-        self.quantized_input = isinstance(next(iter(iter_layers(model)), None), QuantInput)
+        self.quantized_input = input_quantizer(as_graph(model)) is not None
         if isinstance(referee, str) and referee == "auto":
             from ..onnx.referee import OnnxReferee
 

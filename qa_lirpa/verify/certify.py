@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..cli import UserError
-from ..nn.layers import QuantInput
-from ..nn.reference import argmax_smallest, iter_layers
+from ..graph import as_graph, input_quantizer
+from ..nn.reference import argmax_smallest
 from .bab import Verifier
 from .config import VerifierConfig
 from .result import Verdict
@@ -69,8 +69,8 @@ def parse_samples(text: str, n: int) -> range:
 
 def pixel_unit(model: nn.Module) -> float:
     """The real input per pixel level: the QuantInput's scale (codes 0..255 must be representable)."""
-    first = next(iter(iter_layers(model)), None)
-    if not isinstance(first, QuantInput):
+    first = input_quantizer(as_graph(model))
+    if first is None:
         raise UserError("certify needs a model whose first layer is a QuantInput (pixels on the input grid)")
     spec = first.spec
     if spec.per_channel:

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn.layers import IntTensor, QuantAct, QuantConv2d, QuantInput, QuantLinear
-from ..nn.reference import integer_codes, iter_layers
-from ..quant.functions import dequantize, fake_quant, quantize
+from ..graph import INPUT, QNNGraph, as_graph, op_for
+from ..nn.intervals import IntervalNet, Trace
+from ..nn.layers import IntTensor, QuantInput
+from ..nn.reference import integer_codes
+from ..quant.functions import dequantize, quantize
 from .crown import CrownBounder
-from .intervals import IntervalNet, Trace
 from .problem import ExactFn, first_violation
 from .spec import OutputSpec
 
@@ -103,8 +104,6 @@ class GridProblem:
                  use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
                  crown_method: str = "auto", crown_auto_units: int = 2048, referee=None) -> None:
         self.ref = copy.deepcopy(model).cpu().double().eval()
-        layers = list(iter_layers(self.ref))
-        self.qin: QuantInput = layers[0]
         self.shape = tuple(int(s) for s in input_shape)
         self.dim = int(math.prod(self.shape))
         self.device = device
@@ -118,8 +117,9 @@ class GridProblem:
             tolerances = self.envelope.tolerance
         self.output_error = 0.0 if self.envelope is None else float(self.envelope.output_error)
         self.net = IntervalNet(self.ref, device, tolerances)
-        self.body = frozen_body(layers[1:], {i - 1: t for i, t in tolerances.items()}).to(device)
-        self.loose_body = nn.Sequential(*[LooseGradient(m) if isinstance(m, (QuantAct, TolerantQuant)) else m for m in self.body])
+        self.qin: QuantInput = self.net.qin
+        self.body = frozen_body(self.ref, tolerances).to(device)
+        self.loose_body = loose_body(self.body)
         zero = torch.zeros((1,) + self.shape, dtype=torch.int64)
         probe = self.net.input_box(zero, zero)
         self._in_scale, self._in_zp, self._in_axis = probe.scale, probe.zero_point, probe.axis
@@ -128,7 +128,6 @@ class GridProblem:
         except RuntimeError as e:
             raise ValueError(f"the model does not take inputs of shape {self.shape}: {e}") from None
         self.code_range = (self.qin.spec.qmin, self.qin.spec.qmax)
-        self._wabs: dict[int, torch.Tensor] = {}
         self.crown: CrownBounder | None = None
         self.crown_error = ""
         if use_crown:
@@ -225,30 +224,23 @@ class GridProblem:
 
     def sensitivity(self, trace: Trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Per box and input, the input's share in the interval width of ``coef[b] @ y``: a backward
-        pass of ``|coef|`` through ``|W|`` and each nonlinearity's chord slope on the box,
-        times the input interval's real width (float64 ``[B, D]``; a heuristic, not a bound)."""
-        g = coef.abs()
-        for layer, in_shape, out_shape, slope in reversed(trace.steps):
-            g = self._back(layer, in_shape, out_shape, slope, g)
+        pass of ``|coef|`` through the graph, each op pulling it back through ``|W|`` or its chord
+        slope on the box (``OpDef.sensitivity``), times the input interval's real width (float64
+        ``[B, D]``; a heuristic, not a bound)."""
+        pending: dict[str, torch.Tensor] = {self.net.graph.output: coef.abs()}
+        first = self.net.graph.nodes[0].name
+        for rec in reversed(trace.steps):
+            g = pending.pop(rec.node.name, None)
+            if g is None:               # not on a path to the output
+                continue
+            for name, shape, gi in zip(rec.node.inputs, rec.in_shapes, rec.op.sensitivity(rec.layer, self.net, rec, g)):
+                gi = gi.reshape(shape)
+                pending[name] = gi if name not in pending else pending[name] + gi
         width = self.body_inputs(hi) - self.body_inputs(lo)
+        g = pending.get(first)
+        if g is None:
+            return torch.zeros(lo.shape, dtype=torch.float64, device=lo.device)
         return (g.reshape(width.shape) * width).reshape(lo.shape[0], -1)
-
-    def _back(self, layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-              slope: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
-        if isinstance(layer, QuantLinear):
-            return g.reshape(g.shape[0], -1) @ self._weight_abs(layer)
-        if isinstance(layer, QuantConv2d):
-            return torch.nn.grad.conv2d_input(in_shape, self._weight_abs(layer), g.reshape(out_shape),
-                                              stride=layer.stride, padding=layer.padding)
-        if slope is None:
-            return g.reshape(in_shape)
-        return g.reshape(slope.shape) * slope
-
-    def _weight_abs(self, layer: nn.Module) -> torch.Tensor:
-        key = id(layer)
-        if key not in self._wabs:
-            self._wabs[key] = layer.qweight().detach().abs().to(self.device, torch.float64)  # QuantLinear/Conv
-        return self._wabs[key]
 
     # ----- points --------------------------------------------------------------------------
     def eval_points(self, codes: torch.Tensor) -> tuple[torch.Tensor, ExactFn]:
@@ -389,48 +381,34 @@ class LooseGradient(nn.Module):
         return x + (self.act(x) - x).detach()
 
 
-class TolerantQuant(nn.Module):
-    """A quantizer whose rounded value is known only within ``tol`` steps (onnxruntime's float32
-    arithmetic): ``fake_quant(x, spec, tol=tol)``, whose bound operators cover every such value."""
-
-    def __init__(self, spec, tol: float) -> None:
-        super().__init__()
-        self.spec, self.tol = spec, float(tol)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_quant(x, self.spec, tol=self.tol)
-
-
-def frozen_body(layers: Sequence[nn.Module], tolerances: dict[int, float] | None = None) -> nn.Sequential:
-    """The float64 layers after the QuantInput with the weights' fake quantization done once:
-    QuantLinear/QuantConv2d become Linear/Conv2d holding ``qweight()``/``qbias()`` (the same
-    function, cheaper to run and to bound); parameters do not require gradients. A quantizer at
-    index ``i`` of ``layers`` with ``tolerances[i] > 0`` becomes a :class:`TolerantQuant`."""
-    out: list[nn.Module] = []
+def frozen_body(model: nn.Module, tolerances: dict[int, float] | None = None) -> QNNGraph:
+    """The float64 graph after the input quantizer with each op in its frozen form
+    (``OpDef.frozen``: the weights' fake quantization done once, the same function, cheaper to run
+    and to bound; a quantizer of node index ``i`` with ``tolerances[i] > 0`` becomes a
+    :class:`~qa_lirpa.nn.quantizers.TolerantQuant`). Its input is what the input quantizer hands
+    on (dequantized codes); parameters do not require gradients."""
+    graph = as_graph(model)
     tolerances = tolerances or {}
-    for k, layer in enumerate(layers):
-        if isinstance(layer, QuantAct) and tolerances.get(k, 0.0) > 0:
-            out.append(TolerantQuant(layer.spec, tolerances[k]))
+    first = graph.nodes[0].name
+    nodes = []
+    for node, layer in graph.items():
+        if node.index == 0:
             continue
-        if isinstance(layer, (QuantLinear, QuantConv2d)):
-            w, b = layer.qweight().detach().double(), layer.qbias()
-            if isinstance(layer, QuantLinear):
-                new: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=b is not None)
-            else:
-                new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                                padding=layer.padding, bias=b is not None)
-            new = new.double()
-            with torch.no_grad():
-                new.weight.copy_(w)
-                if b is not None:
-                    new.bias.copy_(b.detach().double())
-            out.append(new)
-        else:
-            out.append(copy.deepcopy(layer))
-    body = nn.Sequential(*out).double().eval()
+        ins = tuple(INPUT if i == first else i for i in node.inputs)
+        nodes.append((node.name, op_for(layer).frozen(layer, float(tolerances.get(node.index, 0.0))), ins))
+    body = QNNGraph(nodes, output=INPUT if graph.output == first else graph.output).double().eval()
     for p in body.parameters():
         p.requires_grad_(False)
     return body
+
+
+def loose_body(body: QNNGraph) -> QNNGraph:
+    """``body`` with every quantizer wrapped in :class:`LooseGradient` (shares the layers)."""
+    nodes = []
+    for node, layer in body.items():
+        loose = op_for(layer).quantizer
+        nodes.append((node.name, LooseGradient(layer) if loose else layer, node.inputs))
+    return QNNGraph(nodes, output=body.output)
 
 
 def _affine_dequant(t: torch.Tensor, like: IntTensor) -> torch.Tensor:

@@ -135,10 +135,10 @@ def test_trace_records_slopes_and_selects_boxes():
     hi = lo + torch.tensor([[10, 10], [0, 0], [5, 20]])
     trace = Trace()
     net.propagate(lo, hi, trace)
-    kinds = [type(layer).__name__ for layer, _, _, _ in trace.steps]
+    kinds = [type(r.layer).__name__ for r in trace.steps]
     assert kinds == ["QuantLinear", "QuantAct", "QuantLinear"]
-    slope = trace.steps[1][3]
+    slope = trace.steps[1].slope
     assert slope.shape == (3, 4) and (slope >= 0).all()
     assert (slope[1] == 0).all()                       # a point box: no width, no slope
     sub = trace.select(torch.tensor([2, 0]))
-    assert sub.steps[1][1][0] == 2 and torch.equal(sub.steps[1][3], slope[[2, 0]])
+    assert sub.steps[1].in_shapes[0][0] == 2 and torch.equal(sub.steps[1].slope, slope[[2, 0]])

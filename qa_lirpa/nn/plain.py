@@ -1,0 +1,113 @@
+"""Op definitions of the plain torch layers a QNN may contain: ReLU (on codes: a clamp at the zero
+point), Flatten/Unflatten (exact reshapes of per-tensor quantized values), Identity and Dropout
+(the identity at evaluation)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..graph.registry import OpDef, register
+from ..quant import intmath
+from .affine import _square_input
+from .quantizers import MonotoneOp
+from .tensors import IntBox, IntTensor, per_tensor
+
+
+def _int64(x: IntTensor, what: str) -> torch.Tensor:
+    if not isinstance(x.values, torch.Tensor):
+        raise OverflowError(f"{what}: accumulator values beyond int64 (requantize first)")
+    return x.values
+
+
+class ReluOp(MonotoneOp):
+    """ReLU of the real value: on codes, ``max(q, z)`` per channel (exact)."""
+
+    name = "relu"
+    types = (nn.ReLU,)
+    bound_ops = ("BoundRelu",)
+
+    def int_forward(self, m, x: IntTensor) -> IntTensor:
+        v = _int64(x, "ReLU")
+        z = intmath._channel_view(x.zero_point, v.dim(), x.axis, v.device)
+        return IntTensor(torch.maximum(v, z), x.scale, x.zero_point, x.axis)
+
+
+class ReshapeOp(OpDef):
+    """Shape-only ops (exact on per-tensor quantized values): the layer's own forward is applied to
+    the codes (and to both ends of a box)."""
+
+    bound_ops = ("BoundReshape",)
+
+    def int_forward(self, m, x: IntTensor) -> IntTensor:
+        per_tensor(x, self.name)
+        v = m(_int64(x, self.name))
+        return IntTensor(v, x.scale[:1], x.zero_point[:1], axis=1)
+
+    def interval(self, m, ctx, box: IntBox) -> IntBox:
+        per_tensor(box, self.name)
+        return IntBox(m(box.lo), m(box.hi), box.scale[:1], box.zero_point[:1], 1)
+
+    def sensitivity(self, m, ctx, record, g):
+        return [g.reshape(record.in_shapes[0])]
+
+    def frozen(self, m, tol: float = 0.0):
+        return copy.deepcopy(m)
+
+    def ibp(self, m, lo, hi):
+        return m(lo), m(hi)
+
+
+class FlattenOp(ReshapeOp):
+    name = "flatten"
+    types = (nn.Flatten,)
+
+
+class UnflattenOp(ReshapeOp):
+    name = "unflatten"
+    types = (nn.Unflatten,)
+
+
+class IdentityOp(OpDef):
+    """Identity and Dropout (evaluation): the value passes unchanged."""
+
+    name = "identity"
+    types = (nn.Identity, nn.Dropout)
+
+    def int_forward(self, m, x):
+        return x
+
+    def interval(self, m, ctx, box):
+        return box
+
+    def sensitivity(self, m, ctx, record, g):
+        return [g]
+
+    def frozen(self, m, tol: float = 0.0):
+        return nn.Identity()
+
+    def ibp(self, m, lo, hi):
+        return lo, hi
+
+
+class FloatAffineOp(OpDef):
+    """A float ``nn.Linear``/``nn.Conv2d`` (frozen bodies, float models imported from ONNX): no
+    exact integer semantics; bounds and attacks run it as it is."""
+
+    name = "float affine"
+    types = (nn.Linear, nn.Conv2d)
+    weighted = True
+    bound_ops = ("BoundLinear", "BoundConv")
+
+    def frozen(self, m, tol: float = 0.0):
+        return copy.deepcopy(m)
+
+    def input_shape(self, m, n_inputs: int):
+        return _square_input(m, n_inputs) if hasattr(m, "in_channels") else (n_inputs,)
+
+
+for _op in (ReluOp(), FlattenOp(), UnflattenOp(), IdentityOp(), FloatAffineOp()):
+    register(_op)
+
+__all__ = ["ReluOp", "ReshapeOp", "FlattenOp", "UnflattenOp", "IdentityOp", "FloatAffineOp"]
