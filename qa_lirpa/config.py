@@ -15,11 +15,13 @@ from typing import Any, Iterable, Mapping, TypeVar
 
 import yaml
 
+from .base.errors import QaLirpaError
+
 T = TypeVar("T")
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(QaLirpaError, ValueError):
     """A bad configuration: the message names the file (if any) and the dotted key."""
 
 

@@ -40,6 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .base.errors import QaLirpaError
 from .config import atomic_write_text
 
 RESULT_WORDS = ("sat", "unsat", "timeout", "unknown", "error")
@@ -58,7 +59,7 @@ HARD_DEADLINE_SLACK_S = 1.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-class InstanceError(Exception):
+class InstanceError(QaLirpaError):
     """Bad input for an instance (missing or malformed file): reported as ``error``."""
 
 
@@ -445,8 +446,8 @@ def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: s
         inst = load_instance(onnx_path, vnnlib_path, deadline=started + float(timeout))
         remaining = float(timeout) - (time.monotonic() - started) - STARTUP_MARGIN_S
         word, body = decide(inst, remaining, category_config(category))
-    except InstanceError as e:
-        _say_error("run_instance", str(e))
+    except QaLirpaError as e:            # InstanceError and the other errors raised on purpose
+        _say_error("run_instance", str(e) if isinstance(e, InstanceError) else _describe(e, onnx_path, vnnlib_path))
         word, body = "error", ""
     except Exception as e:  # noqa: BLE001 - any crash still leaves a valid result word
         _say_error("run_instance", _describe(e, onnx_path, vnnlib_path))
@@ -582,8 +583,8 @@ def prepare_instance(category: str, onnx_path: str, vnnlib_path: str) -> int:
     try:
         inst = load_instance(onnx_path, vnnlib_path)
         check_verifiable(inst, category_config(category))
-    except InstanceError as e:
-        _say_error("prepare_instance", str(e))
+    except QaLirpaError as e:            # InstanceError and the other errors raised on purpose
+        _say_error("prepare_instance", str(e) if isinstance(e, InstanceError) else _describe(e, onnx_path, vnnlib_path))
         return 1
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         _say_error("prepare_instance", _describe(e, onnx_path, vnnlib_path))

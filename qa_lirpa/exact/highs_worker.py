@@ -7,7 +7,8 @@ the deadline has passed: :class:`Worker` runs this file as a script (it imports 
 highspy, and starts in about 0.1 s) and exchanges pickled, length-prefixed messages with it over
 its stdin and a private copy of its stdout (HiGHS's own banner goes to /dev/null).
 
-Nothing here imports torch or the rest of the package, so that the script starts fast.
+Nothing here imports torch or the rest of the package (only the error base of ``qa_lirpa.base``),
+so that the script starts fast.
 """
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ from typing import Optional
 
 import numpy as np
 
+if __package__:
+    from ..base.errors import QaLirpaError
+else:   # run as the worker script: load the floor's errors module by path, without the package (torch)
+    import importlib.util as _ilu
+
+    _spec = _ilu.spec_from_file_location(
+        "_qa_lirpa_base_errors",
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "base", "errors.py"))
+    _errors = _ilu.module_from_spec(_spec)
+    _spec.loader.exec_module(_errors)
+    QaLirpaError = _errors.QaLirpaError
+
 #: HiGHS tolerances (the data are integers; these only guard the LP arithmetic).
 TOLERANCE = 1e-9
 
@@ -32,7 +45,7 @@ TOLERANCE = 1e-9
 _SCHEDULER_THREADS: list = [None]
 
 
-class HighsStatusError(RuntimeError):
+class HighsStatusError(QaLirpaError, RuntimeError):
     """HiGHS rejected the model or ended with an unexpected status."""
 
 

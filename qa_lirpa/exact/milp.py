@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base.errors import QaLirpaError
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import integer_codes, iter_layers
 from ..quant.functions import quantize
@@ -82,11 +83,11 @@ COEF_LIMIT = 1 << 31
 ACTIVITY_LIMIT = 1 << 45
 
 
-class MilpEncodingError(ValueError):
+class MilpEncodingError(QaLirpaError, ValueError):
     """The model or spec cannot be encoded exactly (unsupported layer, numbers too large, ...)."""
 
 
-class SolverError(RuntimeError):
+class SolverError(QaLirpaError, RuntimeError):
     """HiGHS returned a point that is not a counterexample, or an unexpected status."""
 
 

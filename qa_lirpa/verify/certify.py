@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cli import UserError
+from ..base.errors import UserError
+from ..base.samples import parse_samples
 from ..nn.layers import QuantInput
 from ..nn.reference import argmax_smallest, iter_layers
 from .bab import Verifier
@@ -46,25 +47,6 @@ class SampleResult:
 
     def csv(self) -> str:
         return f"{self.index},{self.label},{self.predicted},{self.verdict},{self.time_s:.4f},{self.boxes}"
-
-
-def parse_samples(text: str, n: int) -> range:
-    """``"a:b"``, ``"a:b:step"``, ``":b"`` or ``"i"`` -> the indices (clipped to ``n``)."""
-    try:
-        if ":" not in text:
-            i = int(text)
-            if not 0 <= i < n:
-                raise UserError(f"--samples {text}: index outside 0..{n - 1}")
-            return range(i, i + 1)
-        parts = [int(p) if p.strip() else None for p in text.split(":")]
-        if len(parts) > 3:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--samples {text!r}: expected START:STOP[:STEP] or an index") from None
-    r = range(n)[slice(*parts)]
-    if len(r) == 0:
-        raise UserError(f"--samples {text}: selects no sample of the {n} available")
-    return r
 
 
 def pixel_unit(model: nn.Module) -> float:

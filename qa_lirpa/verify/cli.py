@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..cli import UserError
+from ..base.errors import UserError
 from .config import VerifierConfig
 from .result import Verdict, VerifyResult
 

@@ -47,6 +47,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from ..base.errors import QaLirpaError
+
 __all__ = [
     "MAX_CONJUNCTS", "MAX_DEPTH", "VnnlibError", "InputSpec", "read_vnnlib", "parse_vnnlib_text",
     "format_vnnlib", "write_vnnlib", "robustness_property", "violates_exactly",
@@ -71,7 +73,7 @@ _COMPARE = frozenset({"<=", ">=", "<", ">", "="})
 _KIND_NAME = {"X": "input", "Y": "output"}
 
 
-class VnnlibError(ValueError):
+class VnnlibError(QaLirpaError, ValueError):
     """A malformed or unsupported VNN-LIB file; ``str(err)`` is ``FILE:LINE:COL: message``."""
 
     def __init__(self, path: str, line: int, col: int, message: str) -> None:  # 1-based line, col
