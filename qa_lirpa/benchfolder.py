@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from .base.errors import UserError
 from .base.samples import parse_samples
-from .config import atomic_write_text
-from .train.records import atomic_write_bytes
+from .base.files import atomic_write_bytes, atomic_write_text
 
 
 def parse_slice(text: str) -> range:

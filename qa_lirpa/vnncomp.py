@@ -29,7 +29,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -41,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from .base.errors import QaLirpaError
-from .config import atomic_write_text
+from .base.files import atomic_write, atomic_write_text
 
 RESULT_WORDS = ("sat", "unsat", "timeout", "unknown", "error")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "vnncomp_configs"
@@ -127,22 +126,18 @@ def materialize(path: str | Path, deadline: float | None = None) -> Path:
         if out.is_file() and out.stat().st_size > 0:
             os.utime(out)                                   # most recently used
             return out
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
         raise InstanceError(f"{path}: cannot use the cache folder {cache} ({e.strerror or e})") from None
     limit = _env_bytes(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
-    try:
-        _gunzip_bounded(path, fd, limit, deadline)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    try:        # a cache entry: no fsync (a crash loses at most the entry, which is then redone)
+        atomic_write(out, lambda dst: _gunzip_bounded(path, dst, limit, deadline), fsync=False)
+    except OSError as e:
+        raise InstanceError(f"{path}: cannot use the cache folder {cache} ({e.strerror or e})") from None
     prune_cache(cache, keep=out)
     return out
 
 
-def _gunzip_bounded(path: Path, fd: int, limit: int, deadline: float | None) -> None:
+def _gunzip_bounded(path: Path, dst, limit: int, deadline: float | None) -> None:
     with open(path, "rb") as raw:                           # ISIZE: the size mod 2^32, a quick first check
         raw.seek(0, os.SEEK_END)
         if raw.tell() >= 18:
@@ -153,7 +148,7 @@ def _gunzip_bounded(path: Path, fd: int, limit: int, deadline: float | None) -> 
                                     f"the limit of {limit} (set {MAX_BYTES_ENV} to change it)")
     total = 0
     try:
-        with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+        with gzip.open(path, "rb") as src:
             while True:
                 chunk = src.read(1 << 20)
                 if not chunk:

@@ -165,3 +165,35 @@ def test_samples_callers_share_the_parser():
     assert certify_parse is parse_samples
     assert parse_slice("0:100") == range(0, 100) and parse_slice("7") == range(7, 8)
     assert _samples("3") == range(0, 3) and _samples("2:4") == range(2, 4)
+
+
+# ----- atomic writes ---------------------------------------------------------------------------------
+def test_atomic_writes(tmp_path):
+    from qa_lirpa.base.files import atomic_write, atomic_write_bytes, atomic_write_text, new_file_mode
+
+    target = tmp_path / "sub" / "a.txt"
+    atomic_write_text(target, "héllo\n")
+    assert target.read_text(encoding="utf-8") == "héllo\n"
+    assert stat.S_IMODE(target.stat().st_mode) == new_file_mode()
+    atomic_write_bytes(target, b"ab", writer=lambda f: f.write(b"cd"))
+    assert target.read_bytes() == b"abcd"
+    atomic_write(target, lambda f: f.write(b"xyz"), fsync=False)
+    assert target.read_bytes() == b"xyz"
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, fail)
+    assert target.read_bytes() == b"xyz"                  # untouched, and no temporary file left
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]
+
+
+def test_old_atomic_write_names_are_the_floor_ones():
+    from qa_lirpa import config
+    from qa_lirpa.base import files
+    from qa_lirpa.train import records
+
+    assert config.atomic_write_text is files.atomic_write_text
+    assert records.atomic_write_bytes is files.atomic_write_bytes and records.atomic_write_text is files.atomic_write_text

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..base.errors import UserError
+from ..base.files import atomic_write_text
 from ..base.samples import parse_samples
 from ..nn.layers import QuantInput
 from ..nn.reference import argmax_smallest, iter_layers
@@ -109,8 +110,6 @@ def summary_table(results: Sequence[SampleResult], title: str = "") -> str:
 
 def write_csv(path: str, results: Sequence[SampleResult]) -> None:
     """Per-sample CSV, written atomically."""
-    from ..config import atomic_write_text
-
     atomic_write_text(path, "\n".join([CSV_HEADER] + [r.csv() for r in results]) + "\n")
 
 

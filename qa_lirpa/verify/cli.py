@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from ..base.errors import UserError
+from ..base.files import atomic_write_text
 from .config import VerifierConfig
 from .result import Verdict, VerifyResult
 
@@ -146,8 +147,6 @@ def format_result(result: VerifyResult) -> str:
 
 
 def write_result_file(path: str, result: VerifyResult) -> None:
-    from ..config import atomic_write_text
-
     atomic_write_text(Path(path), format_result(result))
 
 
