@@ -197,3 +197,23 @@ def test_old_atomic_write_names_are_the_floor_ones():
 
     assert config.atomic_write_text is files.atomic_write_text
     assert records.atomic_write_bytes is files.atomic_write_bytes and records.atomic_write_text is files.atomic_write_text
+
+
+# ----- devices ---------------------------------------------------------------------------------------
+def test_resolve_device():
+    import torch
+
+    from qa_lirpa.base.device import DeviceError, resolve_device
+    from qa_lirpa.train import trainer
+    from qa_lirpa.verify import bab
+
+    assert trainer.resolve_device is resolve_device and bab.resolve_device is resolve_device
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == auto and resolve_device(None) == auto and resolve_device() == auto
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(torch.device("cpu")).type == "cpu"
+    with pytest.raises(DeviceError):
+        resolve_device("no-such-device")
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:1", torch.device("cuda")):
+            with pytest.raises(ValueError, match="CUDA is not available"):
+                resolve_device(name)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.device import resolve_device
 from ..nn.layers import QuantConv2d, QuantInput
 from ..nn.reference import iter_layers
 from .config import VerifierConfig
@@ -33,16 +34,6 @@ from .grid import GridProblem
 from .result import Verdict, VerifyResult, VerifyStats
 from .search import Search
 from .vnnlib import InputSpec
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None: cuda when available, else cpu; anything else as torch understands it."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return dev
 
 
 def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ..base.device import resolve_device
 from ..base.errors import UserError
 from ..base.files import atomic_write_text
 from .config import VerifierConfig
@@ -97,8 +98,6 @@ def register(subparsers) -> None:
 
 
 def _device(name: str, threads: int = 0) -> str:
-    from .bab import resolve_device
-
     if threads < 0:
         raise UserError("--threads must be >= 0")
     if threads:
