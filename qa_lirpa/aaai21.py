@@ -36,7 +36,7 @@ from torch import nn
 from .base.errors import QaLirpaError
 from .nn import QuantAct, QuantInput, QuantLinear
 from .quant import QuantSpec
-from .verify.vnnlib import InputSpec
+from .base.vnnlib import InputSpec
 
 __all__ = [
     "AAAI21ModelError", "INPUT_SPEC", "WEIGHT_SPEC", "BIAS_SPEC", "HIDDEN_SPEC", "OUTPUT_SPEC",

@@ -46,7 +46,7 @@ def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[fl
     """Write ``out/{onnx,vnnlib}/`` and ``out/instances.csv``; returns the folder."""
     from .nn import integer_forward
     from .train.datasets import load_dataset
-    from .verify.vnnlib import robustness_property, write_vnnlib
+    from .base.vnnlib import robustness_property, write_vnnlib
 
     out_dir = Path(out)
     (out_dir / "onnx").mkdir(parents=True, exist_ok=True)

@@ -231,7 +231,7 @@ def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: floa
         raise InstanceError(f"{vnnlib_path}: refusing to parse: more than {limit} bytes "
                             f"(set {MAX_BYTES_ENV} to change the limit)")
     from .onnx import OnnxImportError, load_onnx
-    from .verify.vnnlib import VnnlibError, read_vnnlib
+    from .base.vnnlib import VnnlibError, read_vnnlib
 
     import warnings
 
@@ -369,8 +369,8 @@ def ort_outputs(onnx_file: str | Path, x_flat: np.ndarray) -> np.ndarray:
 
 
 def violates_exactly(spec, y) -> bool:
-    """:func:`qa_lirpa.verify.vnnlib.violates_exactly` (imported when first needed)."""
-    from .verify.vnnlib import violates_exactly as check
+    """:func:`qa_lirpa.base.vnnlib.violates_exactly` (imported when first needed)."""
+    from .base.vnnlib import violates_exactly as check
 
     return check(spec, y)
 

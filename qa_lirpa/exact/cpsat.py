@@ -53,10 +53,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.vnnlib import InputSpec
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import iter_layers
 from ..verify.intervals import IntervalNet
-from ..verify.vnnlib import InputSpec
 from . import milp as _milp
 from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm,
                    _Lin, _layers_problem, _per_tensor, _rhe, _spec_rows, _State)

@@ -68,10 +68,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base.errors import QaLirpaError
+from ..base.vnnlib import InputSpec
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import integer_codes, iter_layers
 from ..quant.functions import quantize
-from ..verify.vnnlib import InputSpec
 from .highs_worker import TOLERANCE, HighsStatusError, Worker, new_highs as _new_highs, solve_mip, to_highs_lp
 
 __all__ = ["MilpEncodingError", "SolverError", "MilpResult", "decide_milp", "solve_milp",

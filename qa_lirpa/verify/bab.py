@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..base.device import resolve_device
+from ..base.vnnlib import InputSpec
 from ..nn.layers import QuantConv2d, QuantInput
 from ..nn.reference import iter_layers
 from .config import VerifierConfig
@@ -33,7 +34,6 @@ from .continuous import ContinuousProblem
 from .grid import GridProblem
 from .result import Verdict, VerifyResult, VerifyStats
 from .search import Search
-from .vnnlib import InputSpec
 
 
 def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:

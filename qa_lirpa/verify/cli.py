@@ -112,7 +112,7 @@ def _device(name: str, threads: int = 0) -> str:
 
 def run_verify(args: argparse.Namespace) -> int:
     from .bab import Verifier
-    from .vnnlib import read_vnnlib
+    from ..base.vnnlib import read_vnnlib
 
     cfg = load_verifier_config(args.config, args.set)
     if not args.timeout > 0:
