@@ -275,7 +275,7 @@ class Verifier:
                 stats.milp_boxes += boxes
                 r = solve_exact(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
                                code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
-                if r.verdict == "sat":
+                if r.verdict is Verdict.SAT:
                     x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
                     code = problem.codes(x).reshape(1, -1).to(problem.device)
                     if s._check(code):
@@ -283,8 +283,8 @@ class Verifier:
                         return self._sat(s, stats)
                     outcome, note = False, note + ": its counterexample failed the exact check"
                     break
-                if r.verdict != "unsat":
-                    outcome, note = False, note + f": {r.verdict} after {time.monotonic() - t0:.2f} s"
+                if r.verdict is not Verdict.UNSAT:
+                    outcome, note = False, note + f": {r.verdict.value} after {time.monotonic() - t0:.2f} s"
                     break
                 if per_box:
                     closed[id(s)] = closed.get(id(s), 0) + 1
