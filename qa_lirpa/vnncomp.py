@@ -40,9 +40,13 @@ from typing import Sequence
 import numpy as np
 
 from .base.errors import QaLirpaError
+from .base.verdict import Verdict
 from .base.files import atomic_write, atomic_write_text
 
-RESULT_WORDS = ("sat", "unsat", "timeout", "unknown", "error")
+#: the words of a VNN-COMP result file, one per verdict and ``error`` for a run that failed
+RESULT_WORDS_BY_VERDICT = {Verdict.SAT: "sat", Verdict.UNSAT: "unsat", Verdict.TIMEOUT: "timeout",
+                           Verdict.UNKNOWN: "unknown", None: "error"}
+RESULT_WORDS = tuple(RESULT_WORDS_BY_VERDICT.values())
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "vnncomp_configs"
 CACHE_DIR = Path.home() / ".cache" / "qa-lirpa" / "vnncomp"
 STARTUP_MARGIN_S = 2.0
@@ -60,6 +64,12 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 class InstanceError(QaLirpaError):
     """Bad input for an instance (missing or malformed file): reported as ``error``."""
+
+
+def result_word(verdict: Verdict | None) -> str:
+    """The VNN-COMP result-file word of ``verdict`` (None: the run failed, ``error``); the only place
+    where verdicts become VNN-COMP words."""
+    return RESULT_WORDS_BY_VERDICT[verdict]
 
 
 def write_result(path: str | Path, word: str, body: str = "") -> None:
@@ -395,19 +405,19 @@ def decide(inst: Instance, timeout: float, config_path: Path | None) -> tuple[st
 
     config = load_config(VerifierConfig, config_path) if config_path else VerifierConfig()
     result = verify(inst.model, inst.specs, config=config, timeout=max(timeout, 0.5))
-    word = result.verdict.value
+    word = result_word(result.verdict)
     if result.stats.float32:
         # the float32 margin an answer relied on (onnxruntime is the referee of an ONNX file)
         print(f"qa-lirpa: {word}; onnxruntime referee: {result.stats.float32}", file=sys.stderr)
-    if word != "sat":
+    if result.verdict is not Verdict.SAT:
         return word, ""
     x = np.asarray(result.counterexample, np.float64)
     y = onnx_confirms(inst.onnx_path, x, inst.specs)
     if y is None:
         print("qa-lirpa: the counterexample did not reproduce in onnxruntime; answering unknown",
               file=sys.stderr)
-        return "unknown", ""
-    return "sat", format_counterexample(x, y)
+        return result_word(Verdict.UNKNOWN), ""
+    return word, format_counterexample(x, y)
 
 
 class _Answer:
@@ -443,10 +453,10 @@ def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: s
         word, body = decide(inst, remaining, category_config(category))
     except QaLirpaError as e:            # InstanceError and the other errors raised on purpose
         _say_error("run_instance", str(e) if isinstance(e, InstanceError) else _describe(e, onnx_path, vnnlib_path))
-        word, body = "error", ""
+        word, body = result_word(None), ""
     except Exception as e:  # noqa: BLE001 - any crash still leaves a valid result word
         _say_error("run_instance", _describe(e, onnx_path, vnnlib_path))
-        word, body = "error", ""
+        word, body = result_word(None), ""
     answer.finish(word, body)
     return word
 
@@ -547,8 +557,8 @@ def _guard(answer: _Answer, hard_deadline: float, wakeup: int) -> None:
     kill_children()
     locked = answer.lock.acquire(timeout=0.5)      # a result being written is let finish
     try:
-        if answer.word is None or answer.word == "unknown" or not locked:
-            word = "unknown" if signum is not None else "timeout"
+        if answer.word is None or answer.word == result_word(Verdict.UNKNOWN) or not locked:
+            word = result_word(Verdict.UNKNOWN if signum is not None else Verdict.TIMEOUT)
             why = f"signal {signal.Signals(signum).name}" if signum is not None else "the hard deadline"
             print(f"qa-lirpa run_instance: {why}: answering {word}", file=sys.stderr)
             write_result(answer.path, word)
@@ -608,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result_path = args[5]
     answer = _Answer(result_path)
     try:
-        answer.finish("unknown")        # replaces a stale result before anything is loaded
+        answer.finish(result_word(Verdict.UNKNOWN))     # replaces a stale result before anything is loaded
     except OSError as e:
         print(f"qa-lirpa run_instance: error: cannot write the result file {result_path} "
               f"({e.strerror or e})", file=sys.stderr)
@@ -617,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout = parse_timeout(args[6])
     except ValueError as e:
         print(f"qa-lirpa vnncomp: {e}", file=sys.stderr)
-        answer.finish("error")
+        answer.finish(result_word(None))
         return 0
     if argv is None:                    # a process of its own: signals and the hard deadline
         start_guard(answer, started + timeout + HARD_DEADLINE_SLACK_S)

@@ -217,3 +217,17 @@ def test_resolve_device():
         for name in ("cuda", "cuda:1", torch.device("cuda")):
             with pytest.raises(ValueError, match="CUDA is not available"):
                 resolve_device(name)
+
+
+# ----- verdict words at the edges --------------------------------------------------------------------
+def test_verdict_words_at_the_edges():
+    from qa_lirpa.base.verdict import Verdict
+    from qa_lirpa.verify import result
+    from qa_lirpa.verify.certify import ORDER, outcome_word
+    from qa_lirpa.vnncomp import RESULT_WORDS, result_word
+
+    assert result.Verdict is Verdict
+    assert [result_word(v) for v in Verdict] == ["sat", "unsat", "timeout", "unknown"]
+    assert result_word(None) == "error" and set(RESULT_WORDS) == {"sat", "unsat", "timeout", "unknown", "error"}
+    assert outcome_word(Verdict.UNSAT) == "robust" and outcome_word(Verdict.SAT) == "falsified"
+    assert outcome_word(None) == "misclassified" and ORDER[0] == "robust"

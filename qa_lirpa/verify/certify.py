@@ -22,16 +22,24 @@ from torch import nn
 from ..base.errors import UserError
 from ..base.files import atomic_write_text
 from ..base.samples import parse_samples
+from ..base.verdict import Verdict
 from ..nn.layers import QuantInput
 from ..nn.reference import argmax_smallest, iter_layers
 from .bab import Verifier
 from .config import VerifierConfig
-from .result import Verdict
 from .robustness import robustness_spec
 
+#: certify's outcome words: one per verdict (robust = no violation exists), and ``misclassified``
+#: for a sample that is not verified at all
 WORDS = {Verdict.UNSAT: "robust", Verdict.SAT: "falsified", Verdict.TIMEOUT: "timeout",
          Verdict.UNKNOWN: "unknown"}
-ORDER = ["robust", "falsified", "timeout", "unknown", "misclassified"]
+MISCLASSIFIED = "misclassified"
+ORDER = [WORDS[Verdict.UNSAT], WORDS[Verdict.SAT], WORDS[Verdict.TIMEOUT], WORDS[Verdict.UNKNOWN], MISCLASSIFIED]
+
+
+def outcome_word(verdict: Verdict | None) -> str:
+    """certify's word for ``verdict`` (None: the sample was misclassified, so not verified)."""
+    return MISCLASSIFIED if verdict is None else WORDS[verdict]
 CSV_HEADER = "index,label,predicted,verdict,time_s,boxes"
 
 
@@ -72,11 +80,11 @@ def certify_sample(verifier: Verifier, image: torch.Tensor, label: int, eps: flo
     out = verifier.problem(tuple(image.shape)).exact_output(x)
     pred = int(argmax_smallest(out.dequantize().reshape(1, -1))[0])
     if pred != label:
-        return SampleResult(index, label, pred, "misclassified", time.monotonic() - t0, 0)
+        return SampleResult(index, label, pred, outcome_word(None), time.monotonic() - t0, 0)
     p = image.to(torch.float64).reshape(-1).numpy()
     lower, upper = np.maximum(p - eps, 0.0) * unit, np.minimum(p + eps, 255.0) * unit
     result = verifier.verify(robustness_spec(out, label, lower, upper), timeout=timeout)
-    return SampleResult(index, label, pred, WORDS[result.verdict], time.monotonic() - t0,
+    return SampleResult(index, label, pred, outcome_word(result.verdict), time.monotonic() - t0,
                         result.stats.boxes_bounded)
 
 
@@ -98,10 +106,10 @@ def summary_table(results: Sequence[SampleResult], title: str = "") -> str:
     out.write(f"{'outcome':<16}{'count':>7}{'%':>8}\n")
     for word in ORDER:
         k = sum(r.verdict == word for r in results)
-        if k or word != "unknown":
-            out.write(f"{('verified ' + word) if word == 'robust' else word:<16}{k:>7}{100 * k / max(n, 1):>8.2f}\n")
+        if k or word != WORDS[Verdict.UNKNOWN]:
+            out.write(f"{('verified ' + word) if word == WORDS[Verdict.UNSAT] else word:<16}{k:>7}{100 * k / max(n, 1):>8.2f}\n")
     out.write(f"{'total':<16}{n:>7}\n")
-    times = [r.time_s for r in results if r.verdict != "misclassified"]
+    times = [r.time_s for r in results if r.verdict != MISCLASSIFIED]
     if times:
         out.write(f"time per verified sample (s): mean {statistics.fmean(times):.3f}, median "
                   f"{statistics.median(times):.3f}, max {max(times):.3f} (n={len(times)})\n")
@@ -152,5 +160,5 @@ def _progress(total: int, disable: bool):
     return tqdm(total=total, disable=disable, unit="sample", dynamic_ncols=True, leave=False)
 
 
-__all__ = ["SampleResult", "parse_samples", "pixel_unit", "certify_sample", "certify", "summary_table",
+__all__ = ["SampleResult", "outcome_word", "parse_samples", "pixel_unit", "certify_sample", "certify", "summary_table",
            "write_csv", "certify_command"]
