@@ -231,3 +231,25 @@ def test_verdict_words_at_the_edges():
     assert result_word(None) == "error" and set(RESULT_WORDS) == {"sat", "unsat", "timeout", "unknown", "error"}
     assert outcome_word(Verdict.UNSAT) == "robust" and outcome_word(Verdict.SAT) == "falsified"
     assert outcome_word(None) == "misclassified" and ORDER[0] == "robust"
+
+
+# ----- deadlines -------------------------------------------------------------------------------------
+def test_deadline():
+    import math
+
+    from qa_lirpa.base.deadline import Deadline
+
+    d = Deadline.after(10.0)
+    assert 9.0 < d.remaining() <= 10.0 and not d.expired()
+    assert abs(d.at - (time.perf_counter() + 10.0)) < 1.0
+    half = d.fraction(0.5)
+    assert 4.0 < half.remaining() <= 5.0 and half.at <= d.at
+    assert d.fraction(1.0).at <= d.at and d.fraction(0.0).remaining() <= 0.01
+    assert Deadline.after(-1.0).expired() and Deadline.after(-1.0).remaining() == 0.0
+    never = Deadline.never()
+    assert never.remaining() == math.inf and not never.expired() and never.fraction(0.3) is never
+    m = Deadline.from_monotonic(time.monotonic() + 3.0)
+    assert 2.0 < m.remaining() <= 3.0
+    assert d.earlier(half) is half and never.earlier(d) is d
+    with pytest.raises(ValueError):
+        d.fraction(1.5)
