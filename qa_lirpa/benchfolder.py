@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .base.errors import UserError
 from .base.samples import parse_samples
 from .base.files import atomic_write_bytes, atomic_write_text
+from .modelfile import is_onnx, load_model_file
 
 
 def parse_slice(text: str) -> range:
@@ -29,16 +30,8 @@ def parse_slice(text: str) -> range:
 
 
 def _load_model(path: Path):
-    if path.suffix in (".onnx", ".gz"):
-        from .onnx import load_onnx
-
-        return load_onnx(path), path
-    from .models import load_model
-
-    try:
-        return load_model(path), None
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise UserError(f"cannot load model {path}: {e}") from None
+    """The model and, for ONNX files, the path (the folder ships the file itself)."""
+    return load_model_file(path), (path if is_onnx(path) else None)
 
 
 def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[float], out: str,

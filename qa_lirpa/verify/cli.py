@@ -7,8 +7,6 @@ certify: local robustness of dataset samples (see :mod:`qa_lirpa.verify.certify`
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,42 +15,14 @@ from torch import nn
 from ..base.device import resolve_device
 from ..base.errors import UserError
 from ..base.files import atomic_write_text
+from ..modelfile import load_model_file
 from .config import VerifierConfig
 from .result import Verdict, VerifyResult
 
 
 def load_model(path: str, device: str = "cpu") -> nn.Module:
-    """A QNN from an ONNX file (``qa_lirpa.onnx.load_onnx``) or a checkpoint
-    (``qa_lirpa.models.load_model``); problems become :class:`UserError`."""
-    if not os.path.exists(path):
-        raise UserError(f"model file not found: {path}")
-    name = str(path).lower()
-    if name.endswith(".onnx") or name.endswith(".onnx.gz"):
-        loader = _optional("qa_lirpa.onnx", "load_onnx")
-        if loader is None:
-            raise UserError("ONNX import is not available yet (qa_lirpa.onnx.load_onnx is missing); "
-                            "give a qa-lirpa checkpoint instead")
-        args: tuple = (path,)
-    else:
-        loader = _optional("qa_lirpa.models", "load_model")
-        if loader is None:
-            raise UserError("loading checkpoints is not available yet (qa_lirpa.models.load_model is missing)")
-        args = (path, device)
-    try:
-        model = loader(*args)
-    except (ValueError, KeyError, RuntimeError, OSError, TypeError) as e:
-        raise UserError(f"cannot load model {path}: {e}") from None
-    return model.eval()
-
-
-def _optional(module: str, attr: str):
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module.startswith(e.name):
-            return None
-        raise
-    return getattr(mod, attr, None)
+    """A QNN from an ONNX file or a checkpoint (:func:`qa_lirpa.modelfile.load_model_file`)."""
+    return load_model_file(path, device)
 
 
 def load_verifier_config(source: str | None, overrides: list[str]) -> VerifierConfig:
