@@ -20,3 +20,18 @@ def test_readme_example_runs_and_is_sound():
     y = qa_lirpa.integer_forward(model, grid)
     assert (lb <= y.min(0).values).all() and (ub >= y.max(0).values).all()
     assert torch.equal(ns["exact"], qa_lirpa.integer_forward(model, x))
+
+
+def test_readme_graph_example_runs_and_matches_the_float_forward():
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    first, second = re.findall(r"```python\n(.*?)```", text, re.S)[:2]
+    ns: dict = {}
+    exec(compile(first, "README.md", "exec"), ns)
+    exec(compile(second, "README.md", "exec"), ns)
+    import qa_lirpa
+
+    net, img = ns["net"], ns["img"]
+    assert not net.is_chain() and len(net.consumers("a1")) == 2
+    assert torch.equal(ns["exact"], qa_lirpa.integer_forward(net, img))
+    with torch.no_grad():
+        assert torch.equal(net(img), ns["exact"])          # power-of-two formats: the float forward is exact
