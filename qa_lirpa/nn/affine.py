@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +65,16 @@ class _QuantWeighted:
         z = torch.tensor(spec.zero_points(), dtype=torch.int64).reshape([-1] + [1] * (q.dim() - 1))
         return q - (z if spec.per_channel else z.reshape(()))
 
+    def bias_codes(self) -> torch.Tensor | None:
+        """Integer bias codes minus zero point (int64 ``[out]``; None without a bias), at the
+        scales of ``bias_spec``. ValueError for a float bias (no exact integer semantics)."""
+        if self.bias is None:
+            return None
+        if self.bias_spec is None:
+            raise ValueError(f"{type(self).__name__}: a float bias has no exact integer semantics; give a bias_spec")
+        bs = self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec
+        return quantize(self.bias.detach().cpu(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
+
     def affine_scales(self, s_in: Fraction) -> tuple[list[Fraction], list[int], torch.Tensor | None, list[int]]:
         """The exact integer plan of this layer for an input at scale ``s_in``.
 
@@ -73,17 +84,13 @@ class _QuantWeighted:
         of ``s_in * s_w[c]`` and the bias scale, so both terms are integers. Without a bias,
         ``bias_codes`` is None and ``m_acc`` is all ones.
         """
-        name = type(self).__name__
         out_ch = self.weight.shape[0]
         w_scales = self.weight_spec.scale_fractions()
         acc_scales = [s_in * w for w in (w_scales * out_ch if len(w_scales) == 1 else w_scales)]
-        if self.bias is None:
+        bq = self.bias_codes()
+        if bq is None:
             return acc_scales, [1] * out_ch, None, [0] * out_ch
-        if self.bias_spec is None:
-            raise ValueError(f"{name}: a float bias has no exact integer semantics; give a bias_spec")
-        bs = self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec
-        bq = quantize(self.bias.detach().cpu(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
-        b_scales = bs.scale_fractions()
+        b_scales = self.bias_spec.scale_fractions()
         b_scales = b_scales * out_ch if len(b_scales) == 1 else b_scales
         common = [intmath.common_scale([a, b]) for a, b in zip(acc_scales, b_scales)]
         m_acc = [int(a / c) for a, c in zip(acc_scales, common)]
@@ -276,6 +283,20 @@ class AffineOp(OpDef):
                 new.bias.copy_(b.detach().double())
         return new
 
+    # ----- exact encodings (qa_lirpa.exact) -----------------------------------------------------
+    def matrix(self, m, in_shape: tuple, name: str, error=ValueError) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """The layer as an integer matrix on its flat input of ``in_shape`` (no batch dimension):
+        ``(weight codes [out, in] int64, output channel of each row, output shape)``; ``error``
+        (an exception class) for an input of the wrong shape, its message led by ``name``."""
+        raise NotImplementedError
+
+    def milp(self, m, enc, x):
+        """``acc = m_acc * (W (x - z)) + m_b * b`` of the layer's own plan (:meth:`affine_scales`)."""
+        return enc.affine(x, self.matrix(m, x.shape, enc.name, enc.Error), m.affine_scales)
+
+    def cpsat(self, m, enc, x):
+        return enc.affine(x, self.matrix(m, x.shape, enc.name, enc.Error), m.affine_scales)
+
     def ibp(self, m, lo, hi):
         """Centre/radius through the fake-quantized weights (differentiable)."""
         op, kw, _ = _op_of(m)
@@ -299,6 +320,13 @@ class LinearOp(AffineOp):
     def input_shape(self, m, n_inputs: int):
         return (n_inputs,)
 
+    def matrix(self, m, in_shape, name, error=ValueError):
+        if len(in_shape) != 1 or in_shape[0] != m.in_features:
+            raise error(f"{name}: expects a flat input of {m.in_features} values, got shape "
+                        f"{tuple(in_shape)} (add a Flatten, or pass input_shape)")
+        w = m.weight_codes().cpu().numpy().astype(np.int64)
+        return w, np.arange(w.shape[0]), (w.shape[0],)
+
     def ibp_margins(self, m, C, lo, hi):
         """The specification folded into the weights: ``C W`` then centre/radius (tighter than
         bounding the outputs first)."""
@@ -320,6 +348,22 @@ class ConvOp(AffineOp):
 
     def input_shape(self, m, n_inputs: int):
         return _square_input(m, n_inputs)
+
+    def matrix(self, m, in_shape, name, error=ValueError):
+        """The columns are the convolution (of the weight codes, float64: exact below 2^52) of
+        the unit basis of the input."""
+        if len(in_shape) != 3 or in_shape[0] != m.in_channels:
+            raise error(f"{name}: expects a [C, H, W] input with C = {m.in_channels}, got {tuple(in_shape)}")
+        n_in = int(np.prod(in_shape))
+        w = m.weight_codes().cpu().double()
+        if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
+            raise error(f"{name}: weight codes too large")
+        with torch.no_grad():
+            basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + tuple(in_shape))
+            cols = F.conv2d(basis, w, None, m.stride, m.padding)
+        out_shape = tuple(int(v) for v in cols.shape[1:])
+        mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
+        return mat, np.arange(mat.shape[0]) // (out_shape[1] * out_shape[2]), out_shape
 
     def sensitivity(self, m, ctx, record, g):
         return [torch.nn.grad.conv2d_input(record.in_shapes[0], ctx.weight_abs(m), g.reshape(record.out_shape),
