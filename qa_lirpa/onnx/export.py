@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.files import atomic_write_bytes
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import iter_layers
 from ..quant.functions import quantize
@@ -361,8 +362,6 @@ def _qdq_choice(layers: list) -> list[bool]:
 
 
 def _atomic_save(onnx_model, path: Path) -> None:
-    from ..train.records import atomic_write_bytes
-
     atomic_write_bytes(path, onnx_model.SerializeToString())
 
 
