@@ -159,7 +159,7 @@ class _Encoder(_milp._GraphEncoder):
         vs = self.vars if vars is None else vars
         return _weighted([vs[v] for v in e.coefs], list(e.coefs.values())) + e.const
 
-    def add(self, ct, enforce: Sequence = ()) -> None:
+    def constrain(self, ct, enforce: Sequence = ()) -> None:
         c = self.m.add(ct)
         if enforce:
             c.only_enforce_if(list(enforce))
@@ -226,6 +226,41 @@ class _Encoder(_milp._GraphEncoder):
                                   for j, (e, z) in enumerate(zip(state.exprs, state.zp))],
                                  state.scale, state.zp, state.shape))
 
+    def max(self, state: _State, windows, shape: tuple) -> _State:
+        """``y_j = max_{i in windows[j]} x_i`` of codes (CP-SAT's max constraint over the inputs
+        that can be the maximum)."""
+        known_of = self._take_known()
+        exprs, scales, zps = [], [], []
+        for j, win in enumerate(windows):
+            if j % 64 == 0:
+                self.check_time()
+            win = [int(i) for i in win]
+            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
+                raise self.Error(f"{self.name}: a window mixes quantization formats")
+            bounds = [self.b.bounds(state.exprs[i]) for i in win]
+            floor = max(lo for lo, _ in bounds)
+            cand = [i for i, bd in zip(win, bounds) if bd[1] >= floor]
+            top = max(bd[1] for bd in bounds)
+            known = known_of(j)
+            if known is not None:
+                floor, top = max(floor, known[0]), min(top, known[1])
+                if floor > top:
+                    raise AssertionError("interval bounds and expression bounds disagree")
+            if floor == top:
+                self.n_const += 1
+                exprs.append(_Lin({}, floor))
+            elif len(cand) == 1:
+                exprs.append(state.exprs[cand[0]])
+            else:
+                y = self.new_var(floor, top)
+                self.m.add_max_equality(self.vars[y], [self.expr(state.exprs[i]) for i in cand])
+                self.n_cons += 1
+                self.n_units += 1
+                exprs.append(_Lin.var(y))
+            scales.append(state.scale[win[0]])
+            zps.append(state.zp[win[0]])
+        return self._gave(_State(exprs, scales, zps, tuple(shape)))
+
     def requant(self, spec, state: _State) -> _State:
         """``clamp(R(v * s_in / s_out) + z, qmin, qmax)`` of every unit, exactly (the node's bounds
         narrow the units' domains when this is the node's output)."""
@@ -275,7 +310,7 @@ class _Encoder(_milp._GraphEncoder):
         if len(u.coefs) <= _ACC_VAR_TERMS:
             return u
         a = self.new_var(uL, uU)
-        self.add(self.expr(u) == self.vars[a])
+        self.constrain(self.expr(u) == self.vars[a])
         return _Lin.var(a)
 
     def _round_half_even(self, u: _Lin, d: int) -> _Lin:
@@ -290,10 +325,10 @@ class _Encoder(_milp._GraphEncoder):
         p = self.new_var(0, 1)
         self.n_bools += 1
         T, K, P = self.vars[t], self.vars[k], self.vars[p]
-        self.add(T == 2 * K + P)
+        self.constrain(T == 2 * K + P)
         e = self.expr(u.scaled(2)) - 2 * d * T
-        self.add(e - P >= -d)                    # -d + p <= 2u - 2dt
-        self.add(e + P <= d)                     # 2u - 2dt <= d - p
+        self.constrain(e - P >= -d)                    # -d + p <= 2u - 2dt
+        self.constrain(e + P <= d)                     # 2u - 2dt <= d - p
         return _Lin.var(t)
 
     def _floor_clamp(self, u: _Lin, D: int, lo: int, hi: Optional[int], known: Optional[tuple] = None) -> _Lin:
@@ -326,21 +361,21 @@ class _Encoder(_milp._GraphEncoder):
         mid = []
         if low:
             a = self.new_bool()                    # floor(u / D) >= lo
-            self.add(U >= D * lo, [a])
-            self.add(U <= D * lo - 1, [a.Not()])
-            self.add(Y == lo, [a.Not()])
+            self.constrain(U >= D * lo, [a])
+            self.constrain(U <= D * lo - 1, [a.Not()])
+            self.constrain(Y == lo, [a.Not()])
             mid.append(a)
         if high:
             s = self.new_bool()                    # floor(u / D) > hi
-            self.add(U >= D * (hi + 1), [s])
-            self.add(U <= D * (hi + 1) - 1, [s.Not()])
-            self.add(Y == hi, [s])
+            self.constrain(U >= D * (hi + 1), [s])
+            self.constrain(U <= D * (hi + 1) - 1, [s.Not()])
+            self.constrain(Y == hi, [s])
             mid.append(s.Not())
             if low:
                 self.m.add_implication(s, a)
                 self.n_cons += 1
-        self.add(D * Y <= U, mid)
-        self.add(U <= D * Y + D - 1, mid)
+        self.constrain(D * Y <= U, mid)
+        self.constrain(U <= D * Y + D - 1, mid)
         return _Lin.var(y)
 
 

@@ -519,6 +519,33 @@ class _GraphEncoder:
         return _State(exprs, scales, [0] * len(exprs), a.shape)
 
 
+    def linear(self, state: _State, mat: np.ndarray, scales: list, shape: tuple) -> _State:
+        """``y_j = sum_i mat[j, i] (x_i - z_i)`` (integer matrix, centred inputs) at scale
+        ``scales[j]``, zero point 0, exactly (e.g. sum pooling)."""
+        centred = [e.scaled(1, -z) for e, z in zip(state.exprs, state.zp)]
+        exprs = []
+        for j in range(mat.shape[0]):
+            if j % 64 == 0:
+                self.check_time()
+            row = mat[j]
+            acc = _Lin({}, 0)
+            for i in np.flatnonzero(row):
+                acc.add_scaled(centred[i], int(row[i]))
+            exprs.append(acc)
+        return _State(exprs, list(scales), [0] * len(exprs), tuple(shape))
+
+    def gather(self, states: Sequence[_State], index: Sequence[int], shape: tuple) -> _State:
+        """Element ``j`` of the result is element ``index[j]`` of the inputs' values concatenated
+        (flat, in input order), with its format (e.g. a concatenation)."""
+        exprs, scales, zps = [], [], []
+        for st in states:
+            exprs.extend(st.exprs)
+            scales.extend(st.scale)
+            zps.extend(st.zp)
+        idx = [int(i) for i in index]
+        return _State([exprs[i] for i in idx], [scales[i] for i in idx], [zps[i] for i in idx], tuple(shape))
+
+
 class _Encoder(_GraphEncoder):
     """The MILP encoder: integer columns and rows in :attr:`b`."""
 
@@ -612,6 +639,46 @@ class _Encoder(_GraphEncoder):
             scales.append(s_out)
             zps.append(z_out)
         return _State(exprs, scales, zps, state.shape)
+
+    def max(self, state: _State, windows: Sequence[Sequence[int]], shape: tuple) -> _State:
+        """``y_j = max_{i in windows[j]} x_i`` of codes (one format per window), with the standard
+        big-M encoding: ``y >= x_i``, ``y <= x_i + (U - L_i)(1 - d_i)``, ``sum_i d_i = 1``
+        (``d_i`` binary; ``U`` the largest upper bound, ``L_i`` the lower bound of ``x_i``); an
+        input that can never be the maximum (``U_i < max_k L_k``) takes no part."""
+        b = self.b
+        exprs, scales, zps = [], [], []
+        for j, win in enumerate(windows):
+            if j % 64 == 0:
+                self.check_time()
+            win = [int(i) for i in win]
+            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
+                raise self.Error(f"{self.name}: a window mixes quantization formats")
+            bounds = [b.bounds(state.exprs[i]) for i in win]
+            floor = max(lo for lo, _ in bounds)
+            cand = [(i, bd) for i, bd in zip(win, bounds) if bd[1] >= floor]
+            if len(cand) == 1:
+                exprs.append(state.exprs[cand[0][0]])
+            else:
+                top = max(hi for _, (_, hi) in cand)
+                y = b.new_var(floor, top)
+                self.n_units += 1
+                ds = []
+                for i, (lo, _) in cand:
+                    x = state.exprs[i]
+                    ge = _Lin({y: 1})                    # y - x >= 0
+                    ge.add_scaled(x, -1)
+                    b.add_row(ge, 0, None)
+                    d = b.new_var(0, 1, binary=True)
+                    ds.append(d)
+                    big = top - lo
+                    le = _Lin({y: 1, d: big})            # y - x + M d <= M
+                    le.add_scaled(x, -1)
+                    b.add_row(le, None, big)
+                b.add_row(_Lin({d: 1 for d in ds}), 1, 1)
+                exprs.append(_Lin.var(y))
+            scales.append(state.scale[win[0]])
+            zps.append(state.zp[win[0]])
+        return _State(exprs, scales, zps, tuple(shape))
 
     # ----- the two primitive encodings -----------------------------------------------------------
     def unit_bounds(self, u: _Lin, extra: Optional[tuple] = None) -> tuple[int, int]:
