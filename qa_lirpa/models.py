@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .base.files import atomic_write
-from .nn import QuantAct, QuantConv2d, QuantInput, QuantLinear
+from .graph import QNNGraph
+from .nn import QuantAct, QuantAdd, QuantAvgPool2d, QuantConv2d, QuantConvBN2d, QuantInput, QuantLinear
 from .quant import QuantSpec
 
 CHECKPOINT_FORMAT = "qa-lirpa-checkpoint"
@@ -71,14 +72,55 @@ def _head(n_in: int, hidden: Sequence[int], n_classes: int, f: dict[str, QuantSp
     return layers
 
 
+#: (stem filters, residual blocks, FC hidden) of the small ResNet-style QNNs: a stride-2 3x3 conv
+#: stem, blocks ``act(x + conv(act(conv(x))))`` (the Add requantizes with the activation format, so
+#: it is the block's ReLU), a 2x2 average pool (exact in onnxruntime's float32), then the FC head
+RESNET_ARCHS: dict[str, tuple[int, int, list[int]]] = {
+    "resnet_mini": (16, 1, [64]),
+    "resnet_small": (32, 2, [128]),
+}
+
+
+def _resnet(arch: str, in_shape: Sequence[int], n_classes: int, f: dict[str, QuantSpec], out_bits: int | None,
+            batchnorm: bool) -> list[tuple[str, nn.Module, list[str]]]:
+    filters, blocks, fc = RESNET_ARCHS[arch]
+    c, h, w = (int(d) for d in in_shape)
+    conv = QuantConvBN2d if batchnorm else QuantConv2d
+    nodes: list[tuple[str, nn.Module, list[str]]] = [
+        ("input_q", QuantInput(f["input"], output_scale=2.0 ** -8), ["input"]),
+        ("stem", conv(c, filters, 3, f["weight"], f["bias"], stride=2, padding=1), ["input_q"]),
+        ("stem_act", QuantAct(f["act"]), ["stem"])]
+    h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    x = "stem_act"
+    for b in range(blocks):
+        p = f"block{b}"
+        nodes += [(f"{p}_conv1", conv(filters, filters, 3, f["weight"], f["bias"], padding=1), [x]),
+                  (f"{p}_act1", QuantAct(f["act"]), [f"{p}_conv1"]),
+                  (f"{p}_conv2", conv(filters, filters, 3, f["weight"], f["bias"], padding=1), [f"{p}_act1"]),
+                  (f"{p}_add", QuantAdd(f["act"]), [x, f"{p}_conv2"])]
+        x = f"{p}_add"
+    if h < 2 or w < 2:
+        raise ValueError(f"build_model: input {list(in_shape)} too small for '{arch}'")
+    nodes += [("pool", QuantAvgPool2d(2), [x]), ("pool_act", QuantAct(f["act"]), ["pool"]),
+              ("flatten", nn.Flatten(), ["pool_act"])]
+    x = "flatten"
+    for i, layer in enumerate(_head(filters * (h // 2) * (w // 2), fc, n_classes, f, out_bits)):
+        nodes.append((f"head{i}", layer, [x]))
+        x = f"head{i}"
+    return nodes
+
+
 def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10, bits: int = 8,
                 hidden: Sequence[int] = (128,), act_int_bits: int | None = None,
-                rounding: str = "half_up", out_bits: int | None = None, init: str = "he") -> QNN:
-    """Build a QNN.
+                rounding: str = "half_up", out_bits: int | None = None, init: str = "he",
+                batchnorm: bool = False) -> QNN | QNNGraph:
+    """Build a QNN: a chain (:class:`QNN`) or, for the residual architectures, a
+    :class:`~qa_lirpa.graph.QNNGraph`.
 
     Args:
         arch: ``mlp`` (hidden sizes from ``hidden``), ``aaai21_mlp`` (784-64-32 shape, 6-bit by
-            default in the original; here ``bits`` applies), or one of :data:`CONV_ARCHS`.
+            default in the original; here ``bits`` applies), one of :data:`CONV_ARCHS`, or one of
+            the residual :data:`RESNET_ARCHS`.
         in_shape: input shape without batch, e.g. (1, 28, 28).
         n_classes: number of outputs.
         bits: bit width of weights, biases and activations.
@@ -88,14 +130,25 @@ def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int
         out_bits: requantize the outputs to this many signed bits (default: keep the accumulator).
         init: ``he`` (:func:`init_he`, the default: trains at every bit width) or ``paper``
             (:func:`init_paper`). Uses the global torch RNG.
+        batchnorm: residual architectures only: every conv is a :class:`~qa_lirpa.nn.QuantConvBN2d`
+            (BatchNorm folded into the quantized conv; the checkpoint and export hold the folded
+            layer).
     """
     if init not in INITS:
         raise ValueError(f"build_model: unknown init '{init}' (known: {', '.join(INITS)})")
     kwargs = dict(arch=arch, in_shape=list(in_shape), n_classes=n_classes, bits=bits, hidden=list(hidden),
                   act_int_bits=act_int_bits, rounding=rounding, out_bits=out_bits, init=init)
+    if batchnorm:
+        kwargs["batchnorm"] = True
     if act_int_bits is None:
-        act_int_bits = 2 if arch in ("mlp", "aaai21_mlp", "mnist_conv", "small_conv") else 3
+        act_int_bits = 2 if arch in ("mlp", "aaai21_mlp", "mnist_conv", "small_conv", *RESNET_ARCHS) else 3
     f = formats(bits, act_int_bits, rounding)
+    if arch in RESNET_ARCHS:
+        graph = QNNGraph(_resnet(arch, in_shape, n_classes, f, out_bits, batchnorm), arch=kwargs)
+        INITS[init](graph)
+        return graph
+    if batchnorm:
+        raise ValueError(f"build_model: batchnorm is for the residual architectures ({', '.join(RESNET_ARCHS)})")
     layers: list[nn.Module] = [QuantInput(f["input"], output_scale=2.0 ** -8)]
     n_in = 1
     for d in in_shape:
@@ -114,7 +167,7 @@ def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int
                 raise ValueError(f"build_model: input {list(in_shape)} too small for '{arch}'")
         layers += [nn.Flatten()] + _head(c * h * w, fc, n_classes, f, out_bits)
     else:
-        known = ", ".join(["mlp", "aaai21_mlp", *CONV_ARCHS])
+        known = ", ".join(["mlp", "aaai21_mlp", *CONV_ARCHS, *RESNET_ARCHS])
         raise ValueError(f"build_model: unknown architecture '{arch}' (known: {known})")
     model = QNN(layers, kwargs)
     INITS[init](model)

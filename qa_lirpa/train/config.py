@@ -32,11 +32,13 @@ class ModelConfig:
     """Arguments of :func:`qa_lirpa.models.build_model` (the input shape and classes come from data)."""
 
     arch: str = "mlp"                # mlp | aaai21_mlp | small_conv | mnist_conv | fashion_conv | cifar_conv
+                                     # | resnet_mini | resnet_small (residual QNN graphs)
     bits: int = 8                    # bit width of weights, biases and activations (4, 6 or 8)
     hidden: List[int] = field(default_factory=lambda: [64])   # hidden sizes of `mlp`
     act_int_bits: Optional[int] = None   # integer bits of hidden activations (None: per arch)
     rounding: Literal["half_up", "half_even"] = "half_up"
     out_bits: Optional[int] = None   # requantize outputs (None: keep the accumulator, as the paper)
+    batchnorm: bool = False          # residual archs: BatchNorm folded into each quantized conv
     # Train the float network (every quantizer off: no rounding, no saturation, ReLU activations),
     # then quantize post-training (PTQ): the checkpoint is the same fixed-point QNN, its weights
     # rounded into their formats. Evaluation reports the quantized network, plus float_* metrics.

@@ -77,7 +77,8 @@ def make_model(cfg: TrainConfig, in_shape, n_classes: int) -> QNN:
     """The model to train: a QNN, with its quantizers off when ``model.float_train``."""
     m = cfg.model
     model = build_model(m.arch, in_shape=in_shape, n_classes=n_classes, bits=m.bits, hidden=m.hidden,
-                        act_int_bits=m.act_int_bits, rounding=m.rounding, out_bits=m.out_bits)
+                        act_int_bits=m.act_int_bits, rounding=m.rounding, out_bits=m.out_bits,
+                        batchnorm=m.batchnorm)
     return set_float_mode(model, m.float_train)
 
 
