@@ -1,8 +1,8 @@
 """An exact CP-SAT decision procedure for properties of quantized networks (OR-Tools, optional).
 
-The same chain models as :mod:`qa_lirpa.exact.milp` (``QuantInput, (Flatten | QuantLinear |
-QuantConv2d | QuantAct | ReLU | Identity | Dropout)*`` with the semantics of
-:func:`qa_lirpa.integer_forward`), the same interface (:func:`solve_cpsat` mirrors
+The same models as :mod:`qa_lirpa.exact.milp` (graphs that start with their input quantizer, with
+the semantics of :func:`qa_lirpa.integer_forward`; each node's op supplies its encoding,
+``OpDef.cpsat``), the same interface (:func:`solve_cpsat` mirrors
 :func:`~qa_lirpa.exact.milp.solve_milp`), but a constraint-programming encoding: CP-SAT works on
 integers only, so the model has no tolerances at all.
 
@@ -23,7 +23,7 @@ integers only, so the model has no tolerances at all.
 
   A side whose clamp cannot be active on the box has no literal; an accumulator with many
   terms gets its own variable (one long equality, short unit constraints);
-* bounds: the exact interval image of the box (:class:`qa_lirpa.verify.intervals.IntervalNet`,
+* bounds: the exact interval image of the box (:class:`qa_lirpa.nn.intervals.IntervalNet`,
   intersected with the interval bounds of the expressions themselves) gives every variable its
   domain, and a unit whose output is constant on the box becomes that constant;
 * the property: real outputs ``(q - z) s``; a row ``sum_k a_k y_k <= b`` becomes an exact integer
@@ -55,12 +55,10 @@ from torch import nn
 
 from ..base.verdict import Verdict
 from ..base.vnnlib import InputSpec
-from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
-from ..nn.reference import iter_layers
-from ..verify.intervals import IntervalNet
+from ..nn.intervals import IntervalNet
 from . import milp as _milp
-from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm,
-                   _Lin, _layers_problem, _per_tensor, _rhe, _spec_rows, _State)
+from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm, _Lin, _rhe,
+                   _spec_rows, _State)
 
 __all__ = ["CpsatEncodingError", "CpsatResult", "available", "solve_cpsat", "decide_cpsat",
            "unsupported_reason", "ACTIVITY_LIMIT"]
@@ -92,7 +90,7 @@ def unsupported_reason(model: nn.Module) -> str:
     """"" if ``model`` has an exact CP-SAT encoding here and OR-Tools is importable, else why not."""
     if not available():
         return "OR-Tools (ortools) is not installed"
-    return _layers_problem(list(iter_layers(model))).replace("MILP", "CP-SAT")
+    return _milp.encoding_problem(model, "cpsat")
 
 
 @dataclass
@@ -107,28 +105,32 @@ class CpsatResult(_milp.ExactResult):
     stats: dict = field(default_factory=dict)
 
 
-class _Encoder:
-    """Builds the CP-SAT model layer by layer; ``b`` keeps the integer domains (for bounds)."""
+class _Encoder(_milp._GraphEncoder):
+    """Builds the CP-SAT model node by node (asking each node's op: ``OpDef.cpsat``); ``b`` keeps
+    the integer domains (for bounds)."""
+
+    method = "cpsat"
+    Error = CpsatEncodingError
 
     def __init__(self, model: nn.Module, input_shape: tuple, deadline: float) -> None:
         from ortools.sat.python import cp_model
 
-        self.layers = list(iter_layers(model))
-        reason = _layers_problem(self.layers)
-        if reason:
-            raise CpsatEncodingError(reason.replace("MILP", "CP-SAT"))
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.deadline = deadline
+        super().__init__(model, input_shape, deadline)
         self.m = cp_model.CpModel()
         self.b = _Builder()
         self.vars: list = []                      # CP-SAT variable of each builder column
-        self.input_vars: list[Optional[int]] = []
         self.n_units = 0
         self.n_const = 0
         self.n_bools = 0
         self.n_cons = 0
-        self.ival = IntervalNet(model)
-        self.extra: dict = {}                     # layer index -> [(lo, hi)] of its output codes
+        try:
+            self.ival = IntervalNet(model)
+        except Exception:  # noqa: BLE001 - interval bounds are an optimisation only
+            self.ival = None
+        self.boxes: Optional[dict] = None         # node name -> IntBox of its output codes
+        self.extra: dict = {}                     # node index -> [(lo, hi)] of its output codes
+        self.known: Optional[tuple] = None        # bounds of the current node's output codes
+        self._known_out = None                    # the value those bounds were applied to
 
     # ----- variables and constraints ------------------------------------------------------------
     def new_var(self, lo: int, hi: int, name: str = "") -> int:
@@ -157,112 +159,113 @@ class _Encoder:
         vs = self.vars if vars is None else vars
         return _weighted([vs[v] for v in e.coefs], list(e.coefs.values())) + e.const
 
-    def add(self, ct, enforce: Sequence = ()) -> None:
+    def constrain(self, ct, enforce: Sequence = ()) -> None:
         c = self.m.add(ct)
         if enforce:
             c.only_enforce_if(list(enforce))
         self.n_cons += 1
 
-    def check_time(self) -> None:
-        if time.perf_counter() > self.deadline:
-            raise _OutOfTime()
+    # ----- the walk ----------------------------------------------------------------------------
+    def new_input_var(self, lo: int, hi: int, i: int) -> int:
+        return self.new_var(lo, hi, f"x{i}")
 
-    # ----- input -------------------------------------------------------------------------------
     def encode_input(self, code_lo: np.ndarray, code_hi: np.ndarray) -> _State:
-        qi: QuantInput = self.layers[0]
-        shape = self.input_shape[1:]
-        scale, zp = _milp.input_scales(qi, shape)
-        exprs = []
-        for i in range(len(scale)):
-            lo, hi = int(code_lo[i]), int(code_hi[i])
-            if lo == hi:
-                exprs.append(_Lin({}, lo))
-                self.input_vars.append(None)
-            else:
-                v = self.new_var(lo, hi, f"x{i}")
-                exprs.append(_Lin.var(v))
-                self.input_vars.append(v)
-        lo_t = torch.as_tensor(np.asarray(code_lo, dtype=np.int64)).reshape(self.input_shape)
-        hi_t = torch.as_tensor(np.asarray(code_hi, dtype=np.int64)).reshape(self.input_shape)
-        try:
-            self.box = self.ival.input_box(lo_t, hi_t)
-        except Exception:  # noqa: BLE001 - interval bounds are an optimisation only
-            self.box = None
-        return _State(exprs, scale, zp, tuple(shape))
-
-    # ----- layers ------------------------------------------------------------------------------
-    def encode_layers(self, state: _State) -> _State:
-        for i, layer in enumerate(self.layers[1:], start=1):
-            self.check_time()
-            name = f"layer {i} ({type(layer).__name__})"
-            if self.box is not None:
-                try:
-                    self.box = self.ival.step(i - 1, layer, self.box)
-                except Exception:  # noqa: BLE001 - e.g. float64 exactness guard: use expression bounds
-                    self.box = None
-            self.known = None
-            if self.box is not None:
-                self.known = (self.box.lo.reshape(-1).tolist(), self.box.hi.reshape(-1).tolist())
-            extra = self.extra.get(i)
-            if extra is not None:
-                los, his = zip(*extra)
-                if self.known is None:
-                    self.known = (list(los), list(his))
-                else:
-                    self.known = ([max(a, b) for a, b in zip(self.known[0], los)],
-                                  [min(a, b) for a, b in zip(self.known[1], his)])
-            if isinstance(layer, (QuantLinear, QuantConv2d)):
-                state = self._weighted_layer(layer, state, name)
-            elif isinstance(layer, QuantAct):
-                state = self._requant(layer, state, name)
-            elif isinstance(layer, nn.ReLU):
-                state = _State([self._floor_clamp(e, 1, z, None, self._known(j))
-                                for j, (e, z) in enumerate(zip(state.exprs, state.zp))],
-                               state.scale, state.zp, state.shape)
-            elif isinstance(layer, nn.Flatten):
-                _per_tensor(state, name)
-                nd = len(state.shape) + 1
-                s, e = layer.start_dim % nd, layer.end_dim % nd
-                if s == 0:
-                    raise CpsatEncodingError(f"{name}: flattening the batch dimension is not supported")
-                shape = state.shape[: s - 1] + (int(np.prod(state.shape[s - 1:e])),) + state.shape[e:]
-                state = _State(state.exprs, state.scale, state.zp, shape)
-            # Identity, Dropout: nothing
+        state = super().encode_input(code_lo, code_hi)
+        self.boxes = None
+        if self.ival is not None:
+            lo_t = torch.as_tensor(np.asarray(code_lo, dtype=np.int64)).reshape(self.input_shape)
+            hi_t = torch.as_tensor(np.asarray(code_hi, dtype=np.int64)).reshape(self.input_shape)
+            try:
+                self.boxes = _node_boxes(self.ival, lo_t, hi_t)
+            except Exception:  # noqa: BLE001 - e.g. float64 exactness guard: use expression bounds
+                self.boxes = None
         return state
 
-    def _known(self, j: int, shift: int = 0) -> Optional[tuple]:
-        """Interval bounds of output ``j`` of the current layer (codes), minus ``shift``."""
-        if self.known is None:
-            return None
-        return self.known[0][j] - shift, self.known[1][j] - shift
+    def enter(self, node, layer) -> None:
+        super().enter(node, layer)
+        known = None
+        box = None if self.boxes is None else self.boxes.get(node.name)
+        if box is not None:
+            known = (box.lo.reshape(-1).tolist(), box.hi.reshape(-1).tolist())
+        extra = self.extra.get(node.index)
+        if extra is not None:
+            los, his = zip(*extra)
+            if known is None:
+                known = (list(los), list(his))
+            else:
+                known = ([max(a, b) for a, b in zip(known[0], los)], [min(a, b) for a, b in zip(known[1], his)])
+        self.known, self._known_out = known, None
 
-    def _affine(self, layer, state: _State, mat: np.ndarray, out_channel: np.ndarray, name: str,
-                out_shape: tuple) -> _State:
-        s_in, z_in = _per_tensor(state, name)
-        scales, m_acc, bq, m_b = layer.affine_scales(s_in)
-        bias = None if bq is None else [int(v) for v in bq.reshape(-1).tolist()]
-        centred = [e.scaled(1, -z_in) for e in state.exprs]
-        exprs, out_scales = [], []
-        for j in range(mat.shape[0]):
+    def leave(self, node, state: _State) -> _State:
+        if self._known_out is not None and state is not self._known_out:
+            raise AssertionError(f"{self.name}: the node's output bounds were applied to a value that is "
+                                 f"not its output (call requant/relu last in an op's cpsat)")
+        self.known = self._known_out = None
+        return state
+
+    def _take_known(self):
+        """``known(j, shift)``: the bounds of unit ``j`` of the current node's output (codes) minus
+        ``shift``, or None; the bounds go to the first primitive that asks (its result must be the
+        node's value, :meth:`leave` checks)."""
+        known, self.known = self.known, None
+        if known is None:
+            return lambda j, shift=0: None
+        self._known_out = True
+        return lambda j, shift=0: (known[0][j] - shift, known[1][j] - shift)
+
+    def _gave(self, state: _State) -> _State:
+        if self._known_out is True:
+            self._known_out = state
+        return state
+
+    # ----- primitives ----------------------------------------------------------------------------
+    def relu(self, state: _State) -> _State:
+        """``max(q, z)`` of every unit (ReLU on codes)."""
+        known = self._take_known()
+        return self._gave(_State([self._floor_clamp(e, 1, z, None, known(j))
+                                  for j, (e, z) in enumerate(zip(state.exprs, state.zp))],
+                                 state.scale, state.zp, state.shape))
+
+    def max(self, state: _State, windows, shape: tuple) -> _State:
+        """``y_j = max_{i in windows[j]} x_i`` of codes (CP-SAT's max constraint over the inputs
+        that can be the maximum)."""
+        known_of = self._take_known()
+        exprs, scales, zps = [], [], []
+        for j, win in enumerate(windows):
             if j % 64 == 0:
                 self.check_time()
-            o = int(out_channel[j])
-            acc = _Lin({}, 0)
-            row = mat[j]
-            for i in np.flatnonzero(row):
-                acc.add_scaled(centred[i], int(row[i]) * m_acc[o])
-            if bias is not None:
-                acc.const += m_b[o] * bias[o]
-            exprs.append(acc)
-            out_scales.append(scales[o])
-        return _State(exprs, out_scales, [0] * len(exprs), out_shape)
+            win = [int(i) for i in win]
+            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
+                raise self.Error(f"{self.name}: a window mixes quantization formats")
+            bounds = [self.b.bounds(state.exprs[i]) for i in win]
+            floor = max(lo for lo, _ in bounds)
+            cand = [i for i, bd in zip(win, bounds) if bd[1] >= floor]
+            top = max(bd[1] for bd in bounds)
+            known = known_of(j)
+            if known is not None:
+                floor, top = max(floor, known[0]), min(top, known[1])
+                if floor > top:
+                    raise AssertionError("interval bounds and expression bounds disagree")
+            if floor == top:
+                self.n_const += 1
+                exprs.append(_Lin({}, floor))
+            elif len(cand) == 1:
+                exprs.append(state.exprs[cand[0]])
+            else:
+                y = self.new_var(floor, top)
+                self.m.add_max_equality(self.vars[y], [self.expr(state.exprs[i]) for i in cand])
+                self.n_cons += 1
+                self.n_units += 1
+                exprs.append(_Lin.var(y))
+            scales.append(state.scale[win[0]])
+            zps.append(state.zp[win[0]])
+        return self._gave(_State(exprs, scales, zps, tuple(shape)))
 
-    def _weighted_layer(self, layer, state: _State, name: str) -> _State:
-        mat, out_channel, out_shape = _milp.affine_matrix(layer, state.shape, name, CpsatEncodingError)
-        return self._affine(layer, state, mat, out_channel, name, out_shape)
-
-    def _requant(self, layer: QuantAct, state: _State, name: str) -> _State:
-        spec = layer.spec
+    def requant(self, spec, state: _State) -> _State:
+        """``clamp(R(v * s_in / s_out) + z, qmin, qmax)`` of every unit, exactly (the node's bounds
+        narrow the units' domains when this is the node's output)."""
+        name = self.name
+        known_of = self._take_known()
         n = len(state.exprs)
         o_scales, o_zps = spec.scale_fractions(), spec.zero_points()
         if spec.per_channel:
@@ -278,7 +281,7 @@ class _Encoder:
             c = int(ch[j])
             s_out, z_out = o_scales[c], o_zps[c]
             v = e.scaled(1, -state.zp[j])
-            known = self._known(j, z_out)            # bounds of the result (codes minus z_out)
+            known = known_of(j, z_out)               # bounds of the result (codes minus z_out)
             mult = state.scale[j] / s_out
             num, den = mult.numerator, mult.denominator
             lo, hi = spec.qmin - z_out, spec.qmax - z_out
@@ -300,15 +303,14 @@ class _Encoder:
             exprs.append(y.scaled(1, z_out))
             scales.append(s_out)
             zps.append(z_out)
-        return _State(exprs, scales, zps, state.shape)
+        return self._gave(_State(exprs, scales, zps, state.shape))
 
-    # ----- primitives ----------------------------------------------------------------------------
     def _as_var(self, u: _Lin, uL: int, uU: int) -> _Lin:
         """``u`` itself when short, else a new variable equal to it (domain ``[uL, uU]``)."""
         if len(u.coefs) <= _ACC_VAR_TERMS:
             return u
         a = self.new_var(uL, uU)
-        self.add(self.expr(u) == self.vars[a])
+        self.constrain(self.expr(u) == self.vars[a])
         return _Lin.var(a)
 
     def _round_half_even(self, u: _Lin, d: int) -> _Lin:
@@ -323,10 +325,10 @@ class _Encoder:
         p = self.new_var(0, 1)
         self.n_bools += 1
         T, K, P = self.vars[t], self.vars[k], self.vars[p]
-        self.add(T == 2 * K + P)
+        self.constrain(T == 2 * K + P)
         e = self.expr(u.scaled(2)) - 2 * d * T
-        self.add(e - P >= -d)                    # -d + p <= 2u - 2dt
-        self.add(e + P <= d)                     # 2u - 2dt <= d - p
+        self.constrain(e - P >= -d)                    # -d + p <= 2u - 2dt
+        self.constrain(e + P <= d)                     # 2u - 2dt <= d - p
         return _Lin.var(t)
 
     def _floor_clamp(self, u: _Lin, D: int, lo: int, hi: Optional[int], known: Optional[tuple] = None) -> _Lin:
@@ -359,21 +361,21 @@ class _Encoder:
         mid = []
         if low:
             a = self.new_bool()                    # floor(u / D) >= lo
-            self.add(U >= D * lo, [a])
-            self.add(U <= D * lo - 1, [a.Not()])
-            self.add(Y == lo, [a.Not()])
+            self.constrain(U >= D * lo, [a])
+            self.constrain(U <= D * lo - 1, [a.Not()])
+            self.constrain(Y == lo, [a.Not()])
             mid.append(a)
         if high:
             s = self.new_bool()                    # floor(u / D) > hi
-            self.add(U >= D * (hi + 1), [s])
-            self.add(U <= D * (hi + 1) - 1, [s.Not()])
-            self.add(Y == hi, [s])
+            self.constrain(U >= D * (hi + 1), [s])
+            self.constrain(U <= D * (hi + 1) - 1, [s.Not()])
+            self.constrain(Y == hi, [s])
             mid.append(s.Not())
             if low:
                 self.m.add_implication(s, a)
                 self.n_cons += 1
-        self.add(D * Y <= U, mid)
-        self.add(U <= D * Y + D - 1, mid)
+        self.constrain(D * Y <= U, mid)
+        self.constrain(U <= D * Y + D - 1, mid)
         return _Lin.var(y)
 
 
@@ -383,21 +385,29 @@ def _weighted(vs: list, coefs: list):
     return cp_model.LinearExpr.weighted_sum(vs, coefs)
 
 
+def _node_boxes(ival: IntervalNet, lo: torch.Tensor, hi: torch.Tensor) -> dict:
+    """The exact interval box of every node's output (by name) for input codes ``[lo, hi]``."""
+    def step(node, layer, *boxes):
+        ival.node = node
+        return ival.ops[node.index].interval(layer, ival, *boxes)
+
+    try:
+        return ival.graph.walk((lo, hi), step, keep=True)
+    finally:
+        ival.node = None
+
+
 class _Recorder(_milp._Encoder):
-    """The MILP encoder with rigorous LP bound tightening, recording the bounds of every
-    requantization's output codes (``bounds[layer index]``)."""
+    """The MILP encoder with rigorous LP bound tightening, recording the bounds of every node's
+    output codes (``bounds[node index]``)."""
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
         self.bounds: dict[int, list] = {}
 
-    def _index(self, layer) -> int:
-        return next(i for i, x in enumerate(self.layers) if x is layer)
-
-    def _requant(self, layer, state, name):
-        out = super()._requant(layer, state, name)
-        self.bounds[self._index(layer)] = [self.b.bounds(e) for e in out.exprs]
-        return out
+    def leave(self, node, state):
+        self.bounds[node.index] = [self.b.bounds(e) for e in state.exprs]
+        return state
 
 
 def _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline, threads):

@@ -1,9 +1,11 @@
 """An exact MILP decision procedure for properties of quantized networks (HiGHS).
 
-The model is a chain ``QuantInput, (Flatten | QuantLinear | QuantConv2d | QuantAct | ReLU |
-Identity | Dropout)*`` with the semantics of :func:`qa_lirpa.integer_forward`. Every quantity of
-that semantics is an integer, and the encoding states it with integer variables, integer
-coefficients and integer right-hand sides only:
+The model is a graph (:class:`~qa_lirpa.graph.QNNGraph`; a chain is one) that starts with its
+input quantizer, with the semantics of :func:`qa_lirpa.integer_forward`. The encoder walks the
+graph and asks each node's op definition for its encoding (``OpDef.milp``, written next to the
+layer, from the encoder's primitives; :func:`encoding_problem` says which models have one). Every
+quantity of that semantics is an integer, and the encoding states it with integer variables,
+integer coefficients and integer right-hand sides only:
 
 * input codes: integer variables, bounded by the codes of the box end points (quantization is
   monotone, so the integer grid inside a real box is the box of its end points' codes);
@@ -70,9 +72,9 @@ from torch import nn
 from ..base.errors import QaLirpaError
 from ..base.verdict import Verdict
 from ..base.vnnlib import InputSpec
-from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
+from ..graph import OpDef, UnsupportedOp, as_graph, input_quantizer, op_for
+from ..nn import layers as _layers  # noqa: F401 - registers the op definitions of the built-in layers
 from ..nn.reference import integer_codes, iter_layers
-from ..quant.functions import quantize
 from .highs_worker import TOLERANCE, HighsStatusError, Worker, new_highs as _new_highs, solve_mip, to_highs_lp
 
 __all__ = ["MilpEncodingError", "SolverError", "MilpResult", "decide_milp", "solve_milp",
@@ -198,9 +200,9 @@ def _channel_index(shape: tuple, axis_with_batch: int) -> np.ndarray:
     return np.indices(shape).reshape(len(shape), -1)[a - 1]
 
 
-def _per_tensor(state: _State, layer: str) -> tuple[Fraction, int]:
+def _per_tensor(state: _State, layer: str, error: type = MilpEncodingError) -> tuple[Fraction, int]:
     if len(set(state.scale)) != 1 or len(set(state.zp)) != 1:
-        raise MilpEncodingError(f"{layer}: its input must be quantized per tensor (as integer_forward requires)")
+        raise error(f"{layer}: its input must be quantized per tensor (as integer_forward requires)")
     return state.scale[0], state.zp[0]
 
 
@@ -299,36 +301,42 @@ class _LpBounder:
 # The encoder
 # --------------------------------------------------------------------------------------------
 
-#: layer types the encoder knows, with the integer semantics (``int_forward``) it encodes
-_KNOWN = (QuantInput, QuantLinear, QuantConv2d, QuantAct)
-_PLAIN = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
+def _node_name(node, layer) -> str:
+    return f"layer {node.name} ({type(layer).__name__})"
 
 
-def _layers_problem(layers: list) -> str:
-    """Why the chain of ``layers`` has no exact encoding here ("" if it has one). A subclass of a
-    known layer that brings its own ``int_forward`` (e.g. the ONNX import's float32 requantizer,
-    whose float32 rounding differs from the exact rational rounding encoded here) is refused."""
-    if not layers or not isinstance(layers[0], QuantInput):
+def encoding_problem(model: nn.Module, method: str = "milp") -> str:
+    """Why ``model`` has no exact encoding by its ops' ``method`` (``"milp"`` or ``"cpsat"``); ""
+    if it has one. The model's graph must start with its input quantizer; a node's op encodes it iff
+    the op's class overrides ``OpDef.<method>`` and ``op.<method>_refusal(layer)`` is "" (e.g. a
+    subclass of a known layer that brings its own ``int_forward``, such as the ONNX import's float32
+    requantizer, whose rounding differs from the exact rational rounding encoded here, is refused)."""
+    what = {"milp": "MILP", "cpsat": "CP-SAT"}[method]
+    graph = as_graph(model)
+    if not graph.nodes or input_quantizer(graph) is None:
         return "the model must start with a QuantInput layer"
-    for i, layer in enumerate(layers):
-        name = f"layer {i} ({type(layer).__name__})"
-        if i > 0 and isinstance(layer, QuantInput):
+    base = getattr(OpDef, method)
+    for node, layer in graph.items():
+        name = _node_name(node, layer)
+        try:
+            op = op_for(layer)
+        except UnsupportedOp:
+            return f"{name}: no exact {what} encoding for this layer type"
+        if node.index > 0 and op.is_input:
             return f"{name}: a QuantInput must be the first layer only"
-        known = next((k for k in _KNOWN if isinstance(layer, k)), None)
-        if known is not None:
-            if getattr(type(layer), "int_forward", None) is not getattr(known, "int_forward", None):
-                return f"{name}: its own integer semantics (int_forward) has no MILP encoding"
-            if i > 0 and float(getattr(layer, "float32_tolerance", 0.0) or 0.0) > 0:
-                return f"{name}: float32 rounding has no exact MILP encoding"
-        elif not isinstance(layer, _PLAIN):
-            return f"{name}: no exact MILP encoding for this layer type"
+        if getattr(type(op), method) is base:
+            return f"{name}: no exact {what} encoding for this layer type"
+        reason = getattr(op, method + "_refusal")(layer)
+        if reason:
+            return f"{name}: {reason}"
     return ""
 
 
 def unsupported_reason(model: nn.Module) -> str:
     """"" if every layer of ``model`` has an exact MILP encoding here, else the reason why not
     (the encoding can still fail later on numbers too large: :class:`MilpEncodingError`)."""
-    return _layers_problem(list(iter_layers(model)))
+    return encoding_problem(model, "milp")
+
 
 def spec_code_box(model: nn.Module, spec: InputSpec, input_shape, code_box=None, shape_only: bool = False):
     """``(shape, code_lo, code_hi)``: the batch-1 input shape and the integer code box of
@@ -364,170 +372,197 @@ def spec_code_box(model: nn.Module, spec: InputSpec, input_shape, code_box=None,
     return shape, box_lo, box_hi
 
 
-def input_scales(qi: QuantInput, shape: tuple) -> tuple[list[Fraction], list[int]]:
+def input_scales(qi: nn.Module, shape: tuple) -> tuple[list[Fraction], list[int]]:
     """Per flat input (C order over ``shape``): the scale and zero point of the value the first
-    layer sees."""
-    n = int(np.prod(shape)) if shape else 1
-    spec = qi.spec
-    scales = [Fraction(qi.output_scale)] if qi.output_scale is not None else spec.scale_fractions()
-    zps = spec.zero_points()
-    if spec.per_channel:
-        ch = _channel_index(shape, spec.axis)
-        return [scales[c] for c in ch], [zps[c] for c in ch]
-    return [scales[0]] * n, [zps[0]] * n
+    layer sees (the input op's :meth:`~qa_lirpa.nn.quantizers.QuantInputOp.flat_formats`)."""
+    return op_for(qi).flat_formats(qi, tuple(shape), MilpEncodingError)
 
 
-def affine_matrix(layer, shape: tuple, name: str, error=None) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """A QuantLinear or QuantConv2d as an integer matrix on the flat input of ``shape``:
-    ``(weight codes [out, in] int64, output channel of each row, output shape)``; ``error`` (an
-    exception class, default :class:`MilpEncodingError`) for inputs of the wrong shape."""
-    error = error or MilpEncodingError
-    if isinstance(layer, QuantLinear):
-        if len(shape) != 1 or shape[0] != layer.in_features:
-            raise error(f"{name}: expects a flat input of {layer.in_features} values, got shape "
-                        f"{shape} (add a Flatten, or pass input_shape)")
-        w = layer.weight_codes().cpu().numpy().astype(np.int64)
-        return w, np.arange(layer.out_features), (layer.out_features,)
-    if len(shape) != 3 or shape[0] != layer.in_channels:
-        raise error(f"{name}: expects a [C, H, W] input with C = {layer.in_channels}, got {shape}")
-    n_in = int(np.prod(shape))
-    w = layer.weight_codes().cpu().double()
-    if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
-        raise error(f"{name}: weight codes too large")
-    with torch.no_grad():
-        basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + tuple(shape))
-        cols = F.conv2d(basis, w, None, layer.stride, layer.padding)
-    out_shape = tuple(int(v) for v in cols.shape[1:])
-    mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
-    return mat, np.arange(mat.shape[0]) // (out_shape[1] * out_shape[2]), out_shape
+class _GraphEncoder:
+    """Walks the model's graph (:func:`~qa_lirpa.graph.as_graph`) keeping one :class:`_State` per
+    node and asks each node's op for its encoding: ``op_for(layer).<method>(layer, self, *states)``
+    (``method``: ``"milp"`` or ``"cpsat"``). The ops build their encodings from the primitives
+    here (``input_codes``, ``affine``, ``add``, ``reshape``, ``per_tensor``) and from those of the
+    backend's encoder (``requant``, ``relu``, ...). While a node is encoded, ``node`` is it and
+    ``name`` names it for messages; ``Error`` is the backend's encoding error."""
 
+    method = "milp"
+    Error: type = MilpEncodingError
 
-class _Encoder:
-    def __init__(self, model: nn.Module, input_shape: tuple, tighten: bool = False,
-                 deadline: float = math.inf, threads: Optional[int] = None) -> None:
-        self.tighten = tighten
-        self.deadline = deadline
-        self.threads = threads
-        self.n_tightened = 0
-        self.layers = list(iter_layers(model))
-        reason = _layers_problem(self.layers)
+    def __init__(self, model: nn.Module, input_shape: tuple, deadline: float = math.inf) -> None:
+        self.graph = as_graph(model)
+        reason = encoding_problem(self.graph, self.method)
         if reason:
-            raise MilpEncodingError(reason)
+            raise self.Error(reason)
+        self.ops = [op_for(layer) for _, layer in self.graph.items()]
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.b = _Builder()
+        self.deadline = deadline
+        self.node = None
+        self.name = ""
         self.input_vars: list[Optional[int]] = []
-        self.n_units = 0          # requantized units that needed a variable
 
-    # ----- input -------------------------------------------------------------------------------
-    def encode_input(self, code_lo: np.ndarray, code_hi: np.ndarray) -> _State:
-        qi: QuantInput = self.layers[0]
-        shape = self.input_shape[1:]
-        n = int(np.prod(shape)) if shape else 1
-        scale, zp = input_scales(qi, shape)
-        exprs = []
-        for i in range(n):
-            lo, hi = int(code_lo[i]), int(code_hi[i])
-            if lo == hi:
-                exprs.append(_Lin({}, lo))
-                self.input_vars.append(None)
-            else:
-                v = self.b.new_var(lo, hi)
-                exprs.append(_Lin.var(v))
-                self.input_vars.append(v)
-        return _State(exprs, scale, zp, tuple(shape))
-
-    # ----- layers ------------------------------------------------------------------------------
+    # ----- the walk ----------------------------------------------------------------------------
     def check_time(self) -> None:
         """Raise :class:`_OutOfTime` once the deadline has passed (encoding big layers is slow)."""
         if time.perf_counter() > self.deadline:
             raise _OutOfTime()
 
-    def encode_layers(self, state: _State) -> _State:
-        for i, layer in enumerate(self.layers[1:], start=1):
-            self.check_time()
-            name = f"layer {i} ({type(layer).__name__})"
-            if isinstance(layer, QuantLinear):
-                state = self._linear(layer, state, name)
-            elif isinstance(layer, QuantConv2d):
-                state = self._conv(layer, state, name)
-            elif isinstance(layer, QuantAct):
-                state = self._requant(layer, state, name)
-            elif isinstance(layer, nn.ReLU):
-                state = self._relu(state)
-            elif isinstance(layer, nn.Flatten):
-                state = self._flatten(layer, state, name)
-            elif isinstance(layer, (nn.Identity, nn.Dropout)):
-                pass
-            else:  # _layers_problem has refused everything else already
-                raise MilpEncodingError(f"{name}: no exact MILP encoding for this layer type")
+    def enter(self, node, layer) -> None:
+        """Called before a node is encoded."""
+        self.node, self.name = node, _node_name(node, layer)
+
+    def leave(self, node, state: _State) -> _State:
+        """Called with a node's encoded value (its result is the node's value)."""
         return state
 
-    def _flatten(self, layer: nn.Flatten, state: _State, name: str) -> _State:
-        _per_tensor(state, name)
-        nd = len(state.shape) + 1
-        s, e = layer.start_dim % nd, layer.end_dim % nd
-        if s == 0:
-            raise MilpEncodingError(f"{name}: flattening the batch dimension is not supported")
-        shape = state.shape[: s - 1] + (int(np.prod(state.shape[s - 1:e])),) + state.shape[e:]
-        return _State(state.exprs, state.scale, state.zp, shape)
+    def encode_input(self, code_lo: np.ndarray, code_hi: np.ndarray) -> _State:
+        """The input quantizer's node: its op states the box ``[code_lo, code_hi]`` of input codes
+        (flat) with :meth:`input_codes`."""
+        node, layer = next(self.graph.items())
+        self.enter(node, layer)
+        return self.leave(node, getattr(self.ops[0], self.method)(layer, self, (code_lo, code_hi)))
 
-    def _bias(self, layer, out_ch: int, name: str):
-        if layer.bias is None:
-            return None, None
-        if layer.bias_spec is None:
-            raise MilpEncodingError(f"{name}: a float bias has no exact integer semantics")
-        bs = layer.bias_spec.replace(axis=0) if layer.bias_spec.per_channel else layer.bias_spec
-        codes = quantize(layer.bias.detach().double().cpu(), bs).tolist()
-        zps = bs.zero_points()
-        zps = zps * out_ch if len(zps) == 1 else zps
-        scales = bs.scale_fractions()
-        scales = scales * out_ch if len(scales) == 1 else scales
-        return [int(c) - int(z) for c, z in zip(codes, zps)], scales
+    def encode_layers(self, state: _State) -> _State:
+        """The output state of the graph, from the input quantizer's state (:meth:`encode_input`)."""
+        method = self.method
 
-    def _weight_scales(self, layer, out_ch: int) -> list:
-        ws = layer.weight_spec.scale_fractions()
-        return ws * out_ch if len(ws) == 1 else ws
+        def step(node, layer, *states):
+            if node.index == 0:
+                return states[0]
+            self.check_time()
+            self.enter(node, layer)
+            return self.leave(node, getattr(self.ops[node.index], method)(layer, self, *states))
 
-    def _affine(self, state: _State, mat: np.ndarray, out_channel: np.ndarray, w_scales, bias,
-                b_scales, s_in: Fraction, z_in: int, out_shape: tuple) -> _State:
-        """``acc_j = sum_i mat[j, i] (x_i - z_in)`` plus bias, exactly, at a common scale."""
-        centered = [e.scaled(1, -z_in) for e in state.exprs]
-        exprs, scales = [], []
+        try:
+            return self.graph.walk(state, step)
+        finally:
+            self.node = None
+
+    # ----- primitives (shared by the backends) ----------------------------------------------------
+    def new_input_var(self, lo: int, hi: int, i: int) -> int:
+        raise NotImplementedError
+
+    def input_codes(self, code_lo, code_hi, scales: list, zps: list) -> _State:
+        """Input codes in ``[code_lo, code_hi]`` (flat): a variable each, a constant where fixed;
+        ``scales``/``zps``: the format of each flat input."""
+        exprs = []
+        for i in range(len(scales)):
+            lo, hi = int(code_lo[i]), int(code_hi[i])
+            if lo == hi:
+                exprs.append(_Lin({}, lo))
+                self.input_vars.append(None)
+            else:
+                v = self.new_input_var(lo, hi, i)
+                exprs.append(_Lin.var(v))
+                self.input_vars.append(v)
+        return _State(exprs, list(scales), list(zps), tuple(self.input_shape[1:]))
+
+    def per_tensor(self, state: _State) -> tuple[Fraction, int]:
+        """``(scale, zero point)`` of a per-tensor quantized value (else the encoding error)."""
+        return _per_tensor(state, self.name, self.Error)
+
+    def reshape(self, state: _State, shape: tuple) -> _State:
+        """The same values (flat, C order) with another shape (per-tensor values only, as
+        ``integer_forward`` requires)."""
+        self.per_tensor(state)
+        if int(np.prod(shape)) != len(state.exprs):
+            raise self.Error(f"{self.name}: cannot reshape {len(state.exprs)} values to {tuple(shape)}")
+        return _State(state.exprs, state.scale, state.zp, tuple(shape))
+
+    def affine(self, state: _State, matrix: tuple, plan) -> _State:
+        """A weighted layer: ``matrix = (mat, out_channel, out_shape)`` its integer matrix on the
+        flat input (``OpDef`` ``matrix``), ``plan(s_in)`` its integer plan ``(scales, m_acc,
+        bias codes, m_b)`` (``affine_scales``): ``acc_j = m_acc[c] sum_i mat[j, i] (x_i - z_in) +
+        m_b[c] b[c]`` at scale ``scales[c]`` (``c`` the channel of row ``j``), exactly."""
+        mat, out_channel, out_shape = matrix
+        s_in, z_in = self.per_tensor(state)
+        try:
+            scales, m_acc, bq, m_b = plan(s_in)
+        except ValueError as e:
+            raise self.Error(f"{self.name}: {e}") from None
+        bias = None if bq is None else [int(v) for v in bq.reshape(-1).tolist()]
+        centred = [e.scaled(1, -z_in) for e in state.exprs]
+        exprs, out_scales = [], []
         for j in range(mat.shape[0]):
             if j % 64 == 0:
                 self.check_time()
             o = int(out_channel[j])
-            a = s_in * w_scales[o]
+            row = mat[j]
+            k = m_acc[o]
+            acc = _Lin({}, 0)
+            for i in np.flatnonzero(row):
+                acc.add_scaled(centred[i], int(row[i]) * k)
             if bias is not None:
-                S = _common(a, b_scales[o])
-                m_a, m_b = int(a / S), int(b_scales[o] / S)
-            else:
-                S, m_a, m_b = a, 1, 0
+                acc.const += m_b[o] * bias[o]
+            exprs.append(acc)
+            out_scales.append(scales[o])
+        return _State(exprs, out_scales, [0] * len(exprs), tuple(out_shape))
+
+    def add(self, a: _State, b: _State) -> _State:
+        """``a + b`` of two values of the same shape, exactly, at the common scale of each pair of
+        units (centred: zero point 0); requantize it with :meth:`requant`."""
+        if a.shape != b.shape or len(a.exprs) != len(b.exprs):
+            raise self.Error(f"{self.name}: inputs of shapes {a.shape} and {b.shape}")
+        plans: dict = {}
+        exprs, scales = [], []
+        for ea, sa, za, eb, sb, zb in zip(a.exprs, a.scale, a.zp, b.exprs, b.scale, b.zp):
+            p = plans.get((sa, sb))
+            if p is None:
+                S = _common(sa, sb)
+                p = plans[(sa, sb)] = (S, int(sa / S), int(sb / S))
+            S, ma, mb = p
+            e = ea.scaled(ma, -za * ma)
+            e.add_scaled(eb, mb)
+            e.const -= zb * mb
+            exprs.append(e)
+            scales.append(S)
+        return _State(exprs, scales, [0] * len(exprs), a.shape)
+
+
+    def linear(self, state: _State, mat: np.ndarray, scales: list, shape: tuple) -> _State:
+        """``y_j = sum_i mat[j, i] (x_i - z_i)`` (integer matrix, centred inputs) at scale
+        ``scales[j]``, zero point 0, exactly (e.g. sum pooling)."""
+        centred = [e.scaled(1, -z) for e, z in zip(state.exprs, state.zp)]
+        exprs = []
+        for j in range(mat.shape[0]):
+            if j % 64 == 0:
+                self.check_time()
             row = mat[j]
             acc = _Lin({}, 0)
             for i in np.flatnonzero(row):
-                acc.add_scaled(centered[i], int(row[i]) * m_a)
-            if bias is not None:
-                acc.const += m_b * bias[o]
+                acc.add_scaled(centred[i], int(row[i]))
             exprs.append(acc)
-            scales.append(S)
-        return _State(exprs, scales, [0] * len(exprs), out_shape)
+        return _State(exprs, list(scales), [0] * len(exprs), tuple(shape))
 
-    def _linear(self, layer: QuantLinear, state: _State, name: str) -> _State:
-        return self._weighted_layer(layer, state, name)
+    def gather(self, states: Sequence[_State], index: Sequence[int], shape: tuple) -> _State:
+        """Element ``j`` of the result is element ``index[j]`` of the inputs' values concatenated
+        (flat, in input order), with its format (e.g. a concatenation)."""
+        exprs, scales, zps = [], [], []
+        for st in states:
+            exprs.extend(st.exprs)
+            scales.extend(st.scale)
+            zps.extend(st.zp)
+        idx = [int(i) for i in index]
+        return _State([exprs[i] for i in idx], [scales[i] for i in idx], [zps[i] for i in idx], tuple(shape))
 
-    def _conv(self, layer: QuantConv2d, state: _State, name: str) -> _State:
-        return self._weighted_layer(layer, state, name)
 
-    def _weighted_layer(self, layer, state: _State, name: str) -> _State:
-        s_in, z_in = _per_tensor(state, name)
-        mat, out_channel, out_shape = affine_matrix(layer, state.shape, name, MilpEncodingError)
-        out_ch = layer.weight.shape[0]
-        bias, b_scales = self._bias(layer, out_ch, name)
-        return self._affine(state, mat, out_channel, self._weight_scales(layer, out_ch), bias, b_scales,
-                            s_in, z_in, out_shape)
+class _Encoder(_GraphEncoder):
+    """The MILP encoder: integer columns and rows in :attr:`b`."""
 
-    def _relu(self, state: _State) -> _State:
+    def __init__(self, model: nn.Module, input_shape: tuple, tighten: bool = False,
+                 deadline: float = math.inf, threads: Optional[int] = None) -> None:
+        super().__init__(model, input_shape, deadline)
+        self.tighten = tighten
+        self.threads = threads
+        self.n_tightened = 0
+        self.b = _Builder()
+        self.n_units = 0          # requantized units that needed a variable
+
+    def new_input_var(self, lo: int, hi: int, i: int) -> int:
+        return self.b.new_var(lo, hi)
+
+    def relu(self, state: _State) -> _State:
+        """``max(q, z)`` of every unit (ReLU on codes)."""
         bounds = self._lp_bounds(state.exprs)
         exprs = [self._floor_clamp(e, 1, z, None, bd) for e, z, bd in zip(state.exprs, state.zp, bounds)]
         return _State(exprs, state.scale, state.zp, state.shape)
@@ -563,8 +598,11 @@ class _Encoder:
             self.n_tightened += 1
         return out
 
-    def _requant(self, layer: QuantAct, state: _State, name: str) -> _State:
-        spec = layer.spec
+    def requant(self, spec, state: _State) -> _State:
+        """``clamp(R(v * s_in / s_out) + z, qmin, qmax)`` of every unit (``spec``: the output
+        format), exactly; the inputs of units that depend on earlier units are bounded by LPs first
+        (``tighten``)."""
+        name = self.name
         n = len(state.exprs)
         o_scales, o_zps = spec.scale_fractions(), spec.zero_points()
         if spec.per_channel:
@@ -601,6 +639,46 @@ class _Encoder:
             scales.append(s_out)
             zps.append(z_out)
         return _State(exprs, scales, zps, state.shape)
+
+    def max(self, state: _State, windows: Sequence[Sequence[int]], shape: tuple) -> _State:
+        """``y_j = max_{i in windows[j]} x_i`` of codes (one format per window), with the standard
+        big-M encoding: ``y >= x_i``, ``y <= x_i + (U - L_i)(1 - d_i)``, ``sum_i d_i = 1``
+        (``d_i`` binary; ``U`` the largest upper bound, ``L_i`` the lower bound of ``x_i``); an
+        input that can never be the maximum (``U_i < max_k L_k``) takes no part."""
+        b = self.b
+        exprs, scales, zps = [], [], []
+        for j, win in enumerate(windows):
+            if j % 64 == 0:
+                self.check_time()
+            win = [int(i) for i in win]
+            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
+                raise self.Error(f"{self.name}: a window mixes quantization formats")
+            bounds = [b.bounds(state.exprs[i]) for i in win]
+            floor = max(lo for lo, _ in bounds)
+            cand = [(i, bd) for i, bd in zip(win, bounds) if bd[1] >= floor]
+            if len(cand) == 1:
+                exprs.append(state.exprs[cand[0][0]])
+            else:
+                top = max(hi for _, (_, hi) in cand)
+                y = b.new_var(floor, top)
+                self.n_units += 1
+                ds = []
+                for i, (lo, _) in cand:
+                    x = state.exprs[i]
+                    ge = _Lin({y: 1})                    # y - x >= 0
+                    ge.add_scaled(x, -1)
+                    b.add_row(ge, 0, None)
+                    d = b.new_var(0, 1, binary=True)
+                    ds.append(d)
+                    big = top - lo
+                    le = _Lin({y: 1, d: big})            # y - x + M d <= M
+                    le.add_scaled(x, -1)
+                    b.add_row(le, None, big)
+                b.add_row(_Lin({d: 1 for d in ds}), 1, 1)
+                exprs.append(_Lin.var(y))
+            scales.append(state.scale[win[0]])
+            zps.append(state.zp[win[0]])
+        return _State(exprs, scales, zps, tuple(shape))
 
     # ----- the two primitive encodings -----------------------------------------------------------
     def unit_bounds(self, u: _Lin, extra: Optional[tuple] = None) -> tuple[int, int]:
@@ -803,7 +881,7 @@ class MilpResult(ExactResult):
     stats: dict = field(default_factory=dict)
 
 
-def _input_codes(qi: QuantInput, lower: np.ndarray, upper: np.ndarray, shape: tuple):
+def _input_codes(qi: nn.Module, lower: np.ndarray, upper: np.ndarray, shape: tuple):
     lo = torch.from_numpy(lower.astype(np.float64)).reshape(shape)
     hi = torch.from_numpy(upper.astype(np.float64)).reshape(shape)
     return qi.codes(lo).reshape(-1).numpy(), qi.codes(hi).reshape(-1).numpy()
@@ -812,7 +890,7 @@ def _input_codes(qi: QuantInput, lower: np.ndarray, upper: np.ndarray, shape: tu
 def _confirm(model: nn.Module, spec: InputSpec, d: int, x_codes: np.ndarray, shape: tuple) -> np.ndarray:
     """A real input in the box with codes ``x_codes`` on which disjunct ``d`` holds exactly under
     ``integer_forward``; raises :class:`SolverError` otherwise."""
-    qi: QuantInput = next(iter_layers(model))
+    qi = next(iter_layers(model))
     q = torch.from_numpy(x_codes.astype(np.int64)).reshape(shape)
     x = qi.real_inputs(q).reshape(-1).numpy()
     x = np.minimum(np.maximum(x, spec.lower), spec.upper)

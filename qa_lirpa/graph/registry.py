@@ -21,7 +21,10 @@ The contract, method by method (``m`` is the layer module; inputs come in the no
                        quantizer known only within ``tol`` steps becomes a tolerant one)
 ``loose``              a quantizer's attack form (identity gradient through rounding/saturation)
 ``ibp``                hand-written float interval step for training cross-checks (differentiable)
-``milp`` / ``cpsat``   exact encodings (:mod:`qa_lirpa.exact`)
+``milp`` / ``cpsat``   exact encodings (:mod:`qa_lirpa.exact`): states in, state out; ``enc`` (the
+                       encoder) offers the primitives (``affine``, ``requant``, ``relu``, ``add``,
+                       ``reshape``, ...); ``milp_refusal``/``cpsat_refusal`` say why a layer of a
+                       supported op type still has no exact encoding ("" if it has one)
 ``onnx``               ONNX emission that onnxruntime reproduces exactly (:mod:`qa_lirpa.onnx`)
 ``float32``            the op's float32 error rule for the onnxruntime envelope
 =====================  ==========================================================================
@@ -113,6 +116,26 @@ class OpDef:
 
     def cpsat(self, m, enc, *states):
         raise self._missing("CP-SAT encoding", m)
+
+    def milp_refusal(self, m) -> str:
+        """Why this layer has no exact MILP encoding although its op has a ``milp`` method ("" when
+        it has one). By default: a subclass of the op's layer type that brings its own
+        ``int_forward`` (its meaning is not the one the op encodes)."""
+        return self.own_semantics(m)
+
+    def cpsat_refusal(self, m) -> str:
+        """As :meth:`milp_refusal`, for ``cpsat`` (default: the MILP's reason)."""
+        return self.milp_refusal(m)
+
+    def own_semantics(self, m) -> str:
+        """"" unless ``m``'s class overrides the ``int_forward`` of the layer type this op defines
+        (then the reason, for refusals)."""
+        for cls in type(m).__mro__:
+            if cls in self.types:
+                if getattr(type(m), "int_forward", None) is not getattr(cls, "int_forward", None):
+                    return "its own integer semantics (int_forward) has no exact encoding"
+                break
+        return ""
 
     # ----- ONNX (qa_lirpa.onnx) ----------------------------------------------------------------
     def onnx(self, m, em, *inputs):

@@ -143,6 +143,18 @@ class QuantAddOp(OpDef):
     def ibp(self, m, lo_a, hi_a, lo_b, hi_b):
         return m(lo_a, lo_b), m(hi_a, hi_b)
 
+    def milp(self, m, enc, a, b):
+        """The exact sum at the common scale, then the requantization."""
+        return enc.requant(m.spec, enc.add(a, b))
+
+    def cpsat(self, m, enc, a, b):
+        return enc.requant(m.spec, enc.add(a, b))
+
+    def milp_refusal(self, m) -> str:
+        if m.tol > 0:
+            return "float32 rounding has no exact encoding"
+        return super().milp_refusal(m)
+
 
 register(QuantAddOp())
 

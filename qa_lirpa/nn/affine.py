@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -296,6 +297,20 @@ class AffineOp(OpDef):
                 new.bias.copy_(b.detach().double())
         return new
 
+    # ----- exact encodings (qa_lirpa.exact) -----------------------------------------------------
+    def matrix(self, m, in_shape: tuple, name: str, error=ValueError) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """The layer as an integer matrix on its flat input of ``in_shape`` (no batch dimension):
+        ``(weight codes [out, in] int64, output channel of each row, output shape)``; ``error``
+        (an exception class) for an input of the wrong shape, its message led by ``name``."""
+        raise NotImplementedError
+
+    def milp(self, m, enc, x):
+        """``acc = m_acc * (W (x - z)) + m_b * b`` of the layer's own plan (:meth:`affine_scales`)."""
+        return enc.affine(x, self.matrix(m, x.shape, enc.name, enc.Error), m.affine_scales)
+
+    def cpsat(self, m, enc, x):
+        return enc.affine(x, self.matrix(m, x.shape, enc.name, enc.Error), m.affine_scales)
+
     def ibp(self, m, lo, hi):
         """Centre/radius through the fake-quantized weights (differentiable)."""
         op, kw, _ = _op_of(m)
@@ -319,6 +334,13 @@ class LinearOp(AffineOp):
     def input_shape(self, m, n_inputs: int):
         return (n_inputs,)
 
+    def matrix(self, m, in_shape, name, error=ValueError):
+        if len(in_shape) != 1 or in_shape[0] != m.in_features:
+            raise error(f"{name}: expects a flat input of {m.in_features} values, got shape "
+                        f"{tuple(in_shape)} (add a Flatten, or pass input_shape)")
+        w = m.weight_codes().cpu().numpy().astype(np.int64)
+        return w, np.arange(w.shape[0]), (w.shape[0],)
+
     def ibp_margins(self, m, C, lo, hi):
         """The specification folded into the weights: ``C W`` then centre/radius (tighter than
         bounding the outputs first)."""
@@ -340,6 +362,22 @@ class ConvOp(AffineOp):
 
     def input_shape(self, m, n_inputs: int):
         return _square_input(m, n_inputs)
+
+    def matrix(self, m, in_shape, name, error=ValueError):
+        """The columns are the convolution (of the weight codes, float64: exact below 2^52) of
+        the unit basis of the input."""
+        if len(in_shape) != 3 or in_shape[0] != m.in_channels:
+            raise error(f"{name}: expects a [C, H, W] input with C = {m.in_channels}, got {tuple(in_shape)}")
+        n_in = int(np.prod(in_shape))
+        w = m.weight_codes().cpu().double()
+        if int(w.abs().max()) * max(n_in, 1) >= (1 << 52):
+            raise error(f"{name}: weight codes too large")
+        with torch.no_grad():
+            basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in,) + tuple(in_shape))
+            cols = F.conv2d(basis, w, None, m.stride, m.padding)
+        out_shape = tuple(int(v) for v in cols.shape[1:])
+        mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
+        return mat, np.arange(mat.shape[0]) // (out_shape[1] * out_shape[2]), out_shape
 
     def sensitivity(self, m, ctx, record, g):
         return [torch.nn.grad.conv2d_input(record.in_shapes[0], ctx.weight_abs(m), g.reshape(record.out_shape),

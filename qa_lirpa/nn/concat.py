@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,6 +65,28 @@ class ConcatOp(OpDef):
 
     def ibp(self, m, *bounds):
         return m(*bounds[0::2]), m(*bounds[1::2])
+
+    def milp(self, m, enc, *xs):
+        """The inputs' values in concatenated order (one shared format, as ``int_forward``)."""
+        fmt = {enc.per_tensor(x) for x in xs}
+        if len(fmt) != 1:
+            raise enc.Error(f"{enc.name}: inputs must share one scale and zero point")
+        axis = m.dim % (len(xs[0].shape) + 1) - 1
+        if axis < 0:
+            raise enc.Error(f"{enc.name}: cannot concatenate along the batch dimension")
+        parts, start = [], 0
+        for x in xs:
+            n = len(x.exprs)
+            parts.append(np.arange(start, start + n).reshape(x.shape))
+            start += n
+        try:
+            index = np.concatenate(parts, axis=axis)
+        except ValueError as e:
+            raise enc.Error(f"{enc.name}: {e}") from None
+        return enc.gather(xs, index.reshape(-1), index.shape)
+
+    def cpsat(self, m, enc, *xs):
+        return self.milp(m, enc, *xs)
 
 
 register(ConcatOp())

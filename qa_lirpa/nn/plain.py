@@ -33,6 +33,12 @@ class ReluOp(MonotoneOp):
         z = intmath._channel_view(x.zero_point, v.dim(), x.axis, v.device)
         return IntTensor(torch.maximum(v, z), x.scale, x.zero_point, x.axis)
 
+    def milp(self, m, enc, x):
+        return enc.relu(x)
+
+    def cpsat(self, m, enc, x):
+        return enc.relu(x)
+
 
 class ReshapeOp(OpDef):
     """Shape-only ops (exact on per-tensor quantized values): the layer's own forward is applied to
@@ -57,6 +63,21 @@ class ReshapeOp(OpDef):
 
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
+
+    def out_shape(self, m, shape: tuple, name: str, error=ValueError) -> tuple:
+        """The output shape (no batch dimension) for an input of ``shape``: the layer's own forward
+        on an empty tensor (batch 2, so an op that reshapes the batch dimension is caught)."""
+        out = m(torch.empty((2,) + tuple(shape)))
+        if out.shape[0] != 2:
+            raise error(f"{name}: reshaping the batch dimension is not supported")
+        return tuple(int(v) for v in out.shape[1:])
+
+    def milp(self, m, enc, x):
+        """The flat (C-order) list of values is unchanged; only the shape changes."""
+        return enc.reshape(x, self.out_shape(m, x.shape, enc.name, enc.Error))
+
+    def cpsat(self, m, enc, x):
+        return enc.reshape(x, self.out_shape(m, x.shape, enc.name, enc.Error))
 
 
 class FlattenOp(ReshapeOp):
@@ -89,6 +110,12 @@ class IdentityOp(OpDef):
 
     def ibp(self, m, lo, hi):
         return lo, hi
+
+    def milp(self, m, enc, x):
+        return x
+
+    def cpsat(self, m, enc, x):
+        return x
 
 
 class FloatAffineOp(OpDef):

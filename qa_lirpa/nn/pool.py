@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,6 +80,26 @@ class AvgPoolOp(OpDef):
         a, b = box.ends()
         return IntBox.of(self.int_forward(m, a), self.int_forward(m, b))
 
+    def matrix(self, m, in_shape: tuple) -> tuple[np.ndarray, tuple]:
+        """The sum pooling as an integer (0/1) matrix on the flat input of ``in_shape``
+        (``[C, H, W]``): ``(matrix [out, in], output shape)``."""
+        n = int(np.prod(in_shape))
+        cols = m.sum_pool(torch.eye(n, dtype=torch.int64).reshape((n,) + tuple(in_shape)))
+        return cols.reshape(n, -1).T.numpy(), tuple(int(v) for v in cols.shape[1:])
+
+    def milp(self, m, enc, x):
+        """Sums of the centred input codes of each window, at scale ``s / k`` (no rounding)."""
+        if len(x.shape) != 3:
+            raise enc.Error(f"{enc.name}: expects a [C, H, W] input, got {x.shape}")
+        mat, shape = self.matrix(m, x.shape)
+        plane = x.shape[1] * x.shape[2]
+        k = m.area()
+        scales = [x.scale[(j // (shape[1] * shape[2])) * plane] / k for j in range(mat.shape[0])]
+        return enc.linear(x, mat, scales, shape)
+
+    def cpsat(self, m, enc, x):
+        return self.milp(m, enc, x)
+
     def sensitivity(self, m, ctx, record, g):
         return [_pool_back(m, record.in_shapes[0], g)]
 
@@ -126,6 +147,36 @@ class MaxPoolOp(OpDef):
     def interval(self, m, ctx, box: IntBox) -> IntBox:
         a, b = box.ends()
         return IntBox.of(self.int_forward(m, a), self.int_forward(m, b))
+
+    def windows(self, m, in_shape: tuple) -> tuple[list[list[int]], tuple]:
+        """The flat input indices (``in_shape = [C, H, W]``, C order) of each output's window,
+        padding left out, and the output shape."""
+        c = in_shape[0]
+        idx = torch.arange(1, int(np.prod(in_shape)) + 1, dtype=torch.float64).reshape((1,) + tuple(in_shape))
+        cols = F.unfold(idx, _pair(m.kernel_size), 1, _pair(m.padding), _pair(m.stride))  # [1, C*kh*kw, L]
+        cols = cols.reshape(c, -1, cols.shape[-1]).to(torch.int64)
+        out = F.max_pool2d(torch.zeros((1,) + tuple(in_shape)), m.kernel_size, m.stride, m.padding)
+        wins = [[int(i) - 1 for i in cols[ch, :, l].tolist() if i > 0]
+                for ch in range(c) for l in range(cols.shape[-1])]
+        return wins, tuple(int(v) for v in out.shape[1:])
+
+    def milp(self, m, enc, x):
+        """The code of the maximum of each window (big-M with a binary per candidate)."""
+        if len(x.shape) != 3:
+            raise enc.Error(f"{enc.name}: expects a [C, H, W] input, got {x.shape}")
+        wins, shape = self.windows(m, x.shape)
+        return enc.max(x, wins, shape)
+
+    def cpsat(self, m, enc, x):
+        wins, shape = self.windows(m, x.shape)
+        return enc.max(x, wins, shape)
+
+    def milp_refusal(self, m) -> str:
+        try:
+            self._check(m)
+        except ValueError as e:
+            return str(e)
+        return super().milp_refusal(m)
 
     def sensitivity(self, m, ctx, record, g):
         k = _pair(m.kernel_size)

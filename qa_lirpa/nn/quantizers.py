@@ -9,8 +9,10 @@ float32 arithmetic) is propagated by :func:`enveloped_requant`.
 from __future__ import annotations
 
 import copy
+import math
 from fractions import Fraction
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -211,6 +213,26 @@ class QuantInputOp(OpDef):
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
 
+    def flat_formats(self, m, shape: tuple, error=ValueError) -> tuple[list[Fraction], list[int]]:
+        """Per flat input (C order over ``shape``, no batch dimension): the scale and zero point of
+        the value the next layer sees."""
+        n = math.prod(shape)
+        scales, zps = m._out_scales(), m.spec.zero_points()
+        if not m.spec.per_channel:
+            return [scales[0]] * n, [zps[0]] * n
+        axis = m.spec.axis % (len(shape) + 1)
+        if axis == 0:
+            raise error("per-channel quantization along the batch axis is not supported")
+        ch = np.indices(shape).reshape(len(shape), -1)[axis - 1]
+        return [scales[c] for c in ch], [zps[c] for c in ch]
+
+    def milp(self, m, enc, codes):
+        """``codes``: the box ``(lo, hi)`` of input codes (flat); the encoder states them."""
+        return enc.input_codes(*codes, *self.flat_formats(m, enc.input_shape[1:], enc.Error))
+
+    def cpsat(self, m, enc, codes):
+        return enc.input_codes(*codes, *self.flat_formats(m, enc.input_shape[1:], enc.Error))
+
 
 class QuantActOp(MonotoneOp):
     name = "quantizer"
@@ -229,6 +251,18 @@ class QuantActOp(MonotoneOp):
 
     def frozen(self, m, tol: float = 0.0):
         return TolerantQuant(m.spec, tol) if tol > 0 else copy.deepcopy(m)
+
+    def milp(self, m, enc, x):
+        return enc.requant(m.spec, x)
+
+    def cpsat(self, m, enc, x):
+        return enc.requant(m.spec, x)
+
+    def milp_refusal(self, m) -> str:
+        own = super().milp_refusal(m)
+        if not own and float(getattr(m, "float32_tolerance", 0.0) or 0.0) > 0:
+            return "float32 rounding has no exact encoding"
+        return own
 
 
 class TolerantQuantOp(OpDef):

@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..graph.registry import register
 from ..nn.layers import IntTensor, QuantAct, QuantInput
+from ..nn.quantizers import QuantActOp, QuantInputOp
 from ..quant.functions import fake_quant, round_half_up
 from ..quant.spec import QuantSpec
 
@@ -325,6 +327,34 @@ class Float32Requant(QuantAct):
         return super().extra_repr() + f", float32 multipliers={len(self.multipliers)}"
 
 
+class Float32QuantInputOp(QuantInputOp):
+    """:class:`Float32QuantInput`: the input quantizer's codes are onnxruntime's (``codes``,
+    monotone), so the exact encodings, which state the box of the end points' codes and confirm
+    counterexamples through ``codes``/``real_inputs``, hold for it as they are."""
+
+    name = "float32 input quantizer"
+    types = (Float32QuantInput,)
+
+    def milp_refusal(self, m) -> str:
+        return ""
+
+
+class Float32RequantOp(QuantActOp):
+    """:class:`Float32Requant`: onnxruntime's float32 requantization (its own ``int_forward``),
+    which the exact encodings (rational rounding) do not state."""
+
+    name = "float32 requantizer"
+    types = (Float32Requant,)
+
+    def milp_refusal(self, m) -> str:
+        return ("its own integer semantics (int_forward: onnxruntime's float32 multiplier and rounding) "
+                "has no exact encoding")
+
+
+register(Float32QuantInputOp())
+register(Float32RequantOp())
+
+
 def intmax(t: torch.Tensor) -> int:
     return int(t.abs().max().item()) if t.numel() else 0
 
@@ -336,4 +366,5 @@ def required_quant_slack(model: nn.Module) -> float:
     return max(tol, default=0.0)
 
 
-__all__ = ["Float32QuantInput", "Float32Requant", "required_quant_slack", "ROUNDING_IMPLS"]
+__all__ = ["Float32QuantInput", "Float32Requant", "Float32QuantInputOp", "Float32RequantOp", "required_quant_slack",
+           "ROUNDING_IMPLS"]
