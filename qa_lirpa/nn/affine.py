@@ -284,6 +284,9 @@ class AffineOp(OpDef):
         c, r = op(c, w, b, **kw), op(r, w.abs(), None, **kw)
         return c - r, c + r
 
+    def float32(self, m, ctx, x):
+        return ctx.affine(m, x)
+
 
 class LinearOp(AffineOp):
     name = "linear"
@@ -298,6 +301,11 @@ class LinearOp(AffineOp):
 
     def input_shape(self, m, n_inputs: int):
         return (n_inputs,)
+
+    def onnx(self, m, em, x):
+        if x.rank != 2:
+            raise em.error("needs a 2-d input [N, features]; add a Flatten")
+        return em.affine(m, x, "Gemm", 2, transB=1)
 
     def ibp_margins(self, m, C, lo, hi):
         """The specification folded into the weights: ``C W`` then centre/radius (tighter than
@@ -320,6 +328,16 @@ class ConvOp(AffineOp):
 
     def input_shape(self, m, n_inputs: int):
         return _square_input(m, n_inputs)
+
+    def onnx(self, m, em, x):
+        kh, kw = m.kernel_size
+        ph, pw = m.padding if isinstance(m.padding, tuple) else (m.padding, m.padding)
+        if isinstance(ph, str):
+            raise em.error("string padding is not supported")
+        if tuple(m.dilation) != (1, 1) or m.groups != 1 or m.padding_mode != "zeros":
+            raise em.error("only dilation 1, groups 1 and zero padding are supported")
+        return em.affine(m, x, "Conv", 4, kernel_shape=[kh, kw], strides=list(m.stride), pads=[ph, pw, ph, pw],
+                         dilations=[1, 1], group=1)
 
     def sensitivity(self, m, ctx, record, g):
         return [torch.nn.grad.conv2d_input(record.in_shapes[0], ctx.weight_abs(m), g.reshape(record.out_shape),

@@ -191,6 +191,14 @@ class QuantInputOp(OpDef):
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
 
+    def onnx(self, m, em, x):
+        if not em.reads_graph_input():
+            raise em.error("a QuantInput must be the first layer")
+        return em.quantize(x, m.spec, [float(s) for s in m._out_scales()])
+
+    def float32(self, m, ctx, x):
+        return ctx.quantized(m._out_scales(), m.spec)
+
 
 class QuantActOp(MonotoneOp):
     name = "quantizer"
@@ -209,6 +217,12 @@ class QuantActOp(MonotoneOp):
 
     def frozen(self, m, tol: float = 0.0):
         return TolerantQuant(m.spec, tol) if tol > 0 else copy.deepcopy(m)
+
+    def onnx(self, m, em, x):
+        return em.quantize(x, m.spec, list(m.spec.scale))
+
+    def float32(self, m, ctx, x):
+        return ctx.requantized(x, m.spec)
 
 
 class TolerantQuantOp(OpDef):

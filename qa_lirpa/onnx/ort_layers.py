@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..graph.registry import register
 from ..nn.layers import IntTensor, QuantAct, QuantInput
+from ..nn.quantizers import QuantActOp, QuantInputOp
 from ..quant.functions import fake_quant, round_half_up
 from ..quant.spec import QuantSpec
 
@@ -335,5 +337,27 @@ def required_quant_slack(model: nn.Module) -> float:
     tol = [m.float32_tolerance for m in model.modules() if hasattr(m, "float32_tolerance")]
     return max(tol, default=0.0)
 
+
+class _Float32Emulation:
+    """The ops of the layers that emulate onnxruntime's float32 rounding: every backend treats them
+    as the quantizers they subclass, except that they have no exact ONNX form of their own."""
+
+    def onnx(self, m, em, *xs):
+        raise em.error("layers that emulate onnxruntime's float32 rounding (imported from ONNX) cannot be "
+                       "re-exported exactly")
+
+
+class Float32QuantInputOp(_Float32Emulation, QuantInputOp):
+    name = "float32 input quantizer"
+    types = (Float32QuantInput,)
+
+
+class Float32RequantOp(_Float32Emulation, QuantActOp):
+    name = "float32 requantizer"
+    types = (Float32Requant,)
+
+
+register(Float32QuantInputOp())
+register(Float32RequantOp())
 
 __all__ = ["Float32QuantInput", "Float32Requant", "required_quant_slack", "ROUNDING_IMPLS"]
