@@ -86,11 +86,11 @@ def run(args, todo: list[tuple[int, str]]) -> None:
             try:
                 if proc.startswith("cpsat"):
                     r = solve_cpsat(model, spec, timeout=args.timeout, threads=int(proc[-1]), hard_timeout=True)
-                    verdict = word.get(r.verdict, "timeout")
+                    verdict = word.get(r.verdict.value, "timeout")
                     note = r.status
                 elif proc == "milp":
                     r = solve_milp(model, spec, timeout=args.timeout, threads=1, hard_timeout=True)
-                    verdict = word.get(r.verdict, "timeout")
+                    verdict = word.get(r.verdict.value, "timeout")
                 else:
                     r = verifiers[proc].verify(spec, timeout=args.timeout)
                     verdict = {"unsat": "robust", "sat": "vulnerable"}.get(r.verdict.value, "timeout")

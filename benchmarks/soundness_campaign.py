@@ -283,6 +283,7 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
     try:
         if tool == "milp":
             verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1, case.spec.n_inputs))
+            verdict = verdict.value                # the campaign's words are the Verdict values
         else:
             extra = {"exact_after": 0.0} if tool == "bab_handover" else {}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",

@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base.errors import QaLirpaError
 from .nn import QuantAct, QuantInput, QuantLinear
 from .quant import QuantSpec
-from .verify.vnnlib import InputSpec
+from .base.vnnlib import InputSpec
 
 __all__ = [
     "AAAI21ModelError", "INPUT_SPEC", "WEIGHT_SPEC", "BIAS_SPEC", "HIDDEN_SPEC", "OUTPUT_SPEC",
@@ -64,7 +65,7 @@ OUTPUT_STEP = OUTPUT_SPEC.scale[0]
 BENCHMARK_EPS = {0: 1, 1: 2, 2: 3, 3: 4}
 
 
-class AAAI21ModelError(ValueError):
+class AAAI21ModelError(QaLirpaError, ValueError):
     """The weight file is missing, not HDF5, or does not have the benchmark's layout. The message
     starts with the file name."""
 

@@ -18,21 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import atomic_write_text
-from .train.records import atomic_write_bytes
+from .base.errors import UserError
+from .base.samples import parse_samples
+from .base.files import atomic_write_bytes, atomic_write_text
 
 
 def parse_slice(text: str) -> range:
-    """``"0:100"`` -> range(0, 100); ``"7"`` -> range(7, 8)."""
-    try:
-        if ":" in text:
-            a, b = text.split(":", 1)
-            return range(int(a or 0), int(b))
-        return range(int(text), int(text) + 1)
-    except ValueError:
-        from .cli import UserError
-
-        raise UserError(f"--samples must look like START:END or N, got '{text}'") from None
+    """``"0:100"`` -> range(0, 100); ``"7"`` -> range(7, 8) (:func:`qa_lirpa.base.samples.parse_samples`)."""
+    return parse_samples(text, bare="index")
 
 
 def _load_model(path: Path):
@@ -40,7 +33,6 @@ def _load_model(path: Path):
         from .onnx import load_onnx
 
         return load_onnx(path), path
-    from .cli import UserError
     from .models import load_model
 
     try:
@@ -54,7 +46,7 @@ def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[fl
     """Write ``out/{onnx,vnnlib}/`` and ``out/instances.csv``; returns the folder."""
     from .nn import integer_forward
     from .train.datasets import load_dataset
-    from .verify.vnnlib import robustness_property, write_vnnlib
+    from .base.vnnlib import robustness_property, write_vnnlib
 
     out_dir = Path(out)
     (out_dir / "onnx").mkdir(parents=True, exist_ok=True)
@@ -97,8 +89,6 @@ def read_instances(folder: Path) -> list[tuple[str, str, float]]:
             if not row or not "".join(row).strip():
                 continue
             if len(row) != 3:
-                from .cli import UserError
-
                 raise UserError(f"{path}:{lineno}: expected onnx_path,vnnlib_path,timeout_s")
             rows.append((row[0].strip(), row[1].strip(), float(row[2])))
     return rows

@@ -7,6 +7,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from .base.errors import QaLirpaError, UserError
+
 # subcommand modules, in the order they are listed in --help
 SUBCOMMAND_MODULES = (
     "qa_lirpa.demo",
@@ -14,10 +16,6 @@ SUBCOMMAND_MODULES = (
     "qa_lirpa.verify.cli",
     "qa_lirpa.benchfolder",
 )
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,14 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .config import ConfigError
-    from .verify.vnnlib import VnnlibError
-
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, VnnlibError, FileNotFoundError) as e:
+    except (QaLirpaError, FileNotFoundError) as e:
         print(f"qa-lirpa {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"qa-lirpa {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+__all__ = ["SUBCOMMAND_MODULES", "UserError", "build_parser", "main"]

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TypeVar
 
 import yaml
 
+from .base.errors import QaLirpaError
+from .base.files import atomic_write_text  # noqa: F401 - also importable from here, as before
+
 T = TypeVar("T")
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(QaLirpaError, ValueError):
     """A bad configuration: the message names the file (if any) and the dotted key."""
 
 
@@ -168,24 +170,6 @@ def load_config(cls: type[T], source: str | os.PathLike | None = None,
         data = merge_overrides(data, overrides)
         label += " + overrides"
     return from_dict(cls, data, source=label)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp's 0600 would be surprising for results
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_config(obj: Any, path: str | os.PathLike) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .base.files import atomic_write
 from .nn import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from .quant import QuantSpec
 
@@ -167,23 +167,7 @@ def save_checkpoint(path: str | os.PathLike, model: QNN, extra: dict[str, Any] |
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": arch,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     payload.update(extra or {})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, _file_mode())     # mkstemp makes 0600; give the usual mode of a new file
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

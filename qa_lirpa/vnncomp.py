@@ -29,7 +29,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -40,9 +39,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import atomic_write_text
+from .base.errors import QaLirpaError
+from .base.verdict import Verdict
+from .base.files import atomic_write, atomic_write_text
 
-RESULT_WORDS = ("sat", "unsat", "timeout", "unknown", "error")
+#: the words of a VNN-COMP result file, one per verdict and ``error`` for a run that failed
+RESULT_WORDS_BY_VERDICT = {Verdict.SAT: "sat", Verdict.UNSAT: "unsat", Verdict.TIMEOUT: "timeout",
+                           Verdict.UNKNOWN: "unknown", None: "error"}
+RESULT_WORDS = tuple(RESULT_WORDS_BY_VERDICT.values())
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "vnncomp_configs"
 CACHE_DIR = Path.home() / ".cache" / "qa-lirpa" / "vnncomp"
 STARTUP_MARGIN_S = 2.0
@@ -58,8 +62,14 @@ HARD_DEADLINE_SLACK_S = 1.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-class InstanceError(Exception):
+class InstanceError(QaLirpaError):
     """Bad input for an instance (missing or malformed file): reported as ``error``."""
+
+
+def result_word(verdict: Verdict | None) -> str:
+    """The VNN-COMP result-file word of ``verdict`` (None: the run failed, ``error``); the only place
+    where verdicts become VNN-COMP words."""
+    return RESULT_WORDS_BY_VERDICT[verdict]
 
 
 def write_result(path: str | Path, word: str, body: str = "") -> None:
@@ -126,22 +136,18 @@ def materialize(path: str | Path, deadline: float | None = None) -> Path:
         if out.is_file() and out.stat().st_size > 0:
             os.utime(out)                                   # most recently used
             return out
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
         raise InstanceError(f"{path}: cannot use the cache folder {cache} ({e.strerror or e})") from None
     limit = _env_bytes(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
-    try:
-        _gunzip_bounded(path, fd, limit, deadline)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    try:        # a cache entry: no fsync (a crash loses at most the entry, which is then redone)
+        atomic_write(out, lambda dst: _gunzip_bounded(path, dst, limit, deadline), fsync=False)
+    except OSError as e:
+        raise InstanceError(f"{path}: cannot use the cache folder {cache} ({e.strerror or e})") from None
     prune_cache(cache, keep=out)
     return out
 
 
-def _gunzip_bounded(path: Path, fd: int, limit: int, deadline: float | None) -> None:
+def _gunzip_bounded(path: Path, dst, limit: int, deadline: float | None) -> None:
     with open(path, "rb") as raw:                           # ISIZE: the size mod 2^32, a quick first check
         raw.seek(0, os.SEEK_END)
         if raw.tell() >= 18:
@@ -152,7 +158,7 @@ def _gunzip_bounded(path: Path, fd: int, limit: int, deadline: float | None) -> 
                                     f"the limit of {limit} (set {MAX_BYTES_ENV} to change it)")
     total = 0
     try:
-        with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+        with gzip.open(path, "rb") as src:
             while True:
                 chunk = src.read(1 << 20)
                 if not chunk:
@@ -235,7 +241,7 @@ def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: floa
         raise InstanceError(f"{vnnlib_path}: refusing to parse: more than {limit} bytes "
                             f"(set {MAX_BYTES_ENV} to change the limit)")
     from .onnx import OnnxImportError, load_onnx
-    from .verify.vnnlib import VnnlibError, read_vnnlib
+    from .base.vnnlib import VnnlibError, read_vnnlib
 
     import warnings
 
@@ -373,8 +379,8 @@ def ort_outputs(onnx_file: str | Path, x_flat: np.ndarray) -> np.ndarray:
 
 
 def violates_exactly(spec, y) -> bool:
-    """:func:`qa_lirpa.verify.vnnlib.violates_exactly` (imported when first needed)."""
-    from .verify.vnnlib import violates_exactly as check
+    """:func:`qa_lirpa.base.vnnlib.violates_exactly` (imported when first needed)."""
+    from .base.vnnlib import violates_exactly as check
 
     return check(spec, y)
 
@@ -399,19 +405,19 @@ def decide(inst: Instance, timeout: float, config_path: Path | None) -> tuple[st
 
     config = load_config(VerifierConfig, config_path) if config_path else VerifierConfig()
     result = verify(inst.model, inst.specs, config=config, timeout=max(timeout, 0.5))
-    word = result.verdict.value
+    word = result_word(result.verdict)
     if result.stats.float32:
         # the float32 margin an answer relied on (onnxruntime is the referee of an ONNX file)
         print(f"qa-lirpa: {word}; onnxruntime referee: {result.stats.float32}", file=sys.stderr)
-    if word != "sat":
+    if result.verdict is not Verdict.SAT:
         return word, ""
     x = np.asarray(result.counterexample, np.float64)
     y = onnx_confirms(inst.onnx_path, x, inst.specs)
     if y is None:
         print("qa-lirpa: the counterexample did not reproduce in onnxruntime; answering unknown",
               file=sys.stderr)
-        return "unknown", ""
-    return "sat", format_counterexample(x, y)
+        return result_word(Verdict.UNKNOWN), ""
+    return word, format_counterexample(x, y)
 
 
 class _Answer:
@@ -445,12 +451,12 @@ def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: s
         inst = load_instance(onnx_path, vnnlib_path, deadline=started + float(timeout))
         remaining = float(timeout) - (time.monotonic() - started) - STARTUP_MARGIN_S
         word, body = decide(inst, remaining, category_config(category))
-    except InstanceError as e:
-        _say_error("run_instance", str(e))
-        word, body = "error", ""
+    except QaLirpaError as e:            # InstanceError and the other errors raised on purpose
+        _say_error("run_instance", str(e) if isinstance(e, InstanceError) else _describe(e, onnx_path, vnnlib_path))
+        word, body = result_word(None), ""
     except Exception as e:  # noqa: BLE001 - any crash still leaves a valid result word
         _say_error("run_instance", _describe(e, onnx_path, vnnlib_path))
-        word, body = "error", ""
+        word, body = result_word(None), ""
     answer.finish(word, body)
     return word
 
@@ -551,8 +557,8 @@ def _guard(answer: _Answer, hard_deadline: float, wakeup: int) -> None:
     kill_children()
     locked = answer.lock.acquire(timeout=0.5)      # a result being written is let finish
     try:
-        if answer.word is None or answer.word == "unknown" or not locked:
-            word = "unknown" if signum is not None else "timeout"
+        if answer.word is None or answer.word == result_word(Verdict.UNKNOWN) or not locked:
+            word = result_word(Verdict.UNKNOWN if signum is not None else Verdict.TIMEOUT)
             why = f"signal {signal.Signals(signum).name}" if signum is not None else "the hard deadline"
             print(f"qa-lirpa run_instance: {why}: answering {word}", file=sys.stderr)
             write_result(answer.path, word)
@@ -582,8 +588,8 @@ def prepare_instance(category: str, onnx_path: str, vnnlib_path: str) -> int:
     try:
         inst = load_instance(onnx_path, vnnlib_path)
         check_verifiable(inst, category_config(category))
-    except InstanceError as e:
-        _say_error("prepare_instance", str(e))
+    except QaLirpaError as e:            # InstanceError and the other errors raised on purpose
+        _say_error("prepare_instance", str(e) if isinstance(e, InstanceError) else _describe(e, onnx_path, vnnlib_path))
         return 1
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         _say_error("prepare_instance", _describe(e, onnx_path, vnnlib_path))
@@ -612,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result_path = args[5]
     answer = _Answer(result_path)
     try:
-        answer.finish("unknown")        # replaces a stale result before anything is loaded
+        answer.finish(result_word(Verdict.UNKNOWN))     # replaces a stale result before anything is loaded
     except OSError as e:
         print(f"qa-lirpa run_instance: error: cannot write the result file {result_path} "
               f"({e.strerror or e})", file=sys.stderr)
@@ -621,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout = parse_timeout(args[6])
     except ValueError as e:
         print(f"qa-lirpa vnncomp: {e}", file=sys.stderr)
-        answer.finish("error")
+        answer.finish(result_word(None))
         return 0
     if argv is None:                    # a process of its own: signals and the hard deadline
         start_guard(answer, started + timeout + HARD_DEADLINE_SLACK_S)

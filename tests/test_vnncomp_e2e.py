@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from qa_lirpa.base.verdict import Verdict
 from qa_lirpa.benchfolder import make_folder, read_instances, run_folder, summary_table
 from qa_lirpa.onnx import load_onnx, run_onnxruntime
 from qa_lirpa.verify.vnnlib import read_vnnlib, robustness_property, write_vnnlib
@@ -63,7 +64,7 @@ def milp_verdict(onnx_path: Path, vnnlib_path: Path) -> str:
 
     model = load_onnx(onnx_path)
     verdicts = [decide_milp(model, s, timeout=60.0)[0] for s in read_vnnlib(vnnlib_path)]
-    return "sat" if "sat" in verdicts else ("unsat" if all(v == "unsat" for v in verdicts) else "timeout")
+    return "sat" if Verdict.SAT in verdicts else ("unsat" if all(v is Verdict.UNSAT for v in verdicts) else "timeout")
 
 
 def test_benchmark_folder_agrees_with_milp(folder):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..base.errors import UserError
+from ..base.samples import parse_samples
 from .bounds import run_bounds_demo
 from .pipeline import DemoOptions, run_pipeline
 
@@ -17,25 +19,12 @@ verification.png. A finished training run in OUT/train with the same config is r
 
 
 def _samples(text: str) -> range:
-    from ..benchfolder import parse_slice
-    from ..cli import UserError
-
-    if ":" in text:
-        s = parse_slice(text)
-    else:
-        try:
-            s = range(0, int(text))
-        except ValueError:
-            raise UserError(f"--samples must be N (the first N test images) or START:END, got '{text}'") from None
-    if len(s) < 1 or s.start < 0:
-        raise UserError(f"--samples {text}: no test images selected")
-    return s
+    """``--samples``: N (the first N test images) or START:STOP[:STEP]."""
+    return parse_samples(text, bare="count")
 
 
 def options(a: argparse.Namespace) -> DemoOptions:
     """The pipeline's options from the command line (the flags become training-config overrides)."""
-    from ..cli import UserError
-
     if a.timeout <= 0:
         raise UserError(f"--timeout must be > 0, got {a.timeout:g}")
     overrides = []
@@ -49,8 +38,6 @@ def options(a: argparse.Namespace) -> DemoOptions:
 
 
 def _run(a: argparse.Namespace) -> int:
-    from ..cli import UserError
-
     if a.bounds:
         eps = 3 if a.eps is None else a.eps
         if eps != int(eps) or eps < 0:

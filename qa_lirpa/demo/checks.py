@@ -53,7 +53,7 @@ def counterexample_problem(onnx_path: str | Path, vnnlib_path: str | Path, resul
                            input_shape: Sequence[int]) -> str | None:
     """None when the ``sat`` result file's counterexample passes the checker with zero tolerance
     on the property; otherwise what is wrong with it."""
-    from ..verify.vnnlib import read_vnnlib
+    from ..base.vnnlib import read_vnnlib
 
     word, x, y_written = read_result(result_path)
     if word != "sat":

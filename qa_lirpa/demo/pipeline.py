@@ -33,6 +33,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..base.errors import UserError
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_INSTANCE = ROOT / "vnncomp_configs" / "run_instance.sh"
 N_STAGES = 6
@@ -214,7 +216,6 @@ def export_stage(run: DemoRun, ckpt: Path, say) -> None:
 # ----- 3. benchmark folder ---------------------------------------------------------------------
 def bench_stage(run: DemoRun, say) -> None:
     from ..benchfolder import make_folder
-    from ..cli import UserError
 
     folder = run.opts.out / "vnncomp"
     if folder.exists() and any(folder.iterdir()) and not (folder / "instances.csv").exists():
@@ -277,8 +278,6 @@ def _verify_via_script(run: DemoRun) -> list[dict]:
 
 
 def _require_script() -> None:
-    from ..cli import UserError
-
     if not RUN_INSTANCE.is_file() or not (ROOT / ".venv" / "bin" / "python").exists():
         raise UserError(f"{RUN_INSTANCE} (with .venv beside it) is needed: run from a qa-lirpa checkout "
                         f"after 'make install'")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..train.records import atomic_write_bytes, atomic_write_text
+from ..base.files import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from .pipeline import DemoRun, Instance
@@ -165,7 +165,7 @@ def plot(run: DemoRun, path: Path) -> None:
     _plot_counterexample(run, [fig.add_subplot(grid[k]) for k in (2, 3, 4)])
     fig.suptitle(_title(run), fontsize=10)
     fig.tight_layout()
-    atomic_write_bytes(path, writer=lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    atomic_write_bytes(path, writer=lambda f: fig.savefig(f, format="png", dpi=90))
 
 
 def _plot_times(run: DemoRun, ax) -> None:

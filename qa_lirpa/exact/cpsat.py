@@ -33,11 +33,11 @@ integers only, so the model has no tolerances at all.
   rows enforced by their literal, at least one literal true). Disjuncts infeasible on the
   interval bounds or, rigorously, on the LP relaxation are dropped first.
 
-Trust. ``"sat"`` is never taken on faith: the input codes of CP-SAT's solution are run through
-``integer_forward`` (:func:`qa_lirpa.exact.milp._confirm`), else :class:`SolverError`. ``"unsat"``
+Trust. ``SAT`` is never taken on faith: the input codes of CP-SAT's solution are run through
+``integer_forward`` (:func:`qa_lirpa.exact.milp._confirm`), else :class:`SolverError`. ``UNSAT``
 rests on CP-SAT's correctness on an integer model whose every linear constraint is checked to
 stay below ``2^62`` in activity (no overflow in CP-SAT's int64 arithmetic); there are no float
-tolerances in the model. ``"timeout"``: undecided within the time limit.
+tolerances in the model. ``TIMEOUT``: undecided within the time limit.
 
 OR-Tools is an optional dependency: :func:`available` says whether it can be imported.
 """
@@ -53,10 +53,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.verdict import Verdict
+from ..base.vnnlib import InputSpec
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import iter_layers
 from ..verify.intervals import IntervalNet
-from ..verify.vnnlib import InputSpec
 from . import milp as _milp
 from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm,
                    _Lin, _layers_problem, _per_tensor, _rhe, _spec_rows, _State)
@@ -455,9 +456,9 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     deadline = t0 + float(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
-    res = CpsatResult("unsat")
+    res = CpsatResult(Verdict.UNSAT)
 
-    def finish(verdict: str, x=None, d=None) -> CpsatResult:
+    def finish(verdict: Verdict, x=None, d=None) -> CpsatResult:
         res.verdict, res.counterexample, res.disjunct = verdict, x, d
         res.time_s = time.perf_counter() - t0
         return res
@@ -465,7 +466,7 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     enc = _Encoder(model, _milp.spec_code_box(model, spec, input_shape, shape_only=True), deadline)
     shape, code_lo, code_hi = _milp.spec_code_box(model, spec, input_shape, code_box)
     if code_lo is None:
-        return finish("unsat")
+        return finish(Verdict.UNSAT)
     dead: set = set()
     try:
         if tighten:
@@ -474,7 +475,7 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
             res.stats["lp_s"] = time.perf_counter() - t1
         state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
     except (_OutOfTime, _milp._OutOfTime):
-        return finish("timeout")
+        return finish(Verdict.TIMEOUT)
     if len(state.exprs) != spec.disjuncts[0][0].shape[1]:
         raise ValueError(f"spec has {spec.disjuncts[0][0].shape[1]} outputs, the model {len(state.exprs)}")
 
@@ -493,10 +494,10 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
             live.append((d, rows))
     res.n_vars, res.units, res.constant_units = len(enc.b.lb), enc.n_units, enc.n_const
     if not live:
-        return finish("unsat")
+        return finish(Verdict.UNSAT)
     for d, rows in live:
         if not rows:                                  # holds on the whole box
-            return finish("sat", _confirm(model, spec, d, code_lo.astype(np.int64), shape), d)
+            return finish(Verdict.SAT, _confirm(model, spec, d, code_lo.astype(np.int64), shape), d)
 
     def codes_from(solver) -> np.ndarray:
         xs = code_lo.astype(np.int64).copy()
@@ -508,7 +509,7 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     def run(m) -> tuple:
         left = deadline - time.perf_counter()
         if left <= 0:
-            return "timeout", None
+            return Verdict.TIMEOUT, None
         solver = cp_model.CpSolver()
         p = solver.parameters
         p.max_time_in_seconds = float(left)
@@ -540,12 +541,12 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         res.stats.setdefault("conflicts", 0)
         res.stats["conflicts"] += int(solver.num_conflicts)
         if status in (cp_model.FEASIBLE, cp_model.OPTIMAL):
-            return "feasible", solver
+            return Verdict.SAT, solver
         if status == cp_model.INFEASIBLE:
-            return "infeasible", None
+            return Verdict.UNSAT, None
         if status == cp_model.MODEL_INVALID:
             raise SolverError(f"CP-SAT: invalid model ({m.validate()})")
-        return "timeout", None
+        return Verdict.TIMEOUT, None
 
     def rows_ct(m, rows, lit=None) -> None:
         for e, hi in rows:
@@ -564,16 +565,16 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         res.n_bools, res.n_constraints = enc.n_bools + len(sel), enc.n_cons + len(sel) + 1
         res.disjuncts_solved = len(live)
         status, solver = run(m)
-        if status == "feasible":
+        if status is Verdict.SAT:
             x_codes = codes_from(solver)
             chosen = [d for z, d in sel if solver.boolean_value(z)]
             for d in chosen:                       # the first disjunct that holds exactly
                 try:
-                    return finish("sat", _confirm(model, spec, d, x_codes, shape), d)
+                    return finish(Verdict.SAT, _confirm(model, spec, d, x_codes, shape), d)
                 except SolverError:
                     continue
             raise SolverError("CP-SAT counterexample violates none of its chosen disjuncts under integer_forward")
-        return finish("unsat" if status == "infeasible" else "timeout")
+        return finish(status)                     # UNSAT or TIMEOUT
 
     res.n_bools, res.n_constraints = enc.n_bools, enc.n_cons
 
@@ -593,15 +594,15 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
             m.minimize(enc.expr(rows[0][0], vs))
         res.disjuncts_solved += 1
         status, solver = run(m)
-        if status == "feasible":
+        if status is Verdict.SAT:
             xs = code_lo.astype(np.int64).copy()
             for i, v in enumerate(enc.input_vars):
                 if v is not None:
                     xs[i] = int(solver.value(vs[v]))
-            return finish("sat", _confirm(model, spec, d, xs, shape), d)
-        if status == "timeout":
-            return finish("timeout")
-    return finish("unsat")
+            return finish(Verdict.SAT, _confirm(model, spec, d, xs, shape), d)
+        if status is Verdict.TIMEOUT:
+            return finish(Verdict.TIMEOUT)
+    return finish(Verdict.UNSAT)
 
 
 def decide_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,

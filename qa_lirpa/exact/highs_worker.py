@@ -7,7 +7,10 @@ the deadline has passed: :class:`Worker` runs this file as a script (it imports 
 highspy, and starts in about 0.1 s) and exchanges pickled, length-prefixed messages with it over
 its stdin and a private copy of its stdout (HiGHS's own banner goes to /dev/null).
 
-Nothing here imports torch or the rest of the package, so that the script starts fast.
+Nothing here imports torch or the rest of the package (only ``qa_lirpa.base``'s errors and
+verdict, which import nothing), so that the script starts fast. Answers are
+:class:`~qa_lirpa.base.verdict.Verdict` values (a feasible MILP is a violation: ``SAT``;
+infeasible: ``UNSAT``; undecided: ``TIMEOUT``); they cross the pipe by name.
 """
 from __future__ import annotations
 
@@ -22,6 +25,23 @@ from typing import Optional
 
 import numpy as np
 
+if __package__:
+    from ..base.errors import QaLirpaError
+    from ..base.verdict import Verdict
+else:   # run as the worker script: load the floor's modules by path, without the package (torch)
+    import importlib.util as _ilu
+
+    def _floor(name: str):
+        spec = _ilu.spec_from_file_location(
+            f"_qa_lirpa_base_{name}",
+            os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "base", f"{name}.py"))
+        module = _ilu.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    QaLirpaError = _floor("errors").QaLirpaError
+    Verdict = _floor("verdict").Verdict
+
 #: HiGHS tolerances (the data are integers; these only guard the LP arithmetic).
 TOLERANCE = 1e-9
 
@@ -32,7 +52,7 @@ TOLERANCE = 1e-9
 _SCHEDULER_THREADS: list = [None]
 
 
-class HighsStatusError(RuntimeError):
+class HighsStatusError(QaLirpaError, RuntimeError):
     """HiGHS rejected the model or ended with an unexpected status."""
 
 
@@ -112,13 +132,14 @@ def to_highs_lp(lb: list, ub: list, rows: list, integral: bool, cost: Optional[d
 def solve_mip(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
               cost: Optional[dict] = None, target: Optional[float] = None):
     """Solve the MILP (feasibility, or minimise ``cost`` and stop once the objective is at most
-    ``target``); returns (status, column values or None, node count) with status "feasible",
-    "infeasible" or "timeout" (undecided within the resources)."""
+    ``target``); returns (verdict, column values or None, node count) with verdict ``Verdict.SAT``
+    (feasible: the columns are a violation), ``Verdict.UNSAT`` (infeasible) or ``Verdict.TIMEOUT``
+    (undecided within the resources)."""
     import highspy
 
     n = len(lb)
     if n == 0:                                    # nothing to choose (rows always have columns)
-        return "feasible", [], 0
+        return Verdict.SAT, [], 0
     lp = to_highs_lp(lb, ub, rows, integral=True, cost=cost)
     h = new_highs(threads)
     h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
@@ -138,13 +159,13 @@ def solve_mip(lb: list, ub: list, rows: list, time_limit: float, threads: Option
     nodes = int(getattr(info, "mip_node_count", 0))
     S = highspy.HighsModelStatus
     if info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible:
-        return "feasible", list(h.getSolution().col_value), nodes
+        return Verdict.SAT, list(h.getSolution().col_value), nodes
     if ms in (S.kInfeasible, S.kUnboundedOrInfeasible):
         # every column has finite bounds, so the problem cannot be unbounded
-        return "infeasible", None, nodes
+        return Verdict.UNSAT, None, nodes
     if ms in (S.kTimeLimit, S.kInterrupt, S.kIterationLimit, S.kSolutionLimit, S.kUnknown, S.kMemoryLimit,
               S.kHighsInterrupt, S.kObjectiveTarget, S.kObjectiveBound):
-        return "timeout", None, nodes             # undecided within the resources
+        return Verdict.TIMEOUT, None, nodes       # undecided within the resources
     raise HighsStatusError(f"HiGHS ended with status {h.modelStatusToString(ms)}")
 
 
@@ -186,7 +207,7 @@ class Worker:
 
     :meth:`solve` sends one problem and waits for the answer until ``time_limit`` plus
     ``grace`` seconds; then it kills the process (the next call starts a new one) and answers
-    ``("timeout", None, 0)``.
+    ``(Verdict.TIMEOUT, None, 0)``.
     """
 
     def __init__(self, grace: float = 0.1) -> None:
@@ -232,7 +253,7 @@ class Worker:
             if left <= 0:
                 self.kills += 1
                 self.close()
-                return "timeout", None, 0
+                return Verdict.TIMEOUT, None, 0
         msg = _read(fd)                               # the whole message follows its first byte
         if msg is None:
             self.close()
@@ -240,7 +261,8 @@ class Worker:
         kind, payload = msg
         if kind == "error":
             raise HighsStatusError(payload)
-        return payload
+        name, sol, nodes = payload
+        return Verdict[name], sol, nodes
 
 
 def _die_with_parent() -> None:
@@ -278,7 +300,8 @@ def _main() -> int:
         if job is None:
             return 0
         try:
-            _write(out, ("ok", solve_mip(*job)))
+            verdict, sol, nodes = solve_mip(*job)
+            _write(out, ("ok", (verdict.name, sol, nodes)))     # by name: the parent has its own Verdict
         except Exception as e:  # noqa: BLE001 - reported to the caller, which raises it
             _write(out, ("error", f"{type(e).__name__}: {e}"))
 

@@ -41,16 +41,16 @@ coefficients and integer right-hand sides only:
   per disjunct (``mode="combined"``: ``sum z_j >= 1``, rows relaxed by exact big-M when
   ``z_j = 0``).
 
-Trust. A ``"sat"`` verdict is never taken from the solver on faith: the solver's input codes are
+Trust. A ``SAT`` verdict is never taken from the solver on faith: the solver's input codes are
 rounded, turned into a real input inside the box, and run through ``integer_forward``; if the
-disjunct does not hold exactly there, :class:`SolverError` is raised. An ``"unsat"`` verdict that
+disjunct does not hold exactly there, :class:`SolverError` is raised. An ``UNSAT`` verdict that
 comes from bounds alone (interval arithmetic, or the weak-duality LP bounds) is rigorous. An
-``"unsat"`` from a MILP solve rests on HiGHS's branch and bound being right about the
+``UNSAT`` from a MILP solve rests on HiGHS's branch and bound being right about the
 infeasibility of an integer program whose data are integers of bounded size (checked:
 coefficients and right-hand sides below ``2^31``, every row's largest activity below ``2^45``, so
 integral points have exactly representable activities; tolerances are set to ``1e-9``). HiGHS
 produces no certificate, so this is the residual trust assumption (e.g. a node LP wrongly declared
-infeasible within its tolerances); every MILP-based verifier makes it. ``"timeout"`` means
+infeasible within its tolerances); every MILP-based verifier makes it. ``TIMEOUT`` means
 undecided within the resources (time, or a HiGHS limit).
 """
 from __future__ import annotations
@@ -67,10 +67,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base.errors import QaLirpaError
+from ..base.verdict import Verdict
+from ..base.vnnlib import InputSpec
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..nn.reference import integer_codes, iter_layers
 from ..quant.functions import quantize
-from ..verify.vnnlib import InputSpec
 from .highs_worker import TOLERANCE, HighsStatusError, Worker, new_highs as _new_highs, solve_mip, to_highs_lp
 
 __all__ = ["MilpEncodingError", "SolverError", "MilpResult", "decide_milp", "solve_milp",
@@ -82,11 +84,11 @@ COEF_LIMIT = 1 << 31
 ACTIVITY_LIMIT = 1 << 45
 
 
-class MilpEncodingError(ValueError):
+class MilpEncodingError(QaLirpaError, ValueError):
     """The model or spec cannot be encoded exactly (unsupported layer, numbers too large, ...)."""
 
 
-class SolverError(RuntimeError):
+class SolverError(QaLirpaError, RuntimeError):
     """HiGHS returned a point that is not a counterexample, or an unexpected status."""
 
 
@@ -763,7 +765,8 @@ atexit.register(_WORKER.close)
 def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
                  cost: Optional[dict] = None, target: Optional[float] = None, hard: bool = False):
     """Solve the MILP (feasibility, or minimise ``cost`` and stop once the objective is at most
-    ``target``); returns (status, column values or None, node count). ``hard``: in the worker
+    ``target``); returns (verdict, column values or None, node count), see
+    :func:`~qa_lirpa.exact.highs_worker.solve_mip`. ``hard``: in the worker
     process, killed ``0.1`` s after ``time_limit`` whatever HiGHS is doing."""
     try:
         if hard:
@@ -781,9 +784,9 @@ def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Opt
 class ExactResult:
     """Outcome of an exact procedure (:func:`solve_milp`, :func:`qa_lirpa.exact.cpsat.solve_cpsat`)."""
 
-    verdict: str                                  # "sat" | "unsat" | "timeout"
-    counterexample: Optional[np.ndarray] = None   # real input (flat, float64) for "sat"
-    disjunct: Optional[int] = None                # index of the violated disjunct for "sat"
+    verdict: Verdict                              # SAT | UNSAT | TIMEOUT
+    counterexample: Optional[np.ndarray] = None   # real input (flat, float64) for SAT
+    disjunct: Optional[int] = None                # index of the violated disjunct for SAT
     time_s: float = 0.0
     n_vars: int = 0
     disjuncts_skipped: int = 0                    # proved unsat by bounds alone
@@ -864,7 +867,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     deadline = t0 + float(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
-    res = MilpResult("unsat")
+    res = MilpResult(Verdict.UNSAT)
     shape = spec_code_box(model, spec, input_shape, shape_only=True)
     enc = _Encoder(model, shape, tighten=tighten, deadline=deadline, threads=threads)
     shape, code_lo, code_hi = spec_code_box(model, spec, input_shape, code_box)
@@ -874,7 +877,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     try:
         state = enc.encode_layers(enc.encode_input(code_lo, code_hi))
     except _OutOfTime:
-        res.verdict, res.time_s = "timeout", time.perf_counter() - t0
+        res.verdict, res.time_s = Verdict.TIMEOUT, time.perf_counter() - t0
         return res
     if len(state.exprs) != spec.disjuncts[0][0].shape[1]:
         raise ValueError(f"spec has {spec.disjuncts[0][0].shape[1]} outputs, the model {len(state.exprs)}")
@@ -918,7 +921,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         res.stats["lp_skipped"] = len(live) - len(kept)
         live = kept
 
-    def finish(verdict: str, x=None, d=None) -> MilpResult:
+    def finish(verdict: Verdict, x=None, d=None) -> MilpResult:
         res.verdict, res.counterexample, res.disjunct = verdict, x, d
         res.time_s = time.perf_counter() - t0
         return res
@@ -935,10 +938,10 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         return xs
 
     if not live:
-        return finish("unsat")
+        return finish(Verdict.UNSAT)
     for d, rows in live:
         if not rows:                              # holds on the whole box: any point violates
-            return finish("sat", _confirm(model, spec, d, code_lo.astype(np.int64), shape), d)
+            return finish(Verdict.SAT, _confirm(model, spec, d, code_lo.astype(np.int64), shape), d)
 
     # Order: disjuncts whose rows have the most slack on the interval bounds first (likelier sat).
     def slack(item) -> float:
@@ -971,12 +974,12 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline - time.perf_counter(), threads,
                                           hard=hard_timeout)
         res.nodes += nodes
-        if status == "feasible":
+        if status is Verdict.SAT:
             chosen = [d for z, d in sel if sol[z] > 0.5]
             xs = codes_from(sol)
             x = _confirm(model, spec, chosen[0], xs, shape)
-            return finish("sat", x, chosen[0])
-        return finish("unsat" if status == "infeasible" else "timeout")
+            return finish(Verdict.SAT, x, chosen[0])
+        return finish(status)                     # UNSAT or TIMEOUT
 
     timed_out = False
     for d, rows in live:
@@ -992,22 +995,22 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         status, sol, nodes = _highs_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target,
                                           hard=hard_timeout)
         res.nodes += nodes
-        if status == "feasible":
+        if status is Verdict.SAT:
             x = _confirm(model, spec, d, codes_from(sol), shape)
-            return finish("sat", x, d)
-        if status == "timeout":
+            return finish(Verdict.SAT, x, d)
+        if status is Verdict.TIMEOUT:
             timed_out = True
             break
-    return finish("timeout" if timed_out else "unsat")
+    return finish(Verdict.TIMEOUT if timed_out else Verdict.UNSAT)
 
 
 def decide_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
                 input_shape: Optional[Sequence[int]] = None, **kw):
     """Decide whether some input in ``spec``'s box violates it (exact integer semantics).
 
-    Returns ``(verdict, counterexample)``: ``("sat", x)`` with a real input ``x`` (flat float64,
+    Returns ``(verdict, counterexample)``: ``(Verdict.SAT, x)`` with a real input ``x`` (flat float64,
     inside the box) that :func:`qa_lirpa.integer_forward` confirms violates a disjunct;
-    ``("unsat", None)``; or ``("timeout", None)``. See :func:`solve_milp` for the options.
+    ``(Verdict.UNSAT, None)``; or ``(Verdict.TIMEOUT, None)``. See :func:`solve_milp` for the options.
     """
     r = solve_milp(model, spec, timeout, input_shape=input_shape, **kw)
     return r.verdict, r.counterexample

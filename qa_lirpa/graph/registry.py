@@ -72,6 +72,10 @@ class OpDef:
         raise self._missing("interval image", m)
 
     # ----- float bounds and search -------------------------------------------------------------
+    def slope(self, m, boxes_in, box_out):
+        """For ``chord`` ops: per unit, the chord slope of the op on the boxes (float64)."""
+        raise self._missing("chord slope", m)
+
     def sensitivity(self, m, ctx, record, g) -> list:
         raise self._missing("sensitivity rule", m)
 

@@ -47,20 +47,45 @@ class _QuantWeighted:
 
     float_mode = False   # see set_float_mode
 
+    def effective_weight(self) -> torch.Tensor:
+        """The real weight before quantization (a BatchNorm-folded layer folds it in here)."""
+        return self.weight
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The real bias before quantization (None without one)."""
+        return self.bias
+
+    def _bias_format(self) -> QuantSpec:
+        return self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec
+
     def qweight(self) -> torch.Tensor:
         if self.float_mode:
-            return self.weight
-        return fake_quant(self.weight, self.weight_spec)
+            return self.effective_weight()
+        return fake_quant(self.effective_weight(), self.weight_spec)
 
     def qbias(self) -> torch.Tensor | None:
-        if self.bias is None or self.bias_spec is None or self.float_mode:
-            return self.bias
-        return fake_quant(self.bias, self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec)
+        b = self.effective_bias()
+        if b is None or self.bias_spec is None or self.float_mode:
+            return b
+        return fake_quant(b, self._bias_format())
+
+    def bias_codes(self) -> tuple[torch.Tensor, list[Fraction]] | None:
+        """``(centred integer bias codes [C_out] int64, their scale per output channel)``; None
+        without a bias. ValueError for a float bias (no exact integer semantics)."""
+        b = self.effective_bias()
+        if b is None:
+            return None
+        if self.bias_spec is None:
+            raise ValueError(f"{type(self).__name__}: a float bias has no exact integer semantics; give a bias_spec")
+        bs = self._bias_format()
+        bq = quantize(b.detach().cpu(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
+        scales = bs.scale_fractions()
+        return bq, scales * int(bq.numel()) if len(scales) == 1 else scales
 
     def weight_codes(self) -> torch.Tensor:
         """Integer weight codes minus zero point (int64)."""
         spec = self.weight_spec
-        q = quantize(self.weight.detach(), spec)
+        q = quantize(self.effective_weight().detach(), spec)
         z = torch.tensor(spec.zero_points(), dtype=torch.int64).reshape([-1] + [1] * (q.dim() - 1))
         return q - (z if spec.per_channel else z.reshape(()))
 
@@ -73,18 +98,13 @@ class _QuantWeighted:
         of ``s_in * s_w[c]`` and the bias scale, so both terms are integers. Without a bias,
         ``bias_codes`` is None and ``m_acc`` is all ones.
         """
-        name = type(self).__name__
         out_ch = self.weight.shape[0]
         w_scales = self.weight_spec.scale_fractions()
         acc_scales = [s_in * w for w in (w_scales * out_ch if len(w_scales) == 1 else w_scales)]
-        if self.bias is None:
+        codes = self.bias_codes()
+        if codes is None:
             return acc_scales, [1] * out_ch, None, [0] * out_ch
-        if self.bias_spec is None:
-            raise ValueError(f"{name}: a float bias has no exact integer semantics; give a bias_spec")
-        bs = self.bias_spec.replace(axis=0) if self.bias_spec.per_channel else self.bias_spec
-        bq = quantize(self.bias.detach().cpu(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)
-        b_scales = bs.scale_fractions()
-        b_scales = b_scales * out_ch if len(b_scales) == 1 else b_scales
+        bq, b_scales = codes
         common = [intmath.common_scale([a, b]) for a, b in zip(acc_scales, b_scales)]
         m_acc = [int(a / c) for a, c in zip(acc_scales, common)]
         m_b = [int(b / c) for b, c in zip(b_scales, common)]

@@ -21,7 +21,7 @@ from torch import nn
 from ..graph import Node, OpDef, as_graph, input_quantizer, op_for
 from . import layers  # noqa: F401 - registers the op definitions of the built-in layers
 from .affine import AffinePlan, affine_interval, affine_plan
-from .quantizers import chord_slope, enveloped_requant
+from .quantizers import enveloped_requant
 from .tensors import IntBox
 
 
@@ -46,7 +46,7 @@ class Trace:
         self.steps: list[Record] = []
 
     def record(self, node: Node, layer: nn.Module, op: OpDef, boxes_in: tuple, box_out: IntBox) -> None:
-        slope = chord_slope(boxes_in[0], box_out) if getattr(op, "chord", False) else None
+        slope = op.slope(layer, boxes_in, box_out) if op.chord else None
         shapes = tuple(tuple(b.lo.shape) if isinstance(b, IntBox) else tuple(b[0].shape) for b in boxes_in)
         self.steps.append(Record(node, layer, op, shapes, tuple(box_out.lo.shape), slope))
 

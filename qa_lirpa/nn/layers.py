@@ -10,8 +10,12 @@ from __future__ import annotations
 from torch import nn
 
 from ..quant.functions import round_mode
+from .add import QuantAdd
 from .affine import QuantConv2d, QuantLinear, accumulator_bias_spec
+from .batchnorm import QuantConvBN2d, QuantLinearBN
+from .concat import QuantConcat
 from .plain import FlattenOp, IdentityOp, ReluOp, UnflattenOp  # noqa: F401 - registers the plain ops
+from .pool import QuantAvgPool2d
 from .quantizers import QuantAct, QuantInput
 from .tensors import IntBox, IntTensor, requantize
 
@@ -32,5 +36,6 @@ def set_float_mode(model: nn.Module, on: bool = True) -> nn.Module:
     return model
 
 
-__all__ = ["IntTensor", "IntBox", "QuantInput", "QuantAct", "QuantLinear", "QuantConv2d", "requantize",
+__all__ = ["IntTensor", "IntBox", "QuantInput", "QuantAct", "QuantLinear", "QuantConv2d", "QuantAdd",
+           "QuantAvgPool2d", "QuantConcat", "QuantConvBN2d", "QuantLinearBN", "requantize",
            "set_float_mode", "accumulator_bias_spec", "round_mode"]

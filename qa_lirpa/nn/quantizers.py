@@ -163,6 +163,9 @@ class MonotoneOp(OpDef):
         a, b = box.ends()
         return IntBox.of(self.int_forward(m, a), self.int_forward(m, b))
 
+    def slope(self, m, boxes_in, box_out) -> torch.Tensor:
+        return chord_slope(boxes_in[0], box_out)
+
     def sensitivity(self, m, ctx, record, g):
         return [g.reshape(record.slope.shape) * record.slope]
 

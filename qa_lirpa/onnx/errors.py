@@ -1,15 +1,17 @@
 """Errors and warnings of the ONNX import/export."""
 from __future__ import annotations
 
+from ..base.errors import QaLirpaError
 
-class OnnxImportError(ValueError):
+
+class OnnxImportError(QaLirpaError, ValueError):
     """An ONNX file that cannot be imported: malformed, or using an op or pattern we do not support.
 
     The message names the file and, where one is to blame, the node (name and op type).
     """
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(QaLirpaError, ValueError):
     """A model that :func:`qa_lirpa.onnx.export_onnx` cannot express exactly in ONNX."""
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.files import atomic_write_bytes
 from ..graph import INPUT, UnsupportedOp, as_graph, input_quantizer, op_for
 from ..nn import layers as _layers  # noqa: F401 - registers the op definitions of the built-in layers
 from ..quant.spec import QuantSpec
@@ -449,8 +450,6 @@ def _qdq_choice(graph) -> dict[str, bool]:
 
 
 def _atomic_save(onnx_model, path: Path) -> None:
-    from ..train.records import atomic_write_bytes
-
     atomic_write_bytes(path, onnx_model.SerializeToString())
 
 

@@ -35,6 +35,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..base.errors import QaLirpaError
+
 __all__ = [
     "ArrayDataset",
     "BatchLoader",
@@ -98,12 +100,12 @@ _SPLITS = ("train", "test")
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(QaLirpaError, FileNotFoundError):
     """A dataset's files could not be found; the message says what was looked for and how to
     get it."""
 
 
-class IDXFormatError(ValueError):
+class IDXFormatError(QaLirpaError, ValueError):
     """A file is not a well-formed IDX file (bad magic, truncated, corrupt compression...)."""
 
 

@@ -7,38 +7,9 @@ import io
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Sequence
 
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, writer=None) -> None:
-    """Write ``data`` (or call ``writer(tmp_path)``) to a temp file beside ``path``, give it the
-    usual mode of a new file, and ``os.replace`` it over ``path``: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if data is not None:
-                f.write(data)
-        if writer is not None:
-            writer(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+from ..base.files import atomic_write_bytes, atomic_write_text
 
 
 METRIC_COLUMNS = (
@@ -117,7 +88,7 @@ def plot_training_curves(path: str | os.PathLike, rows: Sequence[dict[str, Any]]
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    atomic_write_bytes(path, writer=lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    atomic_write_bytes(path, writer=lambda f: fig.savefig(f, format="png", dpi=90))
 
 
 __all__ = ["METRIC_COLUMNS", "atomic_write_bytes", "atomic_write_text", "write_metrics_csv", "read_metrics_csv",

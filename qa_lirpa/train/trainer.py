@@ -23,6 +23,7 @@ import torch
 
 import yaml
 
+from ..base.device import DeviceError, resolve_device
 from ..config import ConfigError, from_dict, to_dict
 from ..models import QNN, build_model, load_checkpoint, save_checkpoint
 from ..nn import set_float_mode
@@ -48,14 +49,6 @@ class RunResult:
     final: dict[str, Any] | None
     stopped: str | None = None          # "time budget" / "stop_after" / None (completed)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def set_threads(n: int) -> None:
@@ -135,7 +128,10 @@ class Trainer:
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.out_dir or "runs/train")
         set_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        try:
+            self.device = resolve_device(cfg.device)
+        except DeviceError as e:
+            raise ConfigError(f"device: {e}") from None
         seed_everything(cfg.seed)
         self.train_ds, self.test_ds = load_data(cfg)
         self.n_classes = max(len(self.train_ds.classes), int(self.train_ds.labels.max()) + 1)

@@ -13,7 +13,7 @@ from .bab import Verifier, verify
 from .config import VerifierConfig
 from .result import Verdict, VerifyResult, VerifyStats
 from .robustness import robustness_spec
-from .vnnlib import InputSpec, VnnlibError, read_vnnlib
+from ..base.vnnlib import InputSpec, VnnlibError, read_vnnlib
 
 __all__ = ["Verifier", "verify", "VerifierConfig", "Verdict", "VerifyResult", "VerifyStats",
            "InputSpec", "VnnlibError", "read_vnnlib", "robustness_spec"]

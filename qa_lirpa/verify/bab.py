@@ -25,23 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.device import resolve_device
+from ..base.vnnlib import InputSpec
 from ..graph import UnsupportedOp, as_graph, input_quantizer, op_for
 from .config import VerifierConfig
 from .continuous import ContinuousProblem
 from .grid import GridProblem
 from .result import Verdict, VerifyResult, VerifyStats
 from .search import Search
-from .vnnlib import InputSpec
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None: cuda when available, else cpu; anything else as torch understands it."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return dev
 
 
 def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:
@@ -281,7 +272,7 @@ class Verifier:
                 stats.milp_boxes += boxes
                 r = solve_exact(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
                                code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
-                if r.verdict == "sat":
+                if r.verdict is Verdict.SAT:
                     x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
                     code = problem.codes(x).reshape(1, -1).to(problem.device)
                     if s._check(code):
@@ -289,8 +280,8 @@ class Verifier:
                         return self._sat(s, stats)
                     outcome, note = False, note + ": its counterexample failed the exact check"
                     break
-                if r.verdict != "unsat":
-                    outcome, note = False, note + f": {r.verdict} after {time.monotonic() - t0:.2f} s"
+                if r.verdict is not Verdict.UNSAT:
+                    outcome, note = False, note + f": {r.verdict.value} after {time.monotonic() - t0:.2f} s"
                     break
                 if per_box:
                     closed[id(s)] = closed.get(id(s), 0) + 1

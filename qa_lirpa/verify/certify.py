@@ -19,17 +19,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cli import UserError
+from ..base.errors import UserError
+from ..base.files import atomic_write_text
+from ..base.samples import parse_samples
+from ..base.verdict import Verdict
 from ..graph import as_graph, input_quantizer
 from ..nn.reference import argmax_smallest
 from .bab import Verifier
 from .config import VerifierConfig
-from .result import Verdict
 from .robustness import robustness_spec
 
+#: certify's outcome words: one per verdict (robust = no violation exists), and ``misclassified``
+#: for a sample that is not verified at all
 WORDS = {Verdict.UNSAT: "robust", Verdict.SAT: "falsified", Verdict.TIMEOUT: "timeout",
          Verdict.UNKNOWN: "unknown"}
-ORDER = ["robust", "falsified", "timeout", "unknown", "misclassified"]
+MISCLASSIFIED = "misclassified"
+ORDER = [WORDS[Verdict.UNSAT], WORDS[Verdict.SAT], WORDS[Verdict.TIMEOUT], WORDS[Verdict.UNKNOWN], MISCLASSIFIED]
+
+
+def outcome_word(verdict: Verdict | None) -> str:
+    """certify's word for ``verdict`` (None: the sample was misclassified, so not verified)."""
+    return MISCLASSIFIED if verdict is None else WORDS[verdict]
 CSV_HEADER = "index,label,predicted,verdict,time_s,boxes"
 
 
@@ -46,25 +56,6 @@ class SampleResult:
 
     def csv(self) -> str:
         return f"{self.index},{self.label},{self.predicted},{self.verdict},{self.time_s:.4f},{self.boxes}"
-
-
-def parse_samples(text: str, n: int) -> range:
-    """``"a:b"``, ``"a:b:step"``, ``":b"`` or ``"i"`` -> the indices (clipped to ``n``)."""
-    try:
-        if ":" not in text:
-            i = int(text)
-            if not 0 <= i < n:
-                raise UserError(f"--samples {text}: index outside 0..{n - 1}")
-            return range(i, i + 1)
-        parts = [int(p) if p.strip() else None for p in text.split(":")]
-        if len(parts) > 3:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--samples {text!r}: expected START:STOP[:STEP] or an index") from None
-    r = range(n)[slice(*parts)]
-    if len(r) == 0:
-        raise UserError(f"--samples {text}: selects no sample of the {n} available")
-    return r
 
 
 def pixel_unit(model: nn.Module) -> float:
@@ -89,11 +80,11 @@ def certify_sample(verifier: Verifier, image: torch.Tensor, label: int, eps: flo
     out = verifier.problem(tuple(image.shape)).exact_output(x)
     pred = int(argmax_smallest(out.dequantize().reshape(1, -1))[0])
     if pred != label:
-        return SampleResult(index, label, pred, "misclassified", time.monotonic() - t0, 0)
+        return SampleResult(index, label, pred, outcome_word(None), time.monotonic() - t0, 0)
     p = image.to(torch.float64).reshape(-1).numpy()
     lower, upper = np.maximum(p - eps, 0.0) * unit, np.minimum(p + eps, 255.0) * unit
     result = verifier.verify(robustness_spec(out, label, lower, upper), timeout=timeout)
-    return SampleResult(index, label, pred, WORDS[result.verdict], time.monotonic() - t0,
+    return SampleResult(index, label, pred, outcome_word(result.verdict), time.monotonic() - t0,
                         result.stats.boxes_bounded)
 
 
@@ -115,10 +106,10 @@ def summary_table(results: Sequence[SampleResult], title: str = "") -> str:
     out.write(f"{'outcome':<16}{'count':>7}{'%':>8}\n")
     for word in ORDER:
         k = sum(r.verdict == word for r in results)
-        if k or word != "unknown":
-            out.write(f"{('verified ' + word) if word == 'robust' else word:<16}{k:>7}{100 * k / max(n, 1):>8.2f}\n")
+        if k or word != WORDS[Verdict.UNKNOWN]:
+            out.write(f"{('verified ' + word) if word == WORDS[Verdict.UNSAT] else word:<16}{k:>7}{100 * k / max(n, 1):>8.2f}\n")
     out.write(f"{'total':<16}{n:>7}\n")
-    times = [r.time_s for r in results if r.verdict != "misclassified"]
+    times = [r.time_s for r in results if r.verdict != MISCLASSIFIED]
     if times:
         out.write(f"time per verified sample (s): mean {statistics.fmean(times):.3f}, median "
                   f"{statistics.median(times):.3f}, max {max(times):.3f} (n={len(times)})\n")
@@ -127,8 +118,6 @@ def summary_table(results: Sequence[SampleResult], title: str = "") -> str:
 
 def write_csv(path: str, results: Sequence[SampleResult]) -> None:
     """Per-sample CSV, written atomically."""
-    from ..config import atomic_write_text
-
     atomic_write_text(path, "\n".join([CSV_HEADER] + [r.csv() for r in results]) + "\n")
 
 
@@ -171,5 +160,5 @@ def _progress(total: int, disable: bool):
     return tqdm(total=total, disable=disable, unit="sample", dynamic_ncols=True, leave=False)
 
 
-__all__ = ["SampleResult", "parse_samples", "pixel_unit", "certify_sample", "certify", "summary_table",
+__all__ = ["SampleResult", "outcome_word", "parse_samples", "pixel_unit", "certify_sample", "certify", "summary_table",
            "write_csv", "certify_command"]

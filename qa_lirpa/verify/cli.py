@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..cli import UserError
+from ..base.device import resolve_device
+from ..base.errors import UserError
+from ..base.files import atomic_write_text
 from .config import VerifierConfig
 from .result import Verdict, VerifyResult
 
@@ -96,8 +98,6 @@ def register(subparsers) -> None:
 
 
 def _device(name: str, threads: int = 0) -> str:
-    from .bab import resolve_device
-
     if threads < 0:
         raise UserError("--threads must be >= 0")
     if threads:
@@ -112,7 +112,7 @@ def _device(name: str, threads: int = 0) -> str:
 
 def run_verify(args: argparse.Namespace) -> int:
     from .bab import Verifier
-    from .vnnlib import read_vnnlib
+    from ..base.vnnlib import read_vnnlib
 
     cfg = load_verifier_config(args.config, args.set)
     if not args.timeout > 0:
@@ -146,8 +146,6 @@ def format_result(result: VerifyResult) -> str:
 
 
 def write_result_file(path: str, result: VerifyResult) -> None:
-    from ..config import atomic_write_text
-
     atomic_write_text(Path(path), format_result(result))
 
 

@@ -1,28 +1,14 @@
-"""Typed verification results: a :class:`Verdict` and a :class:`VerifyResult` with statistics.
-
-VNN-COMP words ("sat", "unsat", "timeout", "unknown") are the enum values; turn a verdict into text
-only at the edge (CLI, result files).
+"""Typed verification results: a :class:`VerifyResult` with statistics, and its
+:class:`~qa_lirpa.base.verdict.Verdict` (defined in ``qa_lirpa.base.verdict``, re-exported here).
+Turn a verdict into text only at the edge (CLI, result files).
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-
-class Verdict(enum.Enum):
-    """The answer of the verifier about "some input in the box violates the property".
-
-    ``SAT``: a counterexample was found and confirmed by the exact semantics. ``UNSAT``: proved that
-    none exists. ``TIMEOUT``: the time ran out on a problem the search would have decided.
-    ``UNKNOWN``: the search cannot decide it (continuous inputs, unsupported layers).
-    """
-
-    SAT = "sat"
-    UNSAT = "unsat"
-    TIMEOUT = "timeout"
-    UNKNOWN = "unknown"
+from ..base.verdict import Verdict
 
 
 @dataclass

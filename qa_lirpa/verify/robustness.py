@@ -16,7 +16,7 @@ import numpy as np
 
 from ..nn.layers import IntTensor
 from ..quant import intmath
-from .vnnlib import InputSpec
+from ..base.vnnlib import InputSpec
 
 
 def _channel_scales(out: IntTensor, n_outputs: int) -> list[Fraction]:

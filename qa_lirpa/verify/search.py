@@ -27,7 +27,7 @@ from .problem import Problem
 from .queue import BoxStack
 from .result import Verdict, VerifyStats
 from .spec import OutputSpec
-from .vnnlib import InputSpec
+from ..base.vnnlib import InputSpec
 
 
 #: largest batch while the queue is over its memory budget

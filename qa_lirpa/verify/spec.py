@@ -1,4 +1,4 @@
-"""Output specifications: the disjuncts of an :class:`~qa_lirpa.verify.vnnlib.InputSpec` stacked
+"""Output specifications: the disjuncts of an :class:`~qa_lirpa.base.vnnlib.InputSpec` stacked
 into one row matrix, evaluated soundly on output intervals and exactly on points.
 
 A disjunct ``(mat, rhs)`` is *violated* (the property fails) iff ``mat @ y <= rhs`` holds row by

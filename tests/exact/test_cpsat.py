@@ -15,6 +15,7 @@ pytest.importorskip("ortools.sat.python.cp_model")
 from qnn_factory import mlp  # noqa: E402
 from verify.tiny_qnn import exact_outputs, tiny_cnn, violates  # noqa: E402
 from qa_lirpa import QuantSpec, integer_forward  # noqa: E402
+from qa_lirpa.base.verdict import Verdict  # noqa: E402
 from qa_lirpa.exact import cpsat  # noqa: E402
 from qa_lirpa.exact.cpsat import CpsatEncodingError, solve_cpsat  # noqa: E402
 from qa_lirpa.nn import QuantAct  # noqa: E402
@@ -108,7 +109,7 @@ def test_matches_enumeration(seed):
     kw = {"mode": ("split", "combined")[seed % 4 == 1], "objective": seed % 5 != 4,
           "tighten": seed % 3 != 2, "threads": 2 if seed % 8 == 3 else 1}
     res = solve_cpsat(model, spec, timeout=30, **kw)
-    assert res.verdict == ("sat" if truth else "unsat"), (res, truth, kw)
+    assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), (res, truth, kw)
     if truth:
         check_counterexample(model, spec, res, shape)
     else:
@@ -127,7 +128,7 @@ def test_code_sub_box(seed):
     ys = exact_outputs(model, grid_points(model, spec.lower, spec.upper, shape, (a, b)))
     truth = any(violates(y, spec.disjuncts) for y in ys)
     res = solve_cpsat(model, spec, timeout=30, code_box=(a, b))
-    assert res.verdict == ("sat" if truth else "unsat")
+    assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT)
     if truth:
         check_counterexample(model, spec, res, shape)
         assert np.all(res.counterexample >= a) and np.all(res.counterexample <= b)
@@ -147,7 +148,7 @@ def test_conv_net(seed):
     spec = InputSpec(lo, hi, [_disjunct(rng, ys, 3, seed % 2 == 0), _disjunct(rng, ys, 3, False)])
     truth = any(violates(y, spec.disjuncts) for y in ys)
     res = solve_cpsat(model, spec, timeout=30, input_shape=shape)
-    assert res.verdict == ("sat" if truth else "unsat")
+    assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT)
     if truth:
         check_counterexample(model, spec, res, shape)
 
@@ -160,7 +161,7 @@ def test_unsupported_and_empty():
     with pytest.raises(CpsatEncodingError):
         solve_cpsat(bad, spec)
     empty = InputSpec(spec.upper + 1, spec.upper, spec.disjuncts)
-    assert solve_cpsat(model, empty).verdict == "unsat"
+    assert solve_cpsat(model, empty).verdict == Verdict.UNSAT
 
 
 # ----- the verifier's exact fallback ------------------------------------------------------------------
@@ -171,7 +172,7 @@ def test_verifier_cpsat_fallback_agrees_with_enumeration(max_boxes):
     decides what the root bound leaves open): verdicts equal enumeration, counterexamples hold."""
     from verify.test_exact_fallback import _check, _config, _run, sc
 
-    decided = {"sat": 0, "unsat": 0}
+    decided = {Verdict.SAT: 0, Verdict.UNSAT: 0}
     for seed in range(6100, 6120):
         case = sc.make_case(seed)
         res = _run(case, _config(exact_fallback="cpsat", exact_max_boxes=max_boxes))
@@ -179,7 +180,7 @@ def test_verifier_cpsat_fallback_agrees_with_enumeration(max_boxes):
         if res.stats.milp_calls:
             assert res.stats.exact.startswith("cpsat on") and res.stats.exact.endswith(": " + case.truth)
             decided[case.truth] += 1
-    assert decided["sat"] >= 3 and decided["unsat"] >= 3, decided
+    assert decided[Verdict.SAT] >= 3 and decided[Verdict.UNSAT] >= 3, decided
 
 
 def test_verifier_without_ortools_runs_plain_bab(monkeypatch):

@@ -14,6 +14,7 @@ from torch import nn
 
 from qnn_factory import cnn, mlp
 from qa_lirpa import QuantSpec
+from qa_lirpa.base.verdict import Verdict
 from qa_lirpa.exact import MilpEncodingError, SolverError, decide_milp, solve_milp
 from qa_lirpa.exact import milp as milp_mod
 from qa_lirpa.nn import QuantAct, QuantInput, QuantLinear, accumulator_bias_spec, integer_codes
@@ -135,7 +136,7 @@ def test_matches_enumeration(seed):
     objective = seed % 5 != 4
     tighten = seed % 3 != 2
     res = solve_milp(model, spec, timeout=30, mode=mode, objective=objective, tighten=tighten)
-    assert res.verdict == ("sat" if truth else "unsat"), (res, truth)
+    assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), (res, truth)
     if truth:
         assert_counterexample(model, spec, res.counterexample, shape)
         mat, rhs = spec.disjuncts[res.disjunct]
@@ -165,11 +166,11 @@ def test_modes_agree_on_robustness_specs(mode):
         spec = InputSpec(lo, hi, rows)
         truth, _ = enumerate_truth(model, spec, (1, 2))
         verdict, x = decide_milp(model, spec, timeout=30, mode=mode)
-        assert verdict == ("sat" if truth else "unsat")
+        assert verdict == (Verdict.SAT if truth else Verdict.UNSAT)
         if truth:
             assert_counterexample(model, spec, x, (1, 2))
         verdicts.append(verdict)
-    assert "sat" in verdicts and "unsat" in verdicts
+    assert Verdict.SAT in verdicts and Verdict.UNSAT in verdicts
 
 
 # ----- rounding ties, hand-made -----------------------------------------------------------------------
@@ -206,7 +207,7 @@ def test_rounding_ties_exact(rounding, signed_out):
                     spec = InputSpec(lo, hi, [(mat, np.array([sign * float(v) + shift]))])
                     truth = any(disjunct_holds(mat, spec.disjuncts[0][1], y) for y in ys)
                     verdict, x = decide_milp(model, spec, timeout=10)
-                    assert verdict == ("sat" if truth else "unsat"), (rounding, a, k, v, sign, shift)
+                    assert verdict == (Verdict.SAT if truth else Verdict.UNSAT), (rounding, a, k, v, sign, shift)
                     if truth:
                         assert_counterexample(model, spec, x, (1, 1))
 
@@ -244,9 +245,9 @@ def pinned_outputs(model, lower, upper, point_codes, shape, forbid=None):
         else:
             rows.append((dict(e.coefs), None, value - 1 - e.const))
     status, sol, _ = milp_mod._highs_solve(enc.b.lb, enc.b.ub, rows, 30.0, None)
-    if status == "infeasible":
+    if status == Verdict.UNSAT:
         return None
-    assert status == "feasible"
+    assert status == Verdict.SAT
     out = []
     for e in state.exprs:
         val = e.const + sum(c * sol[v] for v, c in e.coefs.items())
@@ -351,7 +352,7 @@ def test_conv_matches_enumeration(seed):
             spec = InputSpec(lo, hi, [(mat, np.array([float(mat[0, k] * v) + shift]))])
             truth = any(disjunct_holds(mat, spec.disjuncts[0][1], y) for y in ys)
             verdict, x = decide_milp(model, spec, timeout=10, input_shape=shape)
-            assert verdict == ("sat" if truth else "unsat")
+            assert verdict == (Verdict.SAT if truth else Verdict.UNSAT)
             if truth:
                 assert_counterexample(model, spec, x, shape)
 
@@ -363,13 +364,13 @@ def _aaai_spec(data, i, eps):
     return aaai21_robustness_spec(data.images[i], int(data.labels[i]), eps)
 
 
-@pytest.mark.parametrize("index,eps,expected", [(0, 1, "unsat"), (18, 1, "sat"), (115, 2, "sat")])
+@pytest.mark.parametrize("index,eps,expected", [(0, 1, Verdict.UNSAT), (18, 1, Verdict.SAT), (115, 2, Verdict.SAT)])
 def test_aaai21_published(aaai, index, eps, expected):
     model, data = aaai
     spec = _aaai_spec(data, index, eps)
     res = solve_milp(model, spec, timeout=60)
     assert res.verdict == expected
-    if expected == "sat":
+    if expected == Verdict.SAT:
         assert_counterexample(model, spec, res.counterexample, (1, 784))
         x = torch.from_numpy(res.counterexample).reshape(1, 1, 28, 28)
         from qa_lirpa.nn import argmax_smallest
@@ -377,21 +378,21 @@ def test_aaai21_published(aaai, index, eps, expected):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index,eps,expected", [(104, 2, "sat"), (221, 3, "unsat"), (300, 4, "sat"),
-                                                (307, 4, "unsat")])
+@pytest.mark.parametrize("index,eps,expected", [(104, 2, Verdict.SAT), (221, 3, Verdict.UNSAT), (300, 4, Verdict.SAT),
+                                                (307, 4, Verdict.UNSAT)])
 def test_aaai21_published_timeouts_decided(aaai, index, eps, expected):
     """Samples the published SMT run left undecided (measured here: about 1-2 s each)."""
     model, data = aaai
     spec = _aaai_spec(data, index, eps)
     res = solve_milp(model, spec, timeout=60)
     assert res.verdict == expected
-    if expected == "sat":
+    if expected == Verdict.SAT:
         assert_counterexample(model, spec, res.counterexample, (1, 784))
 
 
 def test_timeout_reported(aaai):
     model, data = aaai
-    assert decide_milp(model, _aaai_spec(data, 300, 4), timeout=0.0) == ("timeout", None)
+    assert decide_milp(model, _aaai_spec(data, 300, 4), timeout=0.0) == (Verdict.TIMEOUT, None)
 
 
 # ----- API edges and errors -------------------------------------------------------------------------
@@ -403,12 +404,12 @@ def _small():
 def test_empty_box_and_trivial_disjuncts():
     model = _small()
     empty = InputSpec(np.array([5.0, 3.0]), np.array([4.0, 9.0]), [(np.zeros((0, 3)), np.zeros(0))])
-    assert decide_milp(model, empty) == ("unsat", None)
+    assert decide_milp(model, empty) == (Verdict.UNSAT, None)
     anything = InputSpec(np.array([5.0, 3.0]), np.array([9.0, 9.0]), [(np.zeros((0, 3)), np.zeros(0))])
     verdict, x = decide_milp(model, anything)
-    assert verdict == "sat" and np.all(x >= anything.lower) and np.all(x <= anything.upper)
+    assert verdict == Verdict.SAT and np.all(x >= anything.lower) and np.all(x <= anything.upper)
     point = InputSpec(np.array([7.0, 7.0]), np.array([7.0, 7.0]), [(np.eye(3)[:1], np.array([100.0]))])
-    assert decide_milp(model, point)[0] == "sat"
+    assert decide_milp(model, point)[0] == Verdict.SAT
 
 
 def test_rejections():
@@ -440,12 +441,12 @@ def test_bad_solver_point_is_an_error(monkeypatch):
     ys = exact_outputs(model, pts)
     best = min(y[0] for y in ys)
     spec = InputSpec(lo, hi, [(np.eye(3)[:1], np.array([float(best)]))])
-    assert decide_milp(model, spec)[0] == "sat"
+    assert decide_milp(model, spec)[0] == Verdict.SAT
     real = milp_mod._highs_solve
 
     def lying(lb, ub, rows, *a, **k):
         status, sol, nodes = real(lb, ub, rows, *a, **k)
-        return "feasible", list(ub), nodes     # every variable at its upper bound
+        return Verdict.SAT, list(ub), nodes     # every variable at its upper bound
 
     monkeypatch.setattr(milp_mod, "_highs_solve", lying)
     # y0 <= v and y0 >= v + 1/2: each row alone is satisfiable (no interval pre-filtering), together not

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from qa_lirpa import QuantSpec
+from qa_lirpa.base.verdict import Verdict
 from qa_lirpa.exact import MilpEncodingError, SolverError, solve_milp
 from qa_lirpa.exact import milp as milp_mod
 from qa_lirpa.exact.highs_worker import Worker, solve_mip
@@ -49,7 +50,7 @@ def test_code_box_matches_enumeration_of_the_sub_box(seed):
         b = np.array([rng.integers(x, h + 1) for x, h in zip(a, hi)])
         truth = _sub_truth(model, spec, shape, a, b)
         res = solve_milp(model, spec, timeout=30, code_box=(a, b), threads=1, hard_timeout=seed % 2 == 0)
-        assert res.verdict == ("sat" if truth else "unsat"), (seed, a, b)
+        assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), (seed, a, b)
         if truth:
             assert_counterexample(model, spec, res.counterexample, shape)
             got = _codes(model, res.counterexample, shape)
@@ -68,7 +69,7 @@ def test_code_box_checks():
     empty = (hi, hi.copy())
     empty[1][0] = hi[0] - 1
     if empty[1][0] >= lo[0]:
-        assert solve_milp(model, spec, code_box=empty).verdict == "unsat"
+        assert solve_milp(model, spec, code_box=empty).verdict == Verdict.UNSAT
 
 
 def test_threads_can_change_between_solves():
@@ -77,7 +78,7 @@ def test_threads_can_change_between_solves():
     model, spec, shape, truth = random_case(3)
     for threads in (None, 1, 1, None, 2, 1):
         res = solve_milp(model, spec, timeout=30, threads=threads)
-        assert res.verdict == ("sat" if truth else "unsat"), threads
+        assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), threads
 
 
 def test_worker_answers_like_the_local_solver():
@@ -85,7 +86,7 @@ def test_worker_answers_like_the_local_solver():
     rows = [({0: 1, 1: 1}, None, 7), ({0: 1, 1: -1}, 4, None)]
     w = Worker()
     try:
-        for ub, want in (([10, 10], "feasible"), ([3, 10], "infeasible")):
+        for ub, want in (([10, 10], Verdict.SAT), ([3, 10], Verdict.UNSAT)):
             a = solve_mip([0, 0], ub, rows, 5.0, 1)
             b = w.solve([0, 0], ub, rows, 5.0, 1)
             assert a[0] == b[0] == want
@@ -105,13 +106,13 @@ def test_worker_is_killed_at_the_deadline(monkeypatch):
     w = Worker(grace=0.1)
     try:
         rows = [({0: 1, 1: 1}, None, 7)]
-        assert w.solve([0, 0], [10, 10], rows, 5.0, 1)[0] == "feasible"
+        assert w.solve([0, 0], [10, 10], rows, 5.0, 1)[0] == Verdict.SAT
         os.kill(w.proc.pid, signal.SIGSTOP)
         t0 = time.monotonic()
-        assert w.solve([0, 0], [10, 10], rows, 0.3, 1) == ("timeout", None, 0)
+        assert w.solve([0, 0], [10, 10], rows, 0.3, 1) == (Verdict.TIMEOUT, None, 0)
         assert time.monotonic() - t0 < 1.0
         assert w.kills == 1 and w.proc is None
-        assert w.solve([0, 0], [10, 10], rows, 5.0, 1)[0] == "feasible" and w.starts == 2
+        assert w.solve([0, 0], [10, 10], rows, 5.0, 1)[0] == Verdict.SAT and w.starts == 2
     finally:
         w.close()
 
@@ -142,11 +143,11 @@ def _aaai21():
 def test_time_limit_covers_the_encoding_and_holds_with_hard_timeout():
     model, spec = _aaai21()
     t0 = time.monotonic()
-    assert solve_milp(model, spec, timeout=1e-3, input_shape=(1, 784)).verdict == "timeout"
+    assert solve_milp(model, spec, timeout=1e-3, input_shape=(1, 784)).verdict == Verdict.TIMEOUT
     assert time.monotonic() - t0 < 0.5
     t0 = time.monotonic()
     res = solve_milp(model, spec, timeout=1.5, input_shape=(1, 784), threads=1, hard_timeout=True)
-    assert res.verdict == "timeout"
+    assert res.verdict == Verdict.TIMEOUT
     assert time.monotonic() - t0 < 1.5 + 0.4
 
 

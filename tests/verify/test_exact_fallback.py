@@ -147,7 +147,7 @@ def test_closed_boxes_leave_the_stack(monkeypatch):
 
         def flaky(*a, **kw):
             calls.append(1)
-            return real(*a, **kw) if len(calls) < 3 else MilpResult("timeout")
+            return real(*a, **kw) if len(calls) < 3 else MilpResult(Verdict.TIMEOUT)
 
         monkeypatch.setattr(milp_mod, "solve_milp", flaky)
         before = len(s.stack)
@@ -177,8 +177,8 @@ def test_failing_milp_leaves_the_verdict_to_bab(cases, monkeypatch, failure):
         if failure == "error":
             raise SolverError("HiGHS ended with status Not Set")
         if failure == "early_stop":
-            return MilpResult("timeout")
-        return MilpResult("sat", counterexample=fake.point, disjunct=0)
+            return MilpResult(Verdict.TIMEOUT)
+        return MilpResult(Verdict.SAT, counterexample=fake.point, disjunct=0)
 
     monkeypatch.setattr(milp_mod, "solve_milp", fake)
     used = 0
@@ -203,7 +203,7 @@ def test_milp_gets_only_its_share_of_the_time(cases, monkeypatch):
 
     def slow(model, spec, timeout=60.0, **kw):
         limits.append(timeout)
-        return MilpResult("timeout")
+        return MilpResult(Verdict.TIMEOUT)
 
     monkeypatch.setattr(milp_mod, "solve_milp", slow)
     for case in cases[:6]:

@@ -1,4 +1,4 @@
-"""Tests of the pure VNN-LIB 1.0 reader/writer in qa_lirpa.verify.vnnlib."""
+"""Tests of the pure VNN-LIB 1.0 reader/writer in qa_lirpa.base.vnnlib (formerly qa_lirpa.verify.vnnlib)."""
 from __future__ import annotations
 
 import gzip
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa_lirpa.verify import vnnlib
-from qa_lirpa.verify.vnnlib import (
+from qa_lirpa.base import vnnlib
+from qa_lirpa.base.vnnlib import (
     InputSpec, VnnlibError, parse_vnnlib_text, read_vnnlib, robustness_property, write_vnnlib,
 )
 
@@ -274,7 +274,8 @@ def test_module_is_pure() -> None:
             f"spec = importlib.util.spec_from_file_location('vnnlib_alone', {vnnlib.__file__!r})\n"
             "mod = importlib.util.module_from_spec(spec); sys.modules['vnnlib_alone'] = mod\n"
             "spec.loader.exec_module(mod)\n"
-            "assert not {'torch', 'qa_lirpa'} & set(sys.modules), sorted(sys.modules)\n")
+            "assert not {'torch', 'qa_lirpa'} & set(sys.modules), sorted(sys.modules)\n"
+            "assert issubclass(mod.VnnlibError, ValueError)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

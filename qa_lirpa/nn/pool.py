@@ -1,0 +1,141 @@
+"""Pooling: :class:`QuantAvgPool2d` (exact sum pooling at scale ``s / k``) and max pooling
+(``nn.MaxPool2d`` on codes).
+
+Average pooling has no rounding of its own here: the exact value ``(1/k) sum x`` is an integer sum
+of centred codes at scale ``s / k`` (``k`` the kernel area, padding counts as the real value 0), and
+the next quantizer rounds it. Max pooling of codes within one channel is the code of the maximum
+(one scale and zero point per channel). Both are monotone non-decreasing in every input: the
+interval image of a box is the image of its two ends.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..graph.registry import OpDef, register
+from .tensors import IntBox, IntTensor
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _int64(x: IntTensor, what: str) -> torch.Tensor:
+    c = x.values
+    if not isinstance(c, torch.Tensor):
+        raise OverflowError(f"{what}: input values beyond int64 (requantize first)")
+    return c
+
+
+def _pool_back(fn, in_shape, g: torch.Tensor) -> torch.Tensor:
+    """The vector-Jacobian product of a pooling function at 0 (for the branching heuristic)."""
+    x = torch.zeros(in_shape, dtype=g.dtype, device=g.device, requires_grad=True)
+    with torch.enable_grad():
+        y = fn(x)
+        (gx,) = torch.autograd.grad(y, x, g.reshape(y.shape))
+    return gx
+
+
+class QuantAvgPool2d(nn.AvgPool2d):
+    """2-d average pooling with zero padding counted (``count_include_pad=True``), no ceil mode.
+    Its exact value is carried at scale ``s / k`` (no rounding): put a quantizer after it."""
+
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__(kernel_size, stride=stride, padding=padding, ceil_mode=False, count_include_pad=True)
+
+    def area(self) -> int:
+        kh, kw = _pair(self.kernel_size)
+        return kh * kw
+
+    def sum_pool(self, v: torch.Tensor) -> torch.Tensor:
+        """Exact sums of integer values over each window (int64; float64 sums of integers below
+        2^53 are exact, checked)."""
+        k = self.area()
+        if v.numel() and int(v.abs().max()) * k >= (1 << 53):
+            raise OverflowError("QuantAvgPool2d: window sums beyond 2^53")
+        s = F.avg_pool2d(v.double(), self.kernel_size, self.stride, self.padding, False, True) * k
+        return torch.round(s).to(torch.int64)
+
+
+class AvgPoolOp(OpDef):
+    name = "average pool"
+    types = (QuantAvgPool2d,)
+    chord = False
+    bound_ops = ("BoundAveragePool",)
+
+    def int_forward(self, m, x: IntTensor) -> IntTensor:
+        c = x.centered()
+        if not isinstance(c, torch.Tensor):
+            raise OverflowError("QuantAvgPool2d: input values beyond int64 (requantize first)")
+        k = m.area()
+        if len(x.scale) > 1 and x.axis != 1:
+            raise ValueError("QuantAvgPool2d: per-channel inputs must be quantized along axis 1")
+        return IntTensor(m.sum_pool(c), [s / k for s in x.scale], [0], 1)
+
+    def interval(self, m, ctx, box: IntBox) -> IntBox:
+        a, b = box.ends()
+        return IntBox.of(self.int_forward(m, a), self.int_forward(m, b))
+
+    def sensitivity(self, m, ctx, record, g):
+        return [_pool_back(m, record.in_shapes[0], g)]
+
+    def frozen(self, m, tol: float = 0.0):
+        return copy.deepcopy(m)
+
+    def ibp(self, m, lo, hi):
+        return m(lo), m(hi)
+
+
+class MaxPoolOp(OpDef):
+    """``nn.MaxPool2d`` (dilation 1, no ceil mode, no indices) on codes of one channel each."""
+
+    name = "max pool"
+    types = (nn.MaxPool2d,)
+    chord = False
+    bound_ops = ("BoundMaxPool",)
+
+    @staticmethod
+    def _check(m) -> None:
+        if _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+            raise ValueError("MaxPool2d: only dilation 1, ceil_mode=False and no indices are supported")
+
+    def int_forward(self, m, x: IntTensor) -> IntTensor:
+        self._check(m)
+        if len(x.scale) > 1 and x.axis != 1:
+            raise ValueError("MaxPool2d: per-channel inputs must be quantized along axis 1")
+        v = _int64(x, "MaxPool2d")
+        if v.numel() and int(v.abs().max()) >= (1 << 53):
+            raise OverflowError("MaxPool2d: values beyond 2^53")
+        if any(_pair(m.padding)):
+            # padding is -inf in torch: pad with a code below every real code of the channel
+            lowest = int(v.min()) - 1 if v.numel() else -1
+            ph, pw = _pair(m.padding)
+            v = F.pad(v, (pw, pw, ph, ph), value=lowest)
+            out = F.max_pool2d(v.double(), m.kernel_size, m.stride, 0)
+        else:
+            out = F.max_pool2d(v.double(), m.kernel_size, m.stride, 0)
+        return IntTensor(out.to(torch.int64), x.scale, x.zero_point, x.axis)
+
+    def interval(self, m, ctx, box: IntBox) -> IntBox:
+        a, b = box.ends()
+        return IntBox.of(self.int_forward(m, a), self.int_forward(m, b))
+
+    def sensitivity(self, m, ctx, record, g):
+        k = _pair(m.kernel_size)
+        avg = nn.AvgPool2d(m.kernel_size, m.stride, m.padding)
+        return [_pool_back(avg, record.in_shapes[0], g) * (k[0] * k[1])]
+
+    def frozen(self, m, tol: float = 0.0):
+        return copy.deepcopy(m)
+
+    def ibp(self, m, lo, hi):
+        return m(lo), m(hi)
+
+
+register(AvgPoolOp())
+register(MaxPoolOp())
+
+__all__ = ["QuantAvgPool2d", "AvgPoolOp", "MaxPoolOp"]
