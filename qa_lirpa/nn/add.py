@@ -127,6 +127,15 @@ class QuantAddOp(OpDef):
     def ibp(self, m, lo_a, hi_a, lo_b, hi_b):
         return m(lo_a, lo_b), m(hi_a, hi_b)
 
+    def onnx(self, m, em, a, b):
+        """``Add`` of the two dequantized inputs (exact in float32, checked), then the quantizer."""
+        if m.tol:
+            raise em.error("a requantization known only within a tolerance has no exact ONNX form")
+        return em.quantize(em.add(a, b), m.spec, list(m.spec.scale))
+
+    def float32(self, m, ctx, a, b):
+        return ctx.requantized(ctx.sum(a, b), m.spec)
+
 
 register(QuantAddOp())
 

@@ -100,6 +100,11 @@ def _scales(spec) -> list[float]:
     return [float(s) for s in spec.scale]
 
 
+def _fine(scales: Sequence[float]) -> float | None:
+    """The finest grid of per-channel power-of-two scales (None unless all are powers of two)."""
+    return min(scales) if all(_pow2(s) for s in scales) else None
+
+
 def _max_code(spec) -> int:
     return max(max(abs(spec.qmin - z), abs(spec.qmax - z)) for z in spec.zero_points())
 
@@ -126,9 +131,9 @@ def _affine_data(layer: nn.Module, s_in: float):
     pow2 = _pow2(s_in) and all(_pow2(float(s)) for s in w_sc)
     b = np.zeros(out_ch)
     r = np.zeros(out_ch)
-    if layer.bias is not None:
-        qb = layer.qbias()
-        b = np.abs(qb.detach().double().reshape(-1).numpy()) if qb is not None else np.zeros(out_ch)
+    qb = layer.qbias()
+    if qb is not None:
+        b = np.abs(qb.detach().double().reshape(-1).numpy())
         bspec = layer.bias_spec
         pow2 = pow2 and bspec is not None and all(_pow2(s) for s in bspec.scale)
         res = getattr(layer, "bias_residual", None)
@@ -157,11 +162,13 @@ def _float_bias_deviation(b: np.ndarray, nominal: np.ndarray, s_acc: np.ndarray)
 @dataclass
 class F32State:
     """What the quantized envelope knows of a tensor: ``|nominal value| <= amag``, onnxruntime's
-    value within ``err`` of it; ``scale``: the (largest) scale of its grid."""
+    value within ``err`` of it; ``scale``: the (largest) scale of its grid; ``fine``: a power of two
+    that every nominal value is a multiple of (None if unknown)."""
 
     amag: float
     err: float
     scale: float
+    fine: float | None = None
 
 
 class _NoModel(Exception):
@@ -190,7 +197,7 @@ class Float32Walk:
         """A dequantized code tensor (the input quantizer's output): magnitude and float32 error."""
         scales = [float(s) for s in out_scales]
         amag, err = _quantizer_out(scales, spec)
-        return F32State(amag, err, max(scales))
+        return F32State(amag, err, max(scales), _fine(scales))
 
     def requantized(self, x: F32State, spec) -> F32State:
         """A quantizer rounding ``x``: where onnxruntime computes ``x / s_y`` inexactly, its
@@ -204,37 +211,56 @@ class Float32Walk:
             self.env.tolerance[self.node.index] = tol
             self.env.notes.append(f"{self._label()}: rounds within {tol:.3g} steps of the nominal value")
         amag, err = _quantizer_out(sy, spec)
-        return F32State(amag, err, max(sy))
+        return F32State(amag, err, max(sy), _fine(sy))
 
     def affine(self, layer: nn.Module, x: F32State) -> F32State:
         """A quantized Linear/Conv2d: the dot-product bound (exact where the power-of-two grid and
         float32's 24 bits allow)."""
         wabs, b, r, w_res, n, pow2, acc = _affine_data(layer, x.scale)
         new_a = float(np.max(wabs * x.amag + b)) if wabs.size else 0.0
-        bound_units = None
+        bound_units = finest = None
         if pow2 and x.err == 0.0 and w_res == 0.0 and not r.any():
             finest = min([x.scale * float(s) for s in _scales(layer.weight_spec)]
-                         + ([float(s) for s in layer.bias_spec.scale] if layer.bias is not None else []))
+                         + ([float(s) for s in layer.bias_spec.scale] if layer.qbias() is not None else []))
             bound_units = (new_a + float(np.max(b, initial=0.0))) / finest
         if bound_units is not None and bound_units < _F32_EXACT:
             new_err = 0.0
         else:
+            finest = None
             g = gamma(n + 8)
             per = wabs * x.err + g * (wabs * (x.amag + x.err) + b) + r + n * w_res * (x.amag + x.err)
             new_err = float(np.max(per)) * (1 + 2.0 ** -20) + (n + 2) * _TINY32
             self.env.notes.append(f"layer {self.node.index} ({type(layer).__name__}, fan-in {n}): float32 "
                                   f"error <= {new_err:.3g}")
-        return F32State(new_a, new_err, float(np.max(acc)))
+        return F32State(new_a, new_err, float(np.max(acc)), finest if x.fine is not None else None)
 
     def sum(self, a: F32State, b: F32State) -> F32State:
         """``a + b`` in float32 (exact on power-of-two grids while the sum stays below 2^24 units of
         the finer grid, else one rounding more)."""
         amag = a.amag + b.amag
-        fine = min(a.scale, b.scale)
-        if a.err == 0.0 and b.err == 0.0 and _pow2(a.scale) and _pow2(b.scale) and amag / fine < _F32_EXACT:
-            return F32State(amag, 0.0, fine)
+        scale = min(a.scale, b.scale)
+        if a.err == 0.0 and b.err == 0.0 and a.fine is not None and b.fine is not None:
+            fine = min(a.fine, b.fine)
+            if amag / fine < _F32_EXACT:
+                return F32State(amag, 0.0, scale, fine)
         err = (a.err + b.err + U32 * (amag + a.err + b.err)) * (1 + 2.0 ** -20) + _TINY32
-        return F32State(amag, err, fine)
+        return F32State(amag, err, scale)
+
+    def pooled(self, x: F32State, k: int) -> F32State:
+        """The average of ``k`` values (zero padding counted): exact when the window sums are and
+        ``k`` is a power of two; else the float32 sum and division add ``gamma(k + 2)`` relative."""
+        if x.err == 0.0 and x.fine is not None and _pow2(float(k)) and x.amag * k / x.fine < _F32_EXACT:
+            return F32State(x.amag, 0.0, x.scale / k, x.fine / k)
+        err = (x.err + gamma(k + 2) * (x.amag + x.err)) * (1 + 2.0 ** -20) + (k + 2) * _TINY32
+        return F32State(x.amag, err, x.scale / k)
+
+    def monotone(self, layer: nn.Module, x: F32State) -> F32State:
+        """A selection such as max pooling: exact, and 1-Lipschitz in the largest error."""
+        return x
+
+    def concatenated(self, layer: nn.Module, *xs: F32State) -> F32State:
+        fine = None if any(x.fine is None for x in xs) else min(x.fine for x in xs)
+        return F32State(max(x.amag for x in xs), max(x.err for x in xs), max(x.scale for x in xs), fine)
 
     def relu(self, x: F32State) -> F32State:
         return x           # 1-Lipschitz, exact in float32
@@ -405,6 +431,17 @@ class FloatChainWalk(Float32Walk):
 
     def reshaped(self, layer: nn.Module, x: FloatBox) -> FloatBox:      # exact reshapes
         return FloatBox(layer(torch.as_tensor(x.lo)).numpy(), layer(torch.as_tensor(x.hi)).numpy(), x.err)
+
+    def monotone(self, layer: nn.Module, x: FloatBox) -> FloatBox:       # exact selections (max pooling)
+        return self.reshaped(layer, x)
+
+    def concatenated(self, layer: nn.Module, *xs: FloatBox) -> FloatBox:
+        lo = layer(*[torch.as_tensor(x.lo) for x in xs]).numpy()
+        hi = layer(*[torch.as_tensor(x.hi) for x in xs]).numpy()
+        return FloatBox(lo, hi, max(x.err for x in xs))
+
+    def pooled(self, x, k):
+        raise self.unsupported()
 
     def quantized(self, out_scales, spec):
         raise self.unsupported()
