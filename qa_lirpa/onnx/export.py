@@ -1,6 +1,10 @@
 """Export a QNN to ONNX so that onnxruntime computes its exact integer semantics.
 
-The graph is written directly with ``onnx.helper`` from the layer list (no torch.onnx):
+The graph is written directly with ``onnx.helper`` (no torch.onnx) by walking the model's QNN
+graph (:func:`qa_lirpa.graph.as_graph`; a chain is a graph): each node's op definition writes its
+own nodes (``OpDef.onnx(layer, emitter, *inputs)``) through an :class:`OnnxEmitter`, which keeps,
+per tensor, its ONNX name and a bound on its values (:class:`_State`) and offers the primitives
+below with their exactness checks. The graph's output is the output node's tensor.
 
 - input ``input`` FLOAT ``[N, *input_shape]`` (dynamic batch), output ``output`` FLOAT;
 - the input quantizer and a final output quantizer with half-even rounding and at most 8 bits
@@ -18,7 +22,10 @@ The graph is written directly with ``onnx.helper`` from the layer list (no torch
   float32 initializers (exact: power-of-two scales, codes below 2^24). Integer weights behind
   DequantizeLinear would let onnxruntime fuse the layer into its int8 kernels, which on x86 CPUs
   without VNNI saturate int16 pair sums and so are not exact;
-- Flatten -> ``Flatten``, ReLU -> ``Relu``; Identity/Dropout vanish.
+- Flatten -> ``Flatten``, ReLU -> ``Relu``; Identity/Dropout vanish;
+- QuantAdd -> ``Add`` of the two dequantized inputs (exact below 2^24 units of the finer grid),
+  then its quantizer; QuantAvgPool2d -> ``AveragePool`` (padding counted) only for a power-of-two
+  kernel area (the division is then exact); MaxPool2d -> ``MaxPool``; QuantConcat -> ``Concat``.
 
 Every scale must be a power of two, and every float32 value the graph computes must be exact:
 for each output channel of an affine layer, ``sum_k |w_k| * max|x| + |b| < 2^24`` in units of the

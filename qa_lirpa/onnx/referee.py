@@ -70,8 +70,9 @@ def _pow2(s: float) -> bool:
 class Envelope:
     """The float32 envelope of an imported model (see the module docstring).
 
-    ``tolerance``: per layer index (into ``iter_layers(model)``) of a quantizer whose input
-    onnxruntime computes inexactly, the bound ``tol`` in that quantizer's output steps.
+    ``tolerance``: per node index (``Node.index`` of :func:`~qa_lirpa.graph.as_graph`; for a chain,
+    the layer index) of a quantizer whose input onnxruntime computes inexactly, the bound ``tol``
+    in that quantizer's output steps.
     ``output_error``: bound on ``|onnxruntime output - nominal output|`` (real units, every output).
     ``notes``: one line per inexact layer, for logs.
     """
@@ -354,7 +355,7 @@ def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float, 
 def float_chain_envelope(model: nn.Module, lower, upper, input_shape: Sequence[int] | None = None) -> Envelope:
     """The float32 envelope of a plain float chain (no quantizers) on the input box ``[lower, upper]``.
 
-    ``model``: a chain (:func:`~qa_lirpa.nn.reference.iter_layers`) of ``nn.Linear`` /
+    ``model``: a chain or graph (:func:`~qa_lirpa.graph.as_graph`) of ``nn.Linear`` /
     ``nn.Conv2d`` with float32 weights exactly as in the ONNX file, ``nn.ReLU``, ``nn.Flatten``,
     ``nn.Unflatten``, ``nn.Identity`` and ``nn.Dropout`` (what :func:`~qa_lirpa.onnx.load_onnx`
     imports for plain float MLP/CNN graphs). ``lower``/``upper``: the box (flat or shaped; reshaped
