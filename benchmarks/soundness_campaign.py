@@ -24,6 +24,12 @@ Each case is then decided by
 * ``paper``: ``method="paper"`` on every ``--paper-every``-th case;
 * ``milp``: :func:`qa_lirpa.exact.decide_milp`.
 
+``--family dag`` (or ``both``) draws instead small random **DAG** QNNs (qa_lirpa.graph.QNNGraph):
+residual MLPs (a QuantAdd of a hidden activation and a linear branch), two-branch MLPs joined by a
+QuantConcat, and tiny CNNs on a ``[1, 2, 2]`` input with a residual conv block, average pooling,
+max pooling, or a BatchNorm-folded conv; the same boxes, properties, tools and judge. DAG case seeds
+are ``seed * 100000 + 50000 + index`` (disjoint from the chain cases).
+
 A decided verdict that differs from enumeration, a ``sat`` whose counterexample is outside the
 box or does not violate the property under ``integer_forward``, or an exception, is a BUG; the
 case seed is printed.
@@ -51,7 +57,9 @@ from torch import nn
 from qa_lirpa import QuantSpec
 from qa_lirpa.config import atomic_write_text
 from qa_lirpa.exact import decide_milp
-from qa_lirpa.nn import QuantAct, QuantInput, QuantLinear, accumulator_bias_spec, integer_codes, integer_forward
+from qa_lirpa.graph import QNNGraph
+from qa_lirpa.nn import (QuantAct, QuantAdd, QuantAvgPool2d, QuantConcat, QuantConv2d, QuantConvBN2d, QuantInput,
+                         QuantLinear, accumulator_bias_spec, integer_codes, integer_forward)
 from qa_lirpa.nn.reference import argmax_smallest
 from qa_lirpa.verify import InputSpec, VerifierConfig, robustness_spec, verify
 
@@ -60,6 +68,8 @@ BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
 TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
+DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
+DAG_OFFSET = 50000
 
 
 @dataclass
@@ -162,6 +172,133 @@ def build_model(rng: np.random.Generator, meta: dict, centre: torch.Tensor) -> n
     return nn.Sequential(*layers).double().eval()
 
 
+# ----- DAG cases ------------------------------------------------------------------------------
+
+def _value(nodes: list, name: str, x: torch.Tensor) -> torch.Tensor:
+    """Float forward of the partial graph ``nodes`` up to node ``name``."""
+    with torch.no_grad():
+        return QNNGraph(list(nodes), output=name).double().eval()(x)
+
+
+def _aim_bias(nodes: list, name: str, layer: nn.Module, x: torch.Tensor, rng: np.random.Generator,
+              top: float | None) -> None:
+    """Set ``layer``'s bias (or its BatchNorm shift) so that its outputs at ``x`` land at random
+    targets: inside ``[0.15, 0.85] * top`` (a hidden unit, mostly unsaturated) or in [-1, 1]."""
+    with torch.no_grad():
+        layer.bias.zero_()
+        pre = _value(nodes, name, x)[0]
+        shape = pre.shape
+        if top is None:
+            target = torch.from_numpy((rng.random(shape) - 0.5) * 2.0)
+        else:
+            target = torch.from_numpy((0.15 + 0.7 * rng.random(shape)) * top)
+        shift = (target - pre).reshape(shape[0], -1).mean(dim=1)     # one bias per channel
+        if hasattr(layer, "bn"):
+            layer.bn.bias.add_(shift)
+        else:
+            layer.bias.copy_(shift)
+
+
+def build_dag_model(rng: np.random.Generator, meta: dict, centre: torch.Tensor) -> QNNGraph:
+    """A random DAG QNN of architecture ``meta["arch"]`` (see :data:`DAG_ARCHS`)."""
+    rounding, w_bits, a_bits = meta["rounding"], meta["w_bits"], meta["a_bits"]
+    ins = QuantSpec(8, False, 1.0, rounding=rounding)
+    act = QuantSpec(a_bits, False, 0.5, rounding=rounding)
+    top = act.qmax * 0.5
+    arch, n_out = meta["arch"], meta["n_out"]
+    x = centre.reshape((1,) + _shape(meta))
+    nodes: list = [("q", QuantInput(ins), ["input"])]
+
+    def affine(name, layer, src, hidden=True, spread=1.0):
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy((rng.random(tuple(layer.weight.shape)) - 0.5) * spread))
+        nodes.append((name, layer.double(), [src]))
+        _aim_bias(nodes, name, layer, x, rng, top if hidden else None)
+
+    def ws(channels):
+        return _weight_spec(rng, w_bits, rounding, channels, meta["per_channel"])
+
+    n_in, h = meta["n_in"], meta["width"]
+    if arch in ("residual_mlp", "concat_mlp"):
+        w1 = ws(h)
+        affine("l1", QuantLinear(n_in, h, w1, accumulator_bias_spec(ins, w1)), "q", spread=1.2)
+        nodes.append(("a1", QuantAct(act), ["l1"]))
+        if arch == "residual_mlp":
+            w2 = ws(h)
+            affine("l2", QuantLinear(h, h, w2, accumulator_bias_spec(act, w2)), "a1", hidden=False, spread=0.7)
+            nodes.append(("add", QuantAdd(act), ["a1", "l2"]))
+            last, width = "add", h
+        else:
+            for br in ("a", "b"):
+                wb = ws(h)
+                affine(f"l{br}", QuantLinear(h, h, wb, accumulator_bias_spec(act, wb)), "a1", spread=0.7)
+                nodes.append((f"a{br}", QuantAct(act), [f"l{br}"]))
+            nodes.append(("cat", QuantConcat(1), ["aa", "ab"]))
+            last, width = "cat", 2 * h
+    else:
+        c = h
+        w1 = ws(c)
+        conv_cls = QuantConvBN2d if arch == "bn_conv" else QuantConv2d
+        conv = conv_cls(1, c, 3, w1, accumulator_bias_spec(ins, w1), padding=1)
+        if arch == "bn_conv":
+            with torch.no_grad():
+                conv.bn.weight.copy_(torch.from_numpy(0.5 + rng.random(c)))
+                conv.bn.running_mean.copy_(torch.from_numpy(rng.random(c) - 0.5))
+                conv.bn.running_var.copy_(torch.from_numpy(0.5 + rng.random(c)))
+            conv.eval()
+        affine("c1", conv, "q", spread=0.3)
+        nodes.append(("a1", QuantAct(act), ["c1"]))
+        last = "a1"
+        if arch == "residual_conv":
+            w2 = ws(c)
+            affine("c2", QuantConv2d(c, c, 3, w2, accumulator_bias_spec(act, w2), padding=1), "a1", hidden=False,
+                   spread=0.3)
+            nodes.append(("add", QuantAdd(act), ["a1", "c2"]))
+            last = "add"
+        if arch == "maxpool_conv":
+            nodes.append(("pool", nn.MaxPool2d(2), [last]))
+            last = "pool"
+        else:
+            nodes.append(("pool", QuantAvgPool2d(2), [last]))
+            nodes.append(("a2", QuantAct(act), ["pool"]))
+            last = "a2"
+        nodes.append(("flat", nn.Flatten(), [last]))
+        last, width = "flat", c
+    wo = ws(n_out)
+    affine("out", QuantLinear(width, n_out, wo, accumulator_bias_spec(act, wo)), last, hidden=False, spread=0.7)
+    if meta["out_kind"] == "requant":
+        nodes.append(("oq", QuantAct(QuantSpec(meta["o_bits"], True, meta["o_scale"], rounding=rounding)), ["out"]))
+    return QNNGraph(nodes).double().eval()
+
+
+def make_dag_case(case_seed: int) -> Case:
+    rng = np.random.default_rng(case_seed)
+    arch = DAG_ARCHS[int(rng.integers(0, len(DAG_ARCHS)))]
+    conv = arch.endswith("_conv")
+    n_in = 4 if conv else int(rng.integers(2, 5))
+    meta = dict(case_seed=case_seed, arch=arch, n_in=n_in, shape=[1, 2, 2] if conv else [n_in],
+                width=int(rng.integers(2, 4)) if conv else int(rng.integers(3, 7)), hidden=[],
+                n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, 2))],
+                w_bits=int(rng.choice(BITS)), a_bits=int(rng.choice(BITS)),
+                per_channel=bool(rng.random() < 0.5),
+                out_kind="requant" if rng.random() < 0.5 else "acc",
+                o_bits=int(rng.choice(BITS)), o_scale=float(rng.choice([0.125, 0.25, 0.5])),
+                spec_kind="robust" if rng.random() < 0.35 else "linear")
+    lower, upper = _box(rng, n_in)
+    meta["widths"] = [int(w) for w in upper - lower]
+    centre = torch.from_numpy(np.array([rng.integers(int(lo), int(hi) + 1) for lo, hi in zip(lower, upper)],
+                                       dtype=np.float64))
+    model = build_dag_model(rng, meta, centre)
+    grid = grid_points(lower, upper)
+    outputs = integer_forward(model, grid.reshape((-1,) + _shape(meta))).reshape(grid.shape[0], -1).numpy()
+    _check_exact(outputs, "outputs")
+    spec = build_spec(rng, model, meta, lower, upper, grid, outputs, centre)
+    truth = "sat" if violated_rows(outputs, spec.disjuncts).any() else "unsat"
+    meta["grid_points"] = int(grid.shape[0])
+    return Case(case_seed, model, spec, meta, grid, outputs, truth)
+
+
+
 def grid_points(lower: np.ndarray, upper: np.ndarray) -> torch.Tensor:
     axes = [np.arange(int(lo), int(hi) + 1) for lo, hi in zip(lower, upper)]
     return torch.tensor(list(itertools.product(*axes)), dtype=torch.float64)
@@ -195,7 +332,7 @@ def build_spec(rng: np.random.Generator, model: nn.Module, meta: dict, lower, up
                grid: torch.Tensor, outputs: np.ndarray, centre: torch.Tensor) -> InputSpec:
     m = outputs.shape[1]
     if meta["spec_kind"] == "robust":
-        out = integer_codes(model, centre.reshape(1, -1))
+        out = integer_codes(model, centre.reshape((1,) + _shape(meta)))
         label = int(argmax_smallest(out.dequantize())[0]) if rng.random() < 0.75 else int(rng.integers(0, m))
         meta["label"] = label
         return robustness_spec(out, label, lower, upper)
@@ -227,7 +364,19 @@ def build_spec(rng: np.random.Generator, model: nn.Module, meta: dict, lower, up
     return InputSpec(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64), disjuncts)
 
 
+def _shape(meta: dict) -> tuple[int, ...]:
+    """The model's input shape (without batch)."""
+    return tuple(meta.get("shape", (meta["n_in"],)))
+
+
 def make_case(case_seed: int) -> Case:
+    """One case: a chain (case seeds below :data:`DAG_OFFSET` modulo 100000) or a DAG QNN."""
+    if case_seed % 100000 >= DAG_OFFSET:
+        return make_dag_case(case_seed)
+    return make_chain_case(case_seed)
+
+
+def make_chain_case(case_seed: int) -> Case:
     rng = np.random.default_rng(case_seed)
     n_in = int(rng.integers(2, 5))
     meta = dict(case_seed=case_seed, n_in=n_in,
@@ -263,7 +412,7 @@ def check_counterexample(case: Case, x) -> str:
         return f"counterexample has {x.shape[0]} inputs"
     if not (np.all(x >= case.spec.lower) and np.all(x <= case.spec.upper)):
         return f"counterexample {x.tolist()} outside the box"
-    y = integer_forward(case.model, torch.from_numpy(x).reshape(1, -1)).reshape(1, -1).numpy()
+    y = integer_forward(case.model, torch.from_numpy(x).reshape((1,) + _shape(case.meta))).reshape(1, -1).numpy()
     if not violated_rows(y, case.spec.disjuncts)[0]:
         return f"counterexample {x.tolist()} does not violate the property (outputs {y[0].tolist()})"
     return ""
@@ -282,17 +431,18 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
     t0 = time.perf_counter()
     try:
         if tool == "milp":
-            verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1, case.spec.n_inputs))
+            verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1,) + _shape(case.meta))
             verdict = verdict.value                # the campaign's words are the Verdict values
         else:
             extra = {"exact_after": 0.0} if tool == "bab_handover" else {}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
                                  falsify=tool not in ("bab_nf", "bab_handover"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
-            res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=(case.spec.n_inputs,))
+            res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=_shape(case.meta))
             verdict, x = res.verdict.value, res.counterexample
             if verdict == "sat" and x is not None and res.outputs is not None:
-                y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(1, -1))
+                y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(
+                    (1,) + _shape(case.meta)))
                 if not np.array_equal(np.asarray(res.outputs).reshape(-1), y.reshape(-1).numpy()):
                     return Outcome(verdict, time.perf_counter() - t0,
                                    f"reported outputs {np.asarray(res.outputs).reshape(-1).tolist()} differ "
@@ -312,10 +462,24 @@ def run_case(case_seed: int, timeout: float, paper: bool) -> CaseResult:
     return result
 
 
-def campaign(cases: int, seed: int, timeout: float, paper_every: int = 4, log=None) -> list[CaseResult]:
+def case_seeds(cases: int, seed: int, family: str = "chain") -> list[int]:
+    """The case seeds of a campaign: ``chain``, ``dag``, or ``both`` (alternating)."""
+    chain = [seed * 100000 + i for i in range(cases)]
+    dag = [seed * 100000 + DAG_OFFSET + i for i in range(cases)]
+    if family == "chain":
+        return chain
+    if family == "dag":
+        return dag
+    if family == "both":
+        return [c for pair in zip(chain, dag) for c in pair][:cases]
+    raise ValueError(f"family must be chain, dag or both, not {family!r}")
+
+
+def campaign(cases: int, seed: int, timeout: float, paper_every: int = 4, log=None,
+             family: str = "chain") -> list[CaseResult]:
     results = []
-    for i in range(cases):
-        r = run_case(seed * 100000 + i, timeout, paper_every > 0 and i % paper_every == 0)
+    for i, case_seed in enumerate(case_seeds(cases, seed, family)):
+        r = run_case(case_seed, timeout, paper_every > 0 and i % paper_every == 0)
         results.append(r)
         if log is not None:
             for bug in r.bugs:
@@ -366,7 +530,7 @@ def markdown_table(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["case_seed", "n_in", "hidden", "n_out", "rounding", "w_bits", "a_bits", "per_channel",
+CSV_FIELDS = ["case_seed", "arch", "n_in", "hidden", "n_out", "rounding", "w_bits", "a_bits", "per_channel",
               "out_kind", "o_bits", "o_scale", "widths", "grid_points", "spec_kind", "n_disjuncts",
               "enumeration"] + [f"{t}{k}" for t in TOOLS for k in ("", "_s")] + ["bugs"]
 
@@ -377,7 +541,8 @@ def csv_text(results: list[CaseResult]) -> str:
     w.writeheader()
     for r in results:
         row = dict(r.case.meta)
-        row["hidden"] = "-".join(map(str, row["hidden"]))
+        row["hidden"] = "-".join(map(str, row.get("hidden", [])))
+        row.setdefault("arch", "chain")
         row["widths"] = "-".join(map(str, row["widths"]))
         row["o_bits"] = row["o_bits"] if row["out_kind"] == "requant" else ""
         row["o_scale"] = row["o_scale"] if row["out_kind"] == "requant" else ""
@@ -397,6 +562,8 @@ def main(argv=None) -> int:
     ap.add_argument("--paper-every", type=int, default=4, help="method=paper on every k-th case (0: never)")
     ap.add_argument("--out", type=Path, default=None, help="markdown results file (a .csv is written beside it)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--family", choices=("chain", "dag", "both"), default="chain",
+                    help="random chain MLPs (the landed campaign), DAG QNNs, or both alternating")
     ap.add_argument("--replay", type=int, default=None, help="run one case by its case seed, verbosely")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -411,7 +578,7 @@ def main(argv=None) -> int:
             print(f"{t}: {o.verdict} ({o.seconds:.3f} s) {o.problem}")
         return 1 if r.bugs else 0
     t0 = time.perf_counter()
-    results = campaign(args.cases, args.seed, args.timeout, args.paper_every, log=sys.stderr)
+    results = campaign(args.cases, args.seed, args.timeout, args.paper_every, log=sys.stderr, family=args.family)
     wall = time.perf_counter() - t0
     s = summarize(results)
     table = markdown_table(s)

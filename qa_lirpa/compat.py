@@ -40,6 +40,11 @@ After the import:
    with a one-element constant (a fixed-point input rescale) before a convolution fails an
    assertion in ``BoundMul._multiply_by_const``, which expects a 4-d constant. A one-element
    constant now scales the patches directly (same bounds as ``conv_mode="matrix"``).
+8. ``maxpool_dtype``: ``BoundMaxPool.bound_backward`` builds its slope and offset tensors with
+   ``torch.zeros(shape)`` in the default dtype (float32), so CROWN through a max pool of a
+   float64 model fails in ``torch.scatter`` ("Expected self.dtype to be equal to src.dtype").
+   The method is wrapped to run with the default dtype set to its input bounds' dtype (and
+   restored afterwards).
 
 Side effects that remain process-wide once auto_LiRPA is imported (by design of auto_LiRPA,
 not undone here):
@@ -84,6 +89,7 @@ FIX_NAMES: Tuple[str, ...] = (
     "avgpool_contiguous",
     "relu_alpha_grad",
     "mul_patches_scalar",
+    "maxpool_dtype",
 )
 
 #: Fixes that were applied in this process: name -> one-line description. Fixes that the
@@ -269,7 +275,7 @@ def _fix_node_getitem() -> Optional[str]:
 
 
 # ----------------------------------------------------------------------------------------
-# Fixes 4-6: after the import.
+# Fixes 4-8: after the import.
 # ----------------------------------------------------------------------------------------
 
 
@@ -279,6 +285,7 @@ def _apply_post_import_fixes() -> None:
         ("avgpool_contiguous", _fix_avgpool_contiguous),
         ("relu_alpha_grad", _fix_relu_alpha_grad),
         ("mul_patches_scalar", _fix_mul_patches_scalar),
+        ("maxpool_dtype", _fix_maxpool_dtype),
     ):
         if name not in APPLIED_FIXES:
             description = fix()
@@ -360,6 +367,34 @@ def _fix_avgpool_contiguous() -> Optional[str]:
     BoundAveragePool.bound_backward = bound_backward  # type: ignore[method-assign]
     _ORIGINALS["avgpool_contiguous"] = member
     return "BoundAveragePool.bound_backward makes Tensor A matrices contiguous"
+
+
+def _fix_maxpool_dtype() -> Optional[str]:
+    """Fix 8: ``BoundMaxPool.bound_backward`` in the dtype of its input bounds."""
+    from auto_LiRPA.operators.pooling import BoundMaxPool
+
+    import torch
+
+    member = BoundMaxPool.__dict__.get("bound_backward")
+    if member is None or hasattr(member, _WRAPPED_ATTR):
+        return None
+
+    @functools.wraps(member)
+    def bound_backward(self: Any, last_lA: Any, last_uA: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        dtype = getattr(getattr(x, "lower", None), "dtype", None)
+        before = torch.get_default_dtype()
+        if dtype is None or not dtype.is_floating_point or dtype == before:
+            return member(self, last_lA, last_uA, x, *args, **kwargs)
+        torch.set_default_dtype(dtype)
+        try:
+            return member(self, last_lA, last_uA, x, *args, **kwargs)
+        finally:
+            torch.set_default_dtype(before)
+
+    setattr(bound_backward, _WRAPPED_ATTR, member)
+    BoundMaxPool.bound_backward = bound_backward  # type: ignore[method-assign]
+    _ORIGINALS["maxpool_dtype"] = member
+    return "BoundMaxPool.bound_backward runs in the dtype of its input bounds"
 
 
 def _clamp_has_zero_grad_at_bounds() -> bool:

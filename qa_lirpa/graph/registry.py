@@ -19,6 +19,7 @@ The contract, method by method (``m`` is the layer module; inputs come in the no
                        (|W|, chord slopes); one tensor per input
 ``frozen``             the float64 module CROWN and attacks run (weights fake-quantized once; a
                        quantizer known only within ``tol`` steps becomes a tolerant one)
+``loose``              a quantizer's attack form (identity gradient through rounding/saturation)
 ``ibp``                hand-written float interval step for training cross-checks (differentiable)
 ``milp`` / ``cpsat``   exact encodings (:mod:`qa_lirpa.exact`)
 ``onnx``               ONNX emission that onnxruntime reproduces exactly (:mod:`qa_lirpa.onnx`)
@@ -52,6 +53,10 @@ class OpDef:
     arity: int | None = 1
     #: rounds onto a grid (attacks give it a straight-through gradient; float32 tolerances apply)
     quantizer: bool = False
+    #: nonlinear (its outputs count as hidden units for CROWN's cost)
+    nonlinear: bool = False
+    #: its auto_LiRPA bound operator takes part in alpha-CROWN
+    optimizable: bool = True
     #: monotone nonlinear: a propagation trace records its chord slopes (branching heuristics)
     chord: bool = False
     #: has weights (``qweight()``/``qbias()``)
@@ -81,6 +86,11 @@ class OpDef:
 
     def frozen(self, m, tol: float = 0.0):
         raise self._missing("frozen float64 form", m)
+
+    def loose(self, m):
+        """For quantizers: the attack form (the same value, the identity as gradient through the
+        rounding and the saturation)."""
+        raise self._missing("attack form", m)
 
     def input_shape(self, m, n_inputs: int):
         """The input shape (without batch) this op, as the first shaped op of a model, implies

@@ -29,7 +29,8 @@ class _FoldedBN:
     training: bool
 
     def _fold(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv = self.bn.weight / torch.sqrt(var + self.bn.eps)
+        # reciprocal, then a product: auto_LiRPA 0.3 reads "x / sqrt(.)" as a layer norm and fails
+        inv = self.bn.weight * torch.reciprocal(torch.sqrt(var + self.bn.eps))
         w = self.weight * inv.reshape([-1] + [1] * (self.weight.dim() - 1))
         b = self.bn.bias + (self.bias - mean) * inv
         return w, b

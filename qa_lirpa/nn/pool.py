@@ -112,6 +112,10 @@ class MaxPoolOp(OpDef):
     name = "max pool"
     types = (nn.MaxPool2d,)
     chord = False
+    nonlinear = True
+    #: auto_LiRPA 0.3's alpha-CROWN for max pooling fails to build its slopes (TypeError in
+    #: BoundMaxPool.init_opt_parameters); plain CROWN works
+    optimizable = False
     bound_ops = ("BoundMaxPool",)
 
     @staticmethod

@@ -144,6 +144,18 @@ class TolerantQuant(nn.Module):
         return fake_quant(x, self.spec, tol=self.tol)
 
 
+class LooseGradient(nn.Module):
+    """A quantizer's value with the identity as gradient (also where it saturates): the attack
+    form of a one-input quantizer (see ``OpDef.loose``)."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (self.act(x) - x).detach()
+
+
 def chord_slope(box_in: IntBox, box_out: IntBox) -> torch.Tensor:
     """``(f(hi) - f(lo)) / (hi - lo)`` per unit in real values (float64; 0 where ``lo == hi``)."""
     a, b = box_in.dequantize()
@@ -158,6 +170,7 @@ class MonotoneOp(OpDef):
     applies the layer to both ends."""
 
     chord = True
+    nonlinear = True
 
     def interval(self, m, ctx, box: IntBox) -> IntBox:
         a, b = box.ends()
@@ -172,6 +185,9 @@ class MonotoneOp(OpDef):
     def frozen(self, m, tol: float = 0.0):
         return copy.deepcopy(m)
 
+    def loose(self, m):
+        return LooseGradient(m)
+
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
 
@@ -183,6 +199,7 @@ class QuantInputOp(OpDef):
     types = (QuantInput,)
     is_input = True
     quantizer = True
+    nonlinear = True
     bound_ops = ("BoundFakeQuant",)
 
     def int_forward(self, m, x):
@@ -234,10 +251,14 @@ class TolerantQuantOp(OpDef):
     name = "tolerant quantizer"
     types = (TolerantQuant,)
     quantizer = True
+    nonlinear = True
     bound_ops = ("BoundFakeQuant",)
 
     def frozen(self, m, tol: float = 0.0):
         return copy.deepcopy(m)
+
+    def loose(self, m):
+        return LooseGradient(m)
 
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
@@ -247,5 +268,5 @@ register(QuantInputOp())
 register(QuantActOp())
 register(TolerantQuantOp())
 
-__all__ = ["QuantInput", "QuantAct", "TolerantQuant", "enveloped_requant", "chord_slope", "MonotoneOp",
+__all__ = ["QuantInput", "QuantAct", "TolerantQuant", "LooseGradient", "enveloped_requant", "chord_slope", "MonotoneOp",
            "QuantInputOp", "QuantActOp"]

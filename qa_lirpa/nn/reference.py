@@ -39,8 +39,9 @@ def integer_codes(model: nn.Module, x: torch.Tensor) -> IntTensor:
     def step(node, layer, *xs):
         try:
             return op_for(layer).int_forward(layer, *xs)
-        except TypeError as e:
-            raise TypeError(f"integer_forward: node {node.name} ({type(layer).__name__}): {e}") from None
+        except (TypeError, ValueError, OverflowError) as e:
+            kind = next(k for k in (TypeError, OverflowError, ValueError) if isinstance(e, k))
+            raise kind(f"integer_forward: node {node.name} ({type(layer).__name__}): {e}") from None
 
     with torch.no_grad():
         return graph.walk(x, step)

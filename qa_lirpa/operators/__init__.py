@@ -41,7 +41,19 @@ def bounded_module(model: torch.nn.Module, example_input: torch.Tensor, *, quant
         bm = auto_lirpa.BoundedModule(model, example_input, bound_opts=opts, custom_ops=custom_ops(),
                                       device=dev)
     _request_constant_bounds(bm)
+    _matrix_mode_for_flat_adds(bm)
     return bm
+
+
+def _matrix_mode_for_flat_adds(bm) -> None:
+    """auto_LiRPA 0.3 gives every BoundAdd/BoundSub the conv mode ("patches" by default) and then,
+    in CROWN, builds identity patches from ``output_shape[-3]`` (a FIXME there): an Add of flat
+    tensors (a residual MLP) fails with IndexError. Patches only make sense for [N, C, H, W]
+    outputs, so those Adds get the matrix mode (the mode every non-conv node uses)."""
+    for node in bm._modules.values():
+        if type(node).__name__ in ("BoundAdd", "BoundSub") and getattr(node, "mode", None) == "patches":
+            if len(getattr(node, "output_shape", ()) or ()) != 4:
+                node.mode = "matrix"
 
 
 def _request_constant_bounds(bm) -> None:

@@ -11,6 +11,8 @@ import warnings
 import torch
 from torch import nn
 
+from ..graph import as_graph, op_for
+
 
 class CrownBounder:
     """Linear-relaxation bounds of ``C @ model(x)`` over input boxes.
@@ -33,6 +35,7 @@ class CrownBounder:
         example = torch.zeros((1,) + tuple(input_shape), dtype=torch.float64, device=device)
         self.units = hidden_units(model, example)
         self.method = method if method != "auto" else "CROWN" if self.units <= auto_units else "CROWN-IBP"
+        self.alpha_ok = alpha_supported(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.bm = bounded_module(model, example, quant_slack=quant_slack, device=device,
@@ -44,7 +47,7 @@ class CrownBounder:
         al = self._al
         ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
         x = al.BoundedTensor((xlo + xhi) / 2, ptb)
-        method = "CROWN-Optimized" if alpha and self.method == "CROWN" else self.method
+        method = "CROWN-Optimized" if alpha and self.alpha_ok and self.method == "CROWN" else self.method
         with warnings.catch_warnings(), torch.set_grad_enabled(method == "CROWN-Optimized"):
             warnings.simplefilter("ignore")   # alpha-CROWN optimises its slopes with autograd
             lb, _ = self.bm.compute_bounds(x=(x,), C=C, method=method, bound_upper=False)
@@ -62,22 +65,24 @@ class CrownBounder:
 
 
 def hidden_units(model: nn.Module, example: torch.Tensor) -> int:
-    """Number of outputs of the nonlinear layers (all but affine, flatten and containers) in one
-    forward pass: what full CROWN's cost grows with."""
-    linear = (nn.Linear, nn.Conv2d, nn.Flatten, nn.Sequential, nn.Identity, nn.Dropout)
+    """Number of outputs of the nonlinear ops (``OpDef.nonlinear``) in one forward pass of the
+    model's graph: what full CROWN's cost grows with."""
     count = [0]
 
-    def hook(module, inputs, output):
-        if not isinstance(module, linear) and isinstance(output, torch.Tensor):
-            count[0] += output[0].numel()
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    def step(node, layer, *xs):
+        out = layer(*xs)
+        if op_for(layer).nonlinear and isinstance(out, torch.Tensor):
+            count[0] += out[0].numel()
+        return out
+
+    with torch.no_grad():
+        as_graph(model).walk(example, step)
     return count[0]
 
 
-__all__ = ["CrownBounder", "hidden_units"]
+def alpha_supported(model: nn.Module) -> bool:
+    """Whether every op of the model's graph can take part in alpha-CROWN (``OpDef.optimizable``)."""
+    return all(op_for(layer).optimizable for _, layer in as_graph(model).items())
+
+
+__all__ = ["CrownBounder", "hidden_units", "alpha_supported"]

@@ -369,18 +369,6 @@ class GridProblem:
         return torch.minimum(torch.maximum(torch.round(t).to(torch.int64), lo), hi)
 
 
-class LooseGradient(nn.Module):
-    """An activation quantizer's value with the identity as gradient (also where it saturates),
-    so that an attack can leave flat, saturated regions."""
-
-    def __init__(self, act: nn.Module) -> None:
-        super().__init__()
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.act(x) - x).detach()
-
-
 def frozen_body(model: nn.Module, tolerances: dict[int, float] | None = None) -> QNNGraph:
     """The float64 graph after the input quantizer with each op in its frozen form
     (``OpDef.frozen``: the weights' fake quantization done once, the same function, cheaper to run
@@ -403,11 +391,13 @@ def frozen_body(model: nn.Module, tolerances: dict[int, float] | None = None) ->
 
 
 def loose_body(body: QNNGraph) -> QNNGraph:
-    """``body`` with every quantizer wrapped in :class:`LooseGradient` (shares the layers)."""
+    """``body`` with every quantizer in its attack form (``OpDef.loose``: the quantizer's value with
+    the identity as gradient, also where it saturates, so that an attack can leave flat, saturated
+    regions); shares the layers."""
     nodes = []
     for node, layer in body.items():
-        loose = op_for(layer).quantizer
-        nodes.append((node.name, LooseGradient(layer) if loose else layer, node.inputs))
+        op = op_for(layer)
+        nodes.append((node.name, op.loose(layer) if op.quantizer else layer, node.inputs))
     return QNNGraph(nodes, output=body.output)
 
 
