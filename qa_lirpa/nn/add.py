@@ -155,6 +155,15 @@ class QuantAddOp(OpDef):
             return "float32 rounding has no exact encoding"
         return super().milp_refusal(m)
 
+    def onnx(self, m, em, a, b):
+        """``Add`` of the two dequantized inputs (exact in float32, checked), then the quantizer."""
+        if m.tol:
+            raise em.error("a requantization known only within a tolerance has no exact ONNX form")
+        return em.quantize(em.add(a, b), m.spec, list(m.spec.scale))
+
+    def float32(self, m, ctx, a, b):
+        return ctx.requantized(ctx.sum(a, b), m.spec)
+
 
 register(QuantAddOp())
 

@@ -319,6 +319,9 @@ class AffineOp(OpDef):
         c, r = op(c, w, b, **kw), op(r, w.abs(), None, **kw)
         return c - r, c + r
 
+    def float32(self, m, ctx, x):
+        return ctx.affine(m, x)
+
 
 class LinearOp(AffineOp):
     name = "linear"
@@ -340,6 +343,11 @@ class LinearOp(AffineOp):
                         f"{tuple(in_shape)} (add a Flatten, or pass input_shape)")
         w = m.weight_codes().cpu().numpy().astype(np.int64)
         return w, np.arange(w.shape[0]), (w.shape[0],)
+
+    def onnx(self, m, em, x):
+        if x.rank != 2:
+            raise em.error("needs a 2-d input [N, features]; add a Flatten")
+        return em.affine(m, x, "Gemm", 2, transB=1)
 
     def ibp_margins(self, m, C, lo, hi):
         """The specification folded into the weights: ``C W`` then centre/radius (tighter than
@@ -378,6 +386,16 @@ class ConvOp(AffineOp):
         out_shape = tuple(int(v) for v in cols.shape[1:])
         mat = torch.round(cols.reshape(n_in, -1).T).to(torch.int64).numpy()
         return mat, np.arange(mat.shape[0]) // (out_shape[1] * out_shape[2]), out_shape
+
+    def onnx(self, m, em, x):
+        kh, kw = m.kernel_size
+        ph, pw = m.padding if isinstance(m.padding, tuple) else (m.padding, m.padding)
+        if isinstance(ph, str):
+            raise em.error("string padding is not supported")
+        if tuple(m.dilation) != (1, 1) or m.groups != 1 or m.padding_mode != "zeros":
+            raise em.error("only dilation 1, groups 1 and zero padding are supported")
+        return em.affine(m, x, "Conv", 4, kernel_shape=[kh, kw], strides=list(m.stride), pads=[ph, pw, ph, pw],
+                         dilations=[1, 1], group=1)
 
     def sensitivity(self, m, ctx, record, g):
         return [torch.nn.grad.conv2d_input(record.in_shapes[0], ctx.weight_abs(m), g.reshape(record.out_shape),

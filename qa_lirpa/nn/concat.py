@@ -88,6 +88,14 @@ class ConcatOp(OpDef):
     def cpsat(self, m, enc, *xs):
         return self.milp(m, enc, *xs)
 
+    def onnx(self, m, em, *xs):
+        e = min(x.state.exp for x in xs)
+        bound = max(x.state.bound << (x.state.exp - e) for x in xs)
+        return em.op("Concat", list(xs), em.checked(bound, e, xs[0].rank), axis=m.dim)
+
+    def float32(self, m, ctx, *xs):
+        return ctx.concatenated(m, *xs)
+
 
 register(ConcatOp())
 

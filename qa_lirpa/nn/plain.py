@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..graph.registry import OpDef, register
@@ -38,6 +39,12 @@ class ReluOp(MonotoneOp):
 
     def cpsat(self, m, enc, x):
         return enc.relu(x)
+
+    def onnx(self, m, em, x):
+        return em.op("Relu", [x], x.state)
+
+    def float32(self, m, ctx, x):
+        return ctx.relu(x)
 
 
 class ReshapeOp(OpDef):
@@ -79,10 +86,18 @@ class ReshapeOp(OpDef):
     def cpsat(self, m, enc, x):
         return enc.reshape(x, self.out_shape(m, x.shape, enc.name, enc.Error))
 
+    def float32(self, m, ctx, x):
+        return ctx.reshaped(m, x)
+
 
 class FlattenOp(ReshapeOp):
     name = "flatten"
     types = (nn.Flatten,)
+
+    def onnx(self, m, em, x):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise em.error("only Flatten(start_dim=1, end_dim=-1) is supported")
+        return em.op("Flatten", [x], em.state(x.state.bound, x.state.exp, 2), axis=1)
 
 
 class UnflattenOp(ReshapeOp):
@@ -117,13 +132,18 @@ class IdentityOp(OpDef):
     def cpsat(self, m, enc, x):
         return x
 
+    def onnx(self, m, em, x):
+        return x
+
+    def float32(self, m, ctx, x):
+        return x
+
 
 class FloatAffineOp(OpDef):
     """A float ``nn.Linear``/``nn.Conv2d`` (frozen bodies, float models imported from ONNX): no
     exact integer semantics; bounds and attacks run it as it is."""
 
     name = "float affine"
-    types = (nn.Linear, nn.Conv2d)
     weighted = True
     bound_ops = ("BoundLinear", "BoundConv")
 
@@ -133,8 +153,35 @@ class FloatAffineOp(OpDef):
     def input_shape(self, m, n_inputs: int):
         return _square_input(m, n_inputs) if hasattr(m, "in_channels") else (n_inputs,)
 
+    def float32(self, m, ctx, x):
+        return ctx.float_affine(m, x, *self.function(m))
 
-for _op in (ReluOp(), FlattenOp(), UnflattenOp(), IdentityOp(), FloatAffineOp()):
+    def function(self, m):
+        """``(lin, flat)``: ``lin(x, weight, bias)`` computes the layer with the given parameters;
+        ``flat``: on ``[N, features]`` inputs. ``(None, False)`` where it has no such form."""
+        return None, False
+
+
+class FloatLinearOp(FloatAffineOp):
+    name = "float linear"
+    types = (nn.Linear,)
+
+    def function(self, m):
+        return F.linear, True
+
+
+class FloatConvOp(FloatAffineOp):
+    name = "float conv"
+    types = (nn.Conv2d,)
+
+    def function(self, m):
+        if getattr(m, "padding_mode", "zeros") != "zeros":
+            return None, False
+        return (lambda x, w, b: F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)), False
+
+
+for _op in (ReluOp(), FlattenOp(), UnflattenOp(), IdentityOp(), FloatLinearOp(), FloatConvOp()):
     register(_op)
 
-__all__ = ["ReluOp", "ReshapeOp", "FlattenOp", "UnflattenOp", "IdentityOp", "FloatAffineOp"]
+__all__ = ["ReluOp", "ReshapeOp", "FlattenOp", "UnflattenOp", "IdentityOp", "FloatAffineOp", "FloatLinearOp",
+           "FloatConvOp"]

@@ -109,6 +109,23 @@ class AvgPoolOp(OpDef):
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
 
+    def onnx(self, m, em, x):
+        """``AveragePool`` (zero padding counted): exact in float32 only when the window sums are
+        (checked) and the division by the kernel area ``k`` is, i.e. ``k`` is a power of two."""
+        k = m.area()
+        if k & (k - 1):
+            raise em.error(f"kernel area {k} is not a power of two, so onnxruntime's float32 division by it "
+                           f"would round")
+        st = x.state
+        out = em.checked(st.bound * k, st.exp - (k.bit_length() - 1), st.rank)
+        ph, pw = _pair(m.padding)
+        return em.op("AveragePool", [x], out, kernel_shape=list(_pair(m.kernel_size)),
+                     strides=list(_pair(m.stride if m.stride is not None else m.kernel_size)),
+                     pads=[ph, pw, ph, pw], count_include_pad=1)
+
+    def float32(self, m, ctx, x):
+        return ctx.pooled(x, m.area())
+
 
 class MaxPoolOp(OpDef):
     """``nn.MaxPool2d`` (dilation 1, no ceil mode, no indices) on codes of one channel each."""
@@ -188,6 +205,21 @@ class MaxPoolOp(OpDef):
 
     def ibp(self, m, lo, hi):
         return m(lo), m(hi)
+
+    def onnx(self, m, em, x):
+        """``MaxPool`` of the dequantized values (exact: the maximum of float32 values is one of
+        them; ONNX pads with -inf like torch)."""
+        try:
+            self._check(m)
+        except ValueError as e:
+            raise em.error(str(e)) from None
+        ph, pw = _pair(m.padding)
+        return em.op("MaxPool", [x], x.state, kernel_shape=list(_pair(m.kernel_size)),
+                     strides=list(_pair(m.stride if m.stride is not None else m.kernel_size)),
+                     pads=[ph, pw, ph, pw])
+
+    def float32(self, m, ctx, x):
+        return ctx.monotone(m, x)
 
 
 register(AvgPoolOp())

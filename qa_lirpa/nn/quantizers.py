@@ -233,6 +233,14 @@ class QuantInputOp(OpDef):
     def cpsat(self, m, enc, codes):
         return enc.input_codes(*codes, *self.flat_formats(m, enc.input_shape[1:], enc.Error))
 
+    def onnx(self, m, em, x):
+        if not em.reads_graph_input():
+            raise em.error("a QuantInput must be the first layer")
+        return em.quantize(x, m.spec, [float(s) for s in m._out_scales()])
+
+    def float32(self, m, ctx, x):
+        return ctx.quantized(m._out_scales(), m.spec)
+
 
 class QuantActOp(MonotoneOp):
     name = "quantizer"
@@ -263,6 +271,12 @@ class QuantActOp(MonotoneOp):
         if not own and float(getattr(m, "float32_tolerance", 0.0) or 0.0) > 0:
             return "float32 rounding has no exact encoding"
         return own
+
+    def onnx(self, m, em, x):
+        return em.quantize(x, m.spec, list(m.spec.scale))
+
+    def float32(self, m, ctx, x):
+        return ctx.requantized(x, m.spec)
 
 
 class TolerantQuantOp(OpDef):

@@ -1,6 +1,10 @@
 """Export a QNN to ONNX so that onnxruntime computes its exact integer semantics.
 
-The graph is written directly with ``onnx.helper`` from the layer list (no torch.onnx):
+The graph is written directly with ``onnx.helper`` (no torch.onnx) by walking the model's QNN
+graph (:func:`qa_lirpa.graph.as_graph`; a chain is a graph): each node's op definition writes its
+own nodes (``OpDef.onnx(layer, emitter, *inputs)``) through an :class:`OnnxEmitter`, which keeps,
+per tensor, its ONNX name and a bound on its values (:class:`_State`) and offers the primitives
+below with their exactness checks. The graph's output is the output node's tensor.
 
 - input ``input`` FLOAT ``[N, *input_shape]`` (dynamic batch), output ``output`` FLOAT;
 - the input quantizer and a final output quantizer with half-even rounding and at most 8 bits
@@ -18,7 +22,10 @@ The graph is written directly with ``onnx.helper`` from the layer list (no torch
   float32 initializers (exact: power-of-two scales, codes below 2^24). Integer weights behind
   DequantizeLinear would let onnxruntime fuse the layer into its int8 kernels, which on x86 CPUs
   without VNNI saturate int16 pair sums and so are not exact;
-- Flatten -> ``Flatten``, ReLU -> ``Relu``; Identity/Dropout vanish.
+- Flatten -> ``Flatten``, ReLU -> ``Relu``; Identity/Dropout vanish;
+- QuantAdd -> ``Add`` of the two dequantized inputs (exact below 2^24 units of the finer grid),
+  then its quantizer; QuantAvgPool2d -> ``AveragePool`` (padding counted) only for a power-of-two
+  kernel area (the division is then exact); MaxPool2d -> ``MaxPool``; QuantConcat -> ``Concat``.
 
 Every scale must be a power of two, and every float32 value the graph computes must be exact:
 for each output channel of an affine layer, ``sum_k |w_k| * max|x| + |b| < 2^24`` in units of the
@@ -32,6 +39,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -40,9 +48,8 @@ import torch
 from torch import nn
 
 from ..base.files import atomic_write_bytes
-from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
-from ..nn.reference import iter_layers
-from ..quant.functions import quantize
+from ..graph import INPUT, UnsupportedOp, as_graph, input_quantizer, op_for
+from ..nn import layers as _layers  # noqa: F401 - registers the op definitions of the built-in layers
 from ..quant.spec import QuantSpec
 from .errors import OnnxExportError
 
@@ -198,24 +205,117 @@ def accumulator_bounds(l1: Sequence[int], acc_exps: Sequence[int], bias_codes: S
     return bounds, units
 
 
-def _affine(b: _Builder, x: str, layer: nn.Module, st: _State, base: str) -> tuple[str, _State]:
-    name = type(layer).__name__
-    what = f"layer {base} ({name})"
-    if layer.bias is not None and layer.bias_spec is None:
-        raise OnnxExportError(f"export_onnx: {what} has a float bias (bias_spec=None), which has no "
-                              f"exact integer semantics")
-    ws = layer.weight_spec
-    w_exps = [_pow2_exp(s, f"{what} weights") for s in ws.scale]
+class OnnxTensor:
+    """A tensor of the graph being written: its ONNX name and what its values are (:class:`_State`)."""
+
+    __slots__ = ("name", "state")
+
+    def __init__(self, name: str, state: _State) -> None:
+        self.name, self.state = name, state
+
+    @property
+    def rank(self) -> int:
+        return self.state.rank
+
+
+class OnnxEmitter:
+    """The ONNX backend's context: what an op's ``onnx(layer, em, *inputs)`` method uses to write
+    its nodes (``inputs`` and the result are :class:`OnnxTensor`). Every primitive keeps the
+    exactness invariant (every value an exact float32) and raises :class:`OnnxExportError`, naming
+    the node, where it cannot."""
+
+    def __init__(self, opset: int, qdq: dict[str, bool]) -> None:
+        self.b = _Builder(opset)
+        self.qdq = qdq
+        self.node = None
+        self.layer = None
+
+    # ----- where we are ------------------------------------------------------------------------
+    @property
+    def base(self) -> str:
+        return f"l{self.node.index}"
+
+    @property
+    def what(self) -> str:
+        return f"layer {self.node.index} ({type(self.layer).__name__})"
+
+    def error(self, reason: str) -> OnnxExportError:
+        """The one-line refusal for the node being written."""
+        return OnnxExportError(f"export_onnx: {self.what}: {reason}")
+
+    def reads_graph_input(self) -> bool:
+        """The node being written reads the graph's input tensor (only the input quantizer may)."""
+        return INPUT in self.node.inputs
+
+    # ----- plain nodes ---------------------------------------------------------------------------
+    @staticmethod
+    def state(bound: int, exp: int, rank: int) -> _State:
+        """Values ``k * 2^exp`` with ``|k| <= bound`` in a rank-``rank`` tensor."""
+        return _State(int(bound), int(exp), int(rank))
+
+    def checked(self, bound: int, exp: int, rank: int) -> _State:
+        """:meth:`state`, refused where float32 could not hold every value exactly."""
+        st = _State(int(bound), int(exp), int(rank))
+        _check_state(st, self.what)
+        return st
+
+    def const(self, suffix: str, arr: np.ndarray) -> str:
+        return self.b.const(f"{self.base}.{suffix}", arr)
+
+    def op(self, op_type: str, inputs: Sequence[OnnxTensor | str], state: _State, **attrs) -> OnnxTensor:
+        """One ONNX node ``op_type(*inputs)`` whose values are described by ``state``."""
+        names = [x.name if isinstance(x, OnnxTensor) else x for x in inputs]
+        return OnnxTensor(self.b.node(op_type, names, self.base, **attrs), state)
+
+    # ----- quantizers, affine layers, sums -------------------------------------------------------
+    def quantize(self, x: OnnxTensor, spec: QuantSpec, out_scales: Sequence[float]) -> OnnxTensor:
+        """``(clamp(R(x / s) + z, qmin, qmax) - z) * s_out`` exactly (QuantizeLinear/DequantizeLinear
+        where :func:`_qdq_choice` chose it for this node)."""
+        outs = [float(s) for s in out_scales]
+        st = _quant_state(spec, outs, x.rank, self.what)
+        name = _emit_quantizer(self.b, x.name, spec, outs, x.rank, self.base, self.qdq.get(self.node.name, False))
+        return OnnxTensor(name, st)
+
+    def affine(self, m: nn.Module, x: OnnxTensor, op_type: str, rank: int, **attrs) -> OnnxTensor:
+        """``op_type(x, W, b)`` (Gemm or Conv, written by the layer's op) with the dequantized weight
+        and bias codes of ``m`` (``weight_codes()``, ``affine_scales``) as float32 initializers,
+        after checking that every partial sum of every output channel is an exact float32."""
+        return _affine(self, x, m, op_type, rank, attrs)
+
+    def add(self, a: OnnxTensor, b: OnnxTensor) -> OnnxTensor:
+        """``a + b`` of two tensors of the same shape, refused unless float32 adds them exactly."""
+        e = min(a.state.exp, b.state.exp)
+        bound = (a.state.bound << (a.state.exp - e)) + (b.state.bound << (b.state.exp - e))
+        if bound >= F32_EXACT:
+            raise self.error(f"the sum can reach {bound} units of 2^{e} >= 2^24, so onnxruntime's float32 "
+                             f"addition could be inexact")
+        return self.op("Add", [a, b], self.checked(bound, e, max(a.rank, b.rank)))
+
+
+def _pow2_fraction_exp(f: Fraction, what: str) -> int:
+    num, den = f.numerator, f.denominator
+    if num <= 0 or num & (num - 1) or den & (den - 1):
+        raise OnnxExportError(f"export_onnx: {what}: scale {float(f)!r} is not a power of two; onnxruntime's "
+                              f"float32 arithmetic would not reproduce the integer semantics exactly")
+    return num.bit_length() - den.bit_length()
+
+
+def _affine(em: OnnxEmitter, x: OnnxTensor, layer: nn.Module, op_type: str, rank: int, attrs: dict) -> OnnxTensor:
+    what = em.what
+    st = x.state
+    try:
+        scales, m_acc, bq, m_b = layer.affine_scales(Fraction(2) ** st.exp)
+    except ValueError as e:
+        raise OnnxExportError(f"export_onnx: {what}: {e} (bias_spec=None)") from None
     wq = layer.weight_codes().numpy().astype(np.int64)          # centered codes [out, ...]
     out_ch = wq.shape[0]
-    w_exps = w_exps * out_ch if len(w_exps) == 1 else w_exps
-    acc_exps = [st.exp + e for e in w_exps]
+    acc_exps = [_pow2_fraction_exp(s * m, f"{what} weights") for s, m in zip(scales, m_acc)]
+    w_exps = [a - st.exp for a in acc_exps]
     l1 = np.abs(wq).reshape(out_ch, -1).sum(axis=1)
-    if layer.bias is not None:
-        bs = layer.bias_spec.replace(axis=0) if layer.bias_spec.per_channel else layer.bias_spec
-        b_exps = [_pow2_exp(s, f"{what} bias") for s in bs.scale]
-        b_exps = b_exps * out_ch if len(b_exps) == 1 else b_exps
-        bq = (quantize(layer.bias.detach(), bs) - torch.tensor(bs.zero_points(), dtype=torch.int64)).numpy()
+    has_bias = bq is not None
+    if has_bias:
+        b_exps = [_pow2_fraction_exp(s * m, f"{what} bias") for s, m in zip(scales, m_b)]
+        bq = bq.numpy().astype(np.int64).reshape(-1)
     else:
         b_exps, bq = acc_exps, np.zeros(out_ch, dtype=np.int64)
     bounds, units = accumulator_bounds(l1, acc_exps, bq, b_exps, st.bound)
@@ -225,38 +325,25 @@ def _affine(b: _Builder, x: str, layer: nn.Module, st: _State, base: str) -> tup
             f"export_onnx: {what}: output channel {worst} can reach {bounds[worst]} units of 2^{units[worst]} "
             f"(sum|w| * max|x| + |b|) >= 2^24, so onnxruntime's float32 accumulation could be inexact")
     w_real = wq.astype(np.float64) * np.asarray([2.0 ** e for e in w_exps]).reshape([-1] + [1] * (wq.ndim - 1))
-    inputs = [x, b.const(f"{base}.weight", _check_float32(w_real, f"{what} weights"))]
-    if layer.bias is not None:
+    inputs = [x.name, em.const("weight", _check_float32(w_real, f"{what} weights"))]
+    if has_bias:
         b_real = bq.astype(np.float64) * np.asarray([2.0 ** e for e in b_exps])
-        inputs.append(b.const(f"{base}.bias", _check_float32(b_real, f"{what} bias")))
-    if isinstance(layer, QuantLinear):
-        if st.rank != 2:
-            raise OnnxExportError(f"export_onnx: {what} needs a 2-d input [N, features]; add a Flatten")
-        y = b.node("Gemm", inputs, base, transB=1)
-        rank = 2
-    else:
-        kh, kw = layer.kernel_size
-        ph, pw = layer.padding if isinstance(layer.padding, tuple) else (layer.padding, layer.padding)
-        if isinstance(ph, str):
-            raise OnnxExportError(f"export_onnx: {what}: string padding is not supported")
-        if tuple(layer.dilation) != (1, 1) or layer.groups != 1 or layer.padding_mode != "zeros":
-            raise OnnxExportError(f"export_onnx: {what}: only dilation 1, groups 1 and zero padding are supported")
-        y = b.node("Conv", inputs, base, kernel_shape=[kh, kw], strides=list(layer.stride),
-                   pads=[ph, pw, ph, pw], dilations=[1, 1], group=1)
-        rank = 4
+        inputs.append(em.const("bias", _check_float32(b_real, f"{what} bias")))
     # every channel's values are exact float32 on their own; the merged description (one unit for
     # all channels) is what the next affine layer's check uses, which is pessimistic but sound
     e = min(units)
     if not (_EXP_RANGE[0] <= e and max(units) + 24 <= _EXP_RANGE[1]):
         raise OnnxExportError(f"export_onnx: {what}: accumulator scale 2^{e} is too close to float32 "
                               f"under/overflow")
-    return y, _State(max(bd << (u - e) for bd, u in zip(bounds, units)), e, rank)
+    return em.op(op_type, inputs, _State(max(bd << (u - e) for bd, u in zip(bounds, units)), e, rank), **attrs)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], opset: int = 17) -> None:
-    """Write ``model`` (a QNN: QuantInput first, then QuantLinear/QuantConv2d/QuantAct/Flatten/ReLU)
-    as an ONNX file with one FLOAT input ``[N, *input_shape]`` and one FLOAT output, such that
-    onnxruntime's outputs equal :func:`qa_lirpa.integer_forward` exactly (on float32 inputs).
+    """Write ``model`` (a QNN: a chain or a :class:`~qa_lirpa.graph.QNNGraph` whose first node is
+    a QuantInput) as an ONNX file with one FLOAT input ``[N, *input_shape]`` and one FLOAT output,
+    such that onnxruntime's outputs equal :func:`qa_lirpa.integer_forward` exactly (on float32
+    inputs). Each node is written by its op definition's ``onnx`` method
+    (:mod:`qa_lirpa.graph.registry`) through an :class:`OnnxEmitter`.
 
     Raises :class:`OnnxExportError` for anything that could not be reproduced exactly
     (non-power-of-two scales, float biases, accumulators that could leave float32's exact range,
@@ -271,62 +358,46 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
         model = copy.deepcopy(model).cpu().double().eval()      # never touch the caller's model
     except Exception as e:  # noqa: BLE001
         raise OnnxExportError(f"export_onnx: cannot copy the model to the CPU in float64: {e}") from None
-    layers = list(iter_layers(model))
-    if not layers or not isinstance(layers[0], QuantInput):
+    graph = as_graph(model)
+    if not graph.nodes or input_quantizer(graph) is None:
         raise OnnxExportError("export_onnx: the model must start with a QuantInput (a QNN with exact "
                               "integer semantics)")
-    if type(layers[0]) is not QuantInput or any(type(m).__name__.startswith("Float32") for m in layers):
-        raise OnnxExportError("export_onnx: layers that emulate onnxruntime's float32 rounding (imported "
-                              "from ONNX) cannot be re-exported exactly")
     input_shape = [int(d) for d in input_shape]
-    qdq = _qdq_choice(layers)
-    b = _Builder(int(opset))
-    x = "input"
-    rank = len(input_shape) + 1
-    st: _State | None = None
-    for i, layer in enumerate(layers):
-        base = f"l{i}"
-        what = f"layer {i} ({type(layer).__name__})"
-        if isinstance(layer, QuantInput):
-            if i != 0:
-                raise OnnxExportError(f"export_onnx: {what}: a QuantInput must be the first layer")
-            spec = layer.spec
-            outs = [float(s) for s in layer._out_scales()]
-            x = _emit_quantizer(b, x, spec, outs, rank, base, qdq[i])
-            st = _quant_state(spec, outs, rank, what)
-        elif isinstance(layer, QuantAct):
-            spec = layer.spec
-            x = _emit_quantizer(b, x, spec, list(spec.scale), st.rank, base, qdq[i])
-            st = _quant_state(spec, list(spec.scale), st.rank, what)
-        elif isinstance(layer, (QuantLinear, QuantConv2d)):
-            x, st = _affine(b, x, layer, st, base)
-        elif isinstance(layer, nn.Flatten):
-            if layer.start_dim != 1 or layer.end_dim != -1:
-                raise OnnxExportError(f"export_onnx: {what}: only Flatten(start_dim=1, end_dim=-1) is supported")
-            x = b.node("Flatten", [x], base, axis=1)
-            st = _State(st.bound, st.exp, 2)
-        elif isinstance(layer, nn.ReLU):
-            x = b.node("Relu", [x], base)
-        elif isinstance(layer, (nn.Identity, nn.Dropout)):
-            continue
-        else:
-            raise OnnxExportError(f"export_onnx: {what} is not supported (no exact ONNX form)")
+    em = OnnxEmitter(int(opset), _qdq_choice(graph))
+
+    def step(node, layer, *xs):
+        em.node, em.layer = node, layer
+        try:
+            return op_for(layer).onnx(layer, em, *xs)
+        except UnsupportedOp as e:
+            raise OnnxExportError(f"export_onnx: {em.what} is not supported (no exact ONNX form: {e})") from None
+
+    out = graph.walk(OnnxTensor(INPUT, _State(0, 0, len(input_shape) + 1)), step)
     with torch.no_grad():
         probe = torch.zeros(1, *input_shape, dtype=torch.float64)
         try:
             out_shape = list(model(probe).shape[1:])
         except Exception as e:  # noqa: BLE001
             raise OnnxExportError(f"export_onnx: the model does not run on input shape {input_shape}: {e}") from None
-    b.nodes[-1].output[0] = "output"       # the last node computes the output
-    graph = helper.make_graph(
-        b.nodes, "qa_lirpa_qnn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+    nodes = em.b.nodes
+    if out.name == INPUT:
+        nodes.append(helper.make_node("Identity", [INPUT], ["output"], name="output/Identity"))
+    for n in nodes:                        # the output node's tensor is the graph output
+        for k, name in enumerate(n.input):
+            if name == out.name:
+                n.input[k] = "output"
+        for k, name in enumerate(n.output):
+            if name == out.name:
+                n.output[k] = "output"
+    graph_proto = helper.make_graph(
+        nodes, "qa_lirpa_qnn",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *input_shape])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", *out_shape])],
-        b.inits)
+        em.b.inits)
     opsets = [helper.make_opsetid("", int(opset))]
     from .. import __version__
 
-    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="qa-lirpa",
+    onnx_model = helper.make_model(graph_proto, opset_imports=opsets, producer_name="qa-lirpa",
                                    producer_version=__version__)
     onnx_model.ir_version = helper.find_min_ir_version_for(opsets)
     onnx_model.doc_string = ("Quantized network exported by qa-lirpa: onnxruntime reproduces its exact "
@@ -338,26 +409,50 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
     _atomic_save(onnx_model, Path(path))
 
 
-def _qdq_choice(layers: list) -> list[bool]:
-    """Which quantizers become QuantizeLinear/DequantizeLinear: the input quantizer, and a final
-    output quantizer unless the affine layer before it is fed (through shape ops or ReLU only) by
-    the input's DequantizeLinear; never a hidden quantizer. onnxruntime's default optimizer
-    (WeightBiasQuantization, measured with onnxruntime 1.32) rewrites ``DequantizeLinear ->
-    Gemm/Conv with float weights -> QuantizeLinear`` into an int8 kernel with weights it quantizes
-    itself (per tensor, scale max|w|/127), which changes the results; no Gemm/Conv may therefore sit
-    between a DequantizeLinear and a QuantizeLinear. Hidden half-even quantizers use
-    ``Mul -> Clip -> Round -> Mul``, which no QDQ transformer touches."""
-    n = len(layers)
-    use = [False] * n
-    quantizers = [i for i, m in enumerate(layers) if isinstance(m, (QuantInput, QuantAct))]
-    for i in quantizers:
-        if i == 0:
-            use[i] = True
-        elif i == n - 1:
-            prev_q = max(j for j in quantizers if j < i)
-            between = layers[prev_q + 1:i]
-            weighted = [m for m in between if isinstance(m, (QuantLinear, QuantConv2d))]
-            use[i] = not (use[prev_q] and len(weighted) == 1)
+def _qdq_choice(graph) -> dict[str, bool]:
+    """Which quantizer nodes become QuantizeLinear/DequantizeLinear (by node name): the input
+    quantizer, and the output node when it is a quantizer, unless a weighted node is fed by the
+    input's DequantizeLinear and feeds the output's QuantizeLinear, both through nodes that are
+    neither quantizers nor weighted (shape ops, ReLU, pooling, Add, ...); never a hidden quantizer.
+    On a chain: the final quantizer is QDQ unless exactly one affine layer separates it from the
+    input quantizer.
+
+    Why: onnxruntime's default optimizer (WeightBiasQuantization, measured with onnxruntime 1.32)
+    rewrites ``DequantizeLinear -> Gemm/Conv with float weights -> QuantizeLinear`` into an int8
+    kernel with weights it quantizes itself (per tensor, scale max|w|/127), which changes the
+    results; no Gemm/Conv may therefore sit between a DequantizeLinear and a QuantizeLinear. Hidden
+    half-even quantizers use ``Mul -> Clip -> Round -> Mul``, which no QDQ transformer touches.
+    The decision reads only the op flags ``quantizer``, ``weighted`` and ``is_input``."""
+    def flags(layer) -> tuple[bool, bool, bool]:
+        try:
+            op = op_for(layer)
+        except UnsupportedOp:
+            return False, False, False
+        return bool(op.quantizer), bool(op.weighted), bool(op.is_input)
+
+    info = {node.name: flags(layer) for node, layer in graph.items()}
+    use = {name: False for name, (q, _, _) in info.items() if q}
+    first = graph.nodes[0]
+    if info[first.name][2] and first.inputs == (INPUT,):
+        use[first.name] = True
+    out = graph.output
+    if out not in use or use.get(out):
+        return use
+    # values that carry a DequantizeLinear's output unchanged but for transparent nodes
+    from_dq = {name for name, on in use.items() if on}
+    for node in graph.nodes:
+        q, w, _ = info[node.name]
+        if not q and not w and any(i in from_dq for i in node.inputs):
+            from_dq.add(node.name)
+    # values that reach the output quantizer through transparent nodes only
+    to_q = set(graph.node(out).inputs)
+    for node in reversed(graph.nodes):
+        q, w, _ = info[node.name]
+        if node.name in to_q and not q and not w:
+            to_q.update(node.inputs)
+    exposed = [node for node in graph.nodes
+               if info[node.name][1] and node.name in to_q and any(i in from_dq for i in node.inputs)]
+    use[out] = not exposed
     return use
 
 
@@ -365,4 +460,4 @@ def _atomic_save(onnx_model, path: Path) -> None:
     atomic_write_bytes(path, onnx_model.SerializeToString())
 
 
-__all__ = ["export_onnx", "accumulator_bounds"]
+__all__ = ["export_onnx", "accumulator_bounds", "OnnxEmitter", "OnnxTensor"]

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..graph import OpDef, UnsupportedOp, as_graph, input_quantizer, op_for
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
 from ..quant.spec import QuantSpec
 from .errors import OnnxExactnessWarning, OnnxFloat32Warning, OnnxImportError
@@ -1014,15 +1015,30 @@ def _quantized_graph(g: Graph) -> bool:
     return any(n.op_type in _QUANT_OPS for n in g.model.graph.node)
 
 
+def _op(m: nn.Module) -> OpDef | None:
+    try:
+        return op_for(m)
+    except UnsupportedOp:
+        return None
+
+
+def _has_int_step(m: nn.Module) -> bool:
+    """The layer's op has exact integer semantics (``OpDef.int_forward``)."""
+    op = _op(m)
+    return op is not None and type(op).int_forward is not OpDef.int_forward
+
+
 def _starts_quantized(layers: list) -> bool:
-    return bool(layers) and isinstance(layers[0], QuantInput)
+    return bool(layers) and input_quantizer(as_graph(nn.Sequential(*layers))) is not None
 
 
 def _integer_everywhere(layers: list) -> bool:
-    if not _starts_quantized(layers):
-        return False
-    ok = (QuantInput, QuantAct, QuantLinear, QuantConv2d, nn.Flatten, nn.ReLU, nn.Identity, nn.Dropout)
-    return all(isinstance(m, ok) for m in layers)
+    return _starts_quantized(layers) and all(_has_int_step(m) for m in layers)
+
+
+def _has_quantized_layer(layers: list) -> bool:
+    """A quantizer or a quantized affine layer (the model then runs in float64)."""
+    return any((op := _op(m)) is not None and (op.quantizer or (op.weighted and _has_int_step(m))) for m in layers)
 
 
 def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
@@ -1072,7 +1088,7 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
         layers = [module] if input_quant is None else [QuantInput(input_quant), module]
         return ImportedModel(layers, path, in_shape, requant, False).eval()
     out = ImportedModel(layers, path, in_shape, requant, _integer_everywhere(layers))
-    if any(isinstance(m, (QuantInput, QuantAct, QuantLinear, QuantConv2d)) for m in layers):
+    if _has_quantized_layer(layers):
         out = out.double()
     return out.eval()
 

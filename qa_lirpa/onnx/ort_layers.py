@@ -327,7 +327,16 @@ class Float32Requant(QuantAct):
         return super().extra_repr() + f", float32 multipliers={len(self.multipliers)}"
 
 
-class Float32QuantInputOp(QuantInputOp):
+class _Float32Emulation:
+    """What the ops of the layers that emulate onnxruntime's float32 rounding share: no exact ONNX
+    form of their own."""
+
+    def onnx(self, m, em, *xs):
+        raise em.error("layers that emulate onnxruntime's float32 rounding (imported from ONNX) cannot be "
+                       "re-exported exactly")
+
+
+class Float32QuantInputOp(_Float32Emulation, QuantInputOp):
     """:class:`Float32QuantInput`: the input quantizer's codes are onnxruntime's (``codes``,
     monotone), so the exact encodings, which state the box of the end points' codes and confirm
     counterexamples through ``codes``/``real_inputs``, hold for it as they are."""
@@ -339,7 +348,7 @@ class Float32QuantInputOp(QuantInputOp):
         return ""
 
 
-class Float32RequantOp(QuantActOp):
+class Float32RequantOp(_Float32Emulation, QuantActOp):
     """:class:`Float32Requant`: onnxruntime's float32 requantization (its own ``int_forward``),
     which the exact encodings (rational rounding) do not state."""
 

@@ -45,8 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
-from ..nn.reference import iter_layers
+from ..nn import layers as _layers  # noqa: F401 - registers the op definitions of the built-in layers
 
 U32 = 2.0 ** -24          # float32 unit roundoff
 _TINY32 = 2.0 ** -148     # per-operation absolute error bound near underflow (float32)
@@ -71,8 +70,9 @@ def _pow2(s: float) -> bool:
 class Envelope:
     """The float32 envelope of an imported model (see the module docstring).
 
-    ``tolerance``: per layer index (into ``iter_layers(model)``) of a quantizer whose input
-    onnxruntime computes inexactly, the bound ``tol`` in that quantizer's output steps.
+    ``tolerance``: per node index (``Node.index`` of :func:`~qa_lirpa.graph.as_graph`; for a chain,
+    the layer index) of a quantizer whose input onnxruntime computes inexactly, the bound ``tol``
+    in that quantizer's output steps.
     ``output_error``: bound on ``|onnxruntime output - nominal output|`` (real units, every output).
     ``notes``: one line per inexact layer, for logs.
     """
@@ -101,6 +101,11 @@ def _scales(spec) -> list[float]:
     return [float(s) for s in spec.scale]
 
 
+def _fine(scales: Sequence[float]) -> float | None:
+    """The finest grid of per-channel power-of-two scales (None unless all are powers of two)."""
+    return min(scales) if all(_pow2(s) for s in scales) else None
+
+
 def _max_code(spec) -> int:
     return max(max(abs(spec.qmin - z), abs(spec.qmax - z)) for z in spec.zero_points())
 
@@ -127,9 +132,9 @@ def _affine_data(layer: nn.Module, s_in: float):
     pow2 = _pow2(s_in) and all(_pow2(float(s)) for s in w_sc)
     b = np.zeros(out_ch)
     r = np.zeros(out_ch)
-    if layer.bias is not None:
-        qb = layer.qbias()
-        b = np.abs(qb.detach().double().reshape(-1).numpy()) if qb is not None else np.zeros(out_ch)
+    qb = layer.qbias()
+    if qb is not None:
+        b = np.abs(qb.detach().double().reshape(-1).numpy())
         bspec = layer.bias_spec
         pow2 = pow2 and bspec is not None and all(_pow2(s) for s in bspec.scale)
         res = getattr(layer, "bias_residual", None)
@@ -155,71 +160,171 @@ def _float_bias_deviation(b: np.ndarray, nominal: np.ndarray, s_acc: np.ndarray)
     return dev * (1 + 2.0 ** -40) + 2.0 ** -1000
 
 
-def float32_envelope(model: nn.Module) -> Envelope:
-    """The static float32 envelope of an imported chain model (see the module docstring).
+@dataclass
+class F32State:
+    """What the quantized envelope knows of a tensor: ``|nominal value| <= amag``, onnxruntime's
+    value within ``err`` of it; ``scale``: the (largest) scale of its grid; ``fine``: a power of two
+    that every nominal value is a multiple of (None if unknown)."""
 
-    Sound for every input of the model's input grid. A layer this analysis does not know makes the
-    envelope infinite (``output_error = inf``), so that nothing is proved by bounds alone.
+    amag: float
+    err: float
+    scale: float
+    fine: float | None = None
+
+
+class _NoModel(Exception):
+    """Ends an envelope walk: an op without a float32 error model (the envelope is infinite)."""
+
+
+class Float32Walk:
+    """The context of the ops' ``float32(layer, ctx, *states)`` rules for :func:`float32_envelope`:
+    the error-model steps (affine dot products, requantization, sums), recording tolerances by
+    node index in :attr:`env`."""
+
+    def __init__(self, env: Envelope) -> None:
+        self.env = env
+        self.node = None
+        self.layer = None
+
+    def _label(self) -> str:
+        return f"layer {self.node.index} ({type(self.layer).__name__})"
+
+    def unsupported(self, why: str = "has no float32 error model") -> _NoModel:
+        """The refusal an op raises where it has no rule here (the envelope becomes infinite)."""
+        return _NoModel(f"{self._label()} {why}")
+
+    # ----- the steps -------------------------------------------------------------------------------
+    def quantized(self, out_scales: Sequence, spec) -> F32State:
+        """A dequantized code tensor (the input quantizer's output): magnitude and float32 error."""
+        scales = [float(s) for s in out_scales]
+        amag, err = _quantizer_out(scales, spec)
+        return F32State(amag, err, max(scales), _fine(scales))
+
+    def requantized(self, x: F32State, spec) -> F32State:
+        """A quantizer rounding ``x``: where onnxruntime computes ``x / s_y`` inexactly, its
+        tolerance in steps is recorded for this node (:attr:`Envelope.tolerance`)."""
+        sy = _scales(spec)
+        s_min = min(sy)
+        t_max = x.amag / s_min + 1.0
+        exact = x.err == 0.0 and all(_pow2(s) for s in sy) and _pow2(x.scale) and t_max < 2 ** 23
+        if not exact:
+            tol = (x.err / s_min + 5 * U32 * (t_max + 1.0)) * 1.01 + 1e-300
+            self.env.tolerance[self.node.index] = tol
+            self.env.notes.append(f"{self._label()}: rounds within {tol:.3g} steps of the nominal value")
+        amag, err = _quantizer_out(sy, spec)
+        return F32State(amag, err, max(sy), _fine(sy))
+
+    def affine(self, layer: nn.Module, x: F32State) -> F32State:
+        """A quantized Linear/Conv2d: the dot-product bound (exact where the power-of-two grid and
+        float32's 24 bits allow)."""
+        wabs, b, r, w_res, n, pow2, acc = _affine_data(layer, x.scale)
+        new_a = float(np.max(wabs * x.amag + b)) if wabs.size else 0.0
+        bound_units = finest = None
+        if pow2 and x.err == 0.0 and w_res == 0.0 and not r.any():
+            finest = min([x.scale * float(s) for s in _scales(layer.weight_spec)]
+                         + ([float(s) for s in layer.bias_spec.scale] if layer.qbias() is not None else []))
+            bound_units = (new_a + float(np.max(b, initial=0.0))) / finest
+        if bound_units is not None and bound_units < _F32_EXACT:
+            new_err = 0.0
+        else:
+            finest = None
+            g = gamma(n + 8)
+            per = wabs * x.err + g * (wabs * (x.amag + x.err) + b) + r + n * w_res * (x.amag + x.err)
+            new_err = float(np.max(per)) * (1 + 2.0 ** -20) + (n + 2) * _TINY32
+            self.env.notes.append(f"layer {self.node.index} ({type(layer).__name__}, fan-in {n}): float32 "
+                                  f"error <= {new_err:.3g}")
+        return F32State(new_a, new_err, float(np.max(acc)), finest if x.fine is not None else None)
+
+    def sum(self, a: F32State, b: F32State) -> F32State:
+        """``a + b`` in float32 (exact on power-of-two grids while the sum stays below 2^24 units of
+        the finer grid, else one rounding more)."""
+        amag = a.amag + b.amag
+        scale = min(a.scale, b.scale)
+        if a.err == 0.0 and b.err == 0.0 and a.fine is not None and b.fine is not None:
+            fine = min(a.fine, b.fine)
+            if amag / fine < _F32_EXACT:
+                return F32State(amag, 0.0, scale, fine)
+        err = (a.err + b.err + U32 * (amag + a.err + b.err)) * (1 + 2.0 ** -20) + _TINY32
+        return F32State(amag, err, scale)
+
+    def pooled(self, x: F32State, k: int) -> F32State:
+        """The average of ``k`` values (zero padding counted): exact when the window sums are and
+        ``k`` is a power of two; else the float32 sum and division add ``gamma(k + 2)`` relative."""
+        if x.err == 0.0 and x.fine is not None and _pow2(float(k)) and x.amag * k / x.fine < _F32_EXACT:
+            return F32State(x.amag, 0.0, x.scale / k, x.fine / k)
+        err = (x.err + gamma(k + 2) * (x.amag + x.err)) * (1 + 2.0 ** -20) + (k + 2) * _TINY32
+        return F32State(x.amag, err, x.scale / k)
+
+    def monotone(self, layer: nn.Module, x: F32State) -> F32State:
+        """A selection such as max pooling: exact, and 1-Lipschitz in the largest error."""
+        return x
+
+    def concatenated(self, layer: nn.Module, *xs: F32State) -> F32State:
+        fine = None if any(x.fine is None for x in xs) else min(x.fine for x in xs)
+        return F32State(max(x.amag for x in xs), max(x.err for x in xs), max(x.scale for x in xs), fine)
+
+    def relu(self, x: F32State) -> F32State:
+        return x           # 1-Lipschitz, exact in float32
+
+    def reshaped(self, layer: nn.Module, x: F32State) -> F32State:
+        return x
+
+    def float_affine(self, layer: nn.Module, x: F32State, lin=None, flat: bool = False) -> F32State:
+        raise self.unsupported()
+
+
+def _walk_envelope(graph, env: Envelope, x0, ctx, after=None):
+    """Walk ``graph`` with each op's ``float32`` rule; an op without one (or raising
+    :class:`_NoModel`) makes ``env.output_error`` infinite. Returns the output's state or None."""
+    from ..graph import UnsupportedOp, op_for
+
+    def step(node, layer, *xs):
+        ctx.node, ctx.layer = node, layer
+        try:
+            out = op_for(layer).float32(layer, ctx, *xs)
+        except UnsupportedOp:
+            raise _NoModel(f"layer {node.index} ({type(layer).__name__}) has no float32 error model") from None
+        if after is not None:
+            after(node, layer, out)
+        return out
+
+    try:
+        return graph.walk(x0, step)
+    except _NoModel as e:
+        env.output_error = math.inf
+        env.notes.append(str(e))
+        return None
+
+
+def float32_envelope(model: nn.Module) -> Envelope:
+    """The static float32 envelope of an imported model (see the module docstring); tolerances are
+    keyed by node index (the layer index for chains).
+
+    Sound for every input of the model's input grid. A layer this analysis does not know (an op
+    without a ``float32`` rule) makes the envelope infinite (``output_error = inf``), so that
+    nothing is proved by bounds alone.
     """
-    layers = list(iter_layers(model))
+    from ..graph import as_graph, input_quantizer
+
+    graph = as_graph(model)
     env = Envelope()
-    if not layers or not isinstance(layers[0], QuantInput):
+    if not graph.nodes or input_quantizer(graph) is None:
         env.output_error = math.inf
         env.notes.append("no input quantizer")
         return env
-    qin = layers[0]
-    out_scales = [qin.output_scale] if qin.output_scale is not None else _scales(qin.spec)
-    amag, err = _quantizer_out(out_scales, qin.spec)
-    scale_in = max(out_scales)
-    for i, layer in enumerate(layers[1:], start=1):
-        if isinstance(layer, (QuantLinear, QuantConv2d)):
-            wabs, b, r, w_res, n, pow2, acc = _affine_data(layer, scale_in)
-            new_a = float(np.max(wabs * amag + b)) if wabs.size else 0.0
-            bound_units = None
-            if pow2 and err == 0.0 and w_res == 0.0 and not r.any():
-                finest = min([scale_in * float(s) for s in _scales(layer.weight_spec)]
-                             + ([float(s) for s in layer.bias_spec.scale] if layer.bias is not None else []))
-                bound_units = (new_a + float(np.max(b, initial=0.0))) / finest
-            if bound_units is not None and bound_units < _F32_EXACT:
-                new_err = 0.0
-            else:
-                g = gamma(n + 8)
-                per = wabs * err + g * (wabs * (amag + err) + b) + r + n * w_res * (amag + err)
-                new_err = float(np.max(per)) * (1 + 2.0 ** -20) + (n + 2) * _TINY32
-                env.notes.append(f"layer {i} ({type(layer).__name__}, fan-in {n}): float32 error <= {new_err:.3g}")
-            amag, err = new_a, new_err
-            scale_in = float(np.max(acc))
-        elif isinstance(layer, QuantAct):
-            spec = layer.spec
-            sy = _scales(spec)
-            s_min = min(sy)
-            t_max = amag / s_min + 1.0
-            exact = err == 0.0 and all(_pow2(s) for s in sy) and _pow2(scale_in) and t_max < 2 ** 23
-            if not exact:
-                tol = (err / s_min + 5 * U32 * (t_max + 1.0)) * 1.01 + 1e-300
-                env.tolerance[i] = tol
-                env.notes.append(f"layer {i} ({type(layer).__name__}): rounds within {tol:.3g} steps of the "
-                                 f"nominal value")
-            amag, err = _quantizer_out(sy, spec)
-            scale_in = max(sy)
-        elif isinstance(layer, (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)):
-            continue
-        else:
-            env.output_error = math.inf
-            env.notes.append(f"layer {i} ({type(layer).__name__}) has no float32 error model")
-            return env
-    env.output_error = err
+    out = _walk_envelope(graph, env, None, Float32Walk(env))
+    if out is not None:
+        env.output_error = out.err
     return env
 
 
 # ----- plain float chains ----------------------------------------------------------------------
-def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float):
+def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float, lin, flat: bool):
     """One float32 Linear/Conv2d of a float chain: interval bounds ``[lo', hi']`` (``[1, ...]``
     float64) of its exact output on the exact input box ``[lo, hi]``, and the bound on
     onnxruntime's error when its inputs are off by at most ``err`` (see
-    :func:`float_chain_envelope`)."""
-    import torch.nn.functional as F
-
+    :func:`float_chain_envelope`). ``lin(x, weight, bias)``: the layer's float function (from its
+    op definition); ``flat``: it takes ``[1, features]`` inputs."""
     w = layer.weight.detach().cpu().double()
     b = layer.bias.detach().cpu().double() if layer.bias is not None else None
     babs = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.abs()
@@ -228,19 +333,9 @@ def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float):
     r = np.maximum(hi - c, c - lo) * (1 + 2.0 ** -50) + 2.0 ** -1070
     a = np.maximum(np.abs(lo), np.abs(hi))                    # |exact input| <= a
     ct, rt, at = (torch.as_tensor(v, dtype=torch.float64) for v in (c, r, a))
-    if isinstance(layer, nn.Linear):
-        n = int(w.shape[1])
+    n = int(w[0].numel())
+    if flat:
         ct, rt, at = ct.reshape(1, -1), rt.reshape(1, -1), at.reshape(1, -1)
-
-        def lin(x, wt, bias):
-            return F.linear(x, wt, bias)
-    else:
-        if getattr(layer, "padding_mode", "zeros") != "zeros":
-            return None
-        n = int(w[0].numel())
-
-        def lin(x, wt, bias):
-            return F.conv2d(x, wt, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
     wabs = w.abs()
     mid = lin(ct, w, b)
     rad = lin(rt, wabs, None)
@@ -260,7 +355,7 @@ def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float):
 def float_chain_envelope(model: nn.Module, lower, upper, input_shape: Sequence[int] | None = None) -> Envelope:
     """The float32 envelope of a plain float chain (no quantizers) on the input box ``[lower, upper]``.
 
-    ``model``: a chain (:func:`~qa_lirpa.nn.reference.iter_layers`) of ``nn.Linear`` /
+    ``model``: a chain or graph (:func:`~qa_lirpa.graph.as_graph`) of ``nn.Linear`` /
     ``nn.Conv2d`` with float32 weights exactly as in the ONNX file, ``nn.ReLU``, ``nn.Flatten``,
     ``nn.Unflatten``, ``nn.Identity`` and ``nn.Dropout`` (what :func:`~qa_lirpa.onnx.load_onnx`
     imports for plain float MLP/CNN graphs). ``lower``/``upper``: the box (flat or shaped; reshaped
@@ -278,6 +373,8 @@ def float_chain_envelope(model: nn.Module, lower, upper, input_shape: Sequence[i
     operation the underflow). ReLU is 1-Lipschitz and the shape layers exact: ``e`` stays. Any
     other layer (e.g. an onnx2pytorch ``ConvertModel``) makes ``output_error`` infinite.
     """
+    from ..graph import as_graph
+
     env = Envelope()
     lo = np.asarray(lower, np.float64)
     hi = np.asarray(upper, np.float64)
@@ -289,36 +386,75 @@ def float_chain_envelope(model: nn.Module, lower, upper, input_shape: Sequence[i
         env.output_error = math.inf
         env.notes.append("the input box is unbounded")
         return env
-    err = 0.0
-    for i, layer in enumerate(iter_layers(model)):
-        if isinstance(layer, (nn.Linear, nn.Conv2d)) and not isinstance(layer, (QuantLinear, QuantConv2d)):
-            try:
-                out = _float_affine(layer, lo, hi, err)
-            except RuntimeError as e:          # shapes that do not fit
-                out = None
-                env.notes.append(f"layer {i} ({type(layer).__name__}): {e}")
-            if out is None:
-                env.output_error = math.inf
-                env.notes.append(f"layer {i} ({type(layer).__name__}) has no float32 error model")
-                return env
-            lo, hi, err, n = out
-            env.notes.append(f"layer {i} ({type(layer).__name__}, fan-in {n}): float32 error <= {err:.3g}")
-        elif isinstance(layer, nn.ReLU):
-            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-        elif isinstance(layer, (nn.Flatten, nn.Unflatten)):       # exact reshapes
-            lo, hi = layer(torch.as_tensor(lo)).numpy(), layer(torch.as_tensor(hi)).numpy()
-        elif isinstance(layer, (nn.Identity, nn.Dropout)):
-            continue
-        else:
-            env.output_error = math.inf
-            env.notes.append(f"layer {i} ({type(layer).__name__}) has no float32 error model")
-            return env
-        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and math.isfinite(err)):
-            env.output_error = math.inf
-            env.notes.append(f"layer {i} ({type(layer).__name__}): bounds overflow")
-            return env
-    env.output_error = err
+
+    def finite(node, layer, out: FloatBox) -> None:
+        if not (np.all(np.isfinite(out.lo)) and np.all(np.isfinite(out.hi)) and math.isfinite(out.err)):
+            raise _NoModel(f"layer {node.index} ({type(layer).__name__}): bounds overflow")
+
+    out = _walk_envelope(as_graph(model), env, FloatBox(lo, hi, 0.0), FloatChainWalk(env), finite)
+    if out is not None:
+        env.output_error = out.err
     return env
+
+
+@dataclass
+class FloatBox:
+    """What :func:`float_chain_envelope` knows of a tensor: exact bounds ``[lo, hi]`` (float64,
+    ``[1, ...]``) of its real value and onnxruntime's error bound ``err``."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    err: float
+
+
+class FloatChainWalk(Float32Walk):
+    """The context of the ops' ``float32`` rules for :func:`float_chain_envelope` (float Linear/
+    Conv2d, ReLU, shape ops; quantized layers have no rule here)."""
+
+    def float_affine(self, layer: nn.Module, x: FloatBox, lin=None, flat: bool = False) -> FloatBox:
+        """A float Linear/Conv2d computing ``lin(x, weight, bias)`` (``flat``: on ``[1, n]``)."""
+        if lin is None:
+            raise self.unsupported()
+        try:
+            out = _float_affine(layer, x.lo, x.hi, x.err, lin, flat)
+        except RuntimeError as e:          # shapes that do not fit
+            self.env.notes.append(f"{self._label()}: {e}")
+            out = None
+        if out is None:
+            raise self.unsupported()
+        lo, hi, err, n = out
+        self.env.notes.append(f"layer {self.node.index} ({type(layer).__name__}, fan-in {n}): float32 error "
+                              f"<= {err:.3g}")
+        return FloatBox(lo, hi, err)
+
+    def relu(self, x: FloatBox) -> FloatBox:
+        return FloatBox(np.maximum(x.lo, 0.0), np.maximum(x.hi, 0.0), x.err)
+
+    def reshaped(self, layer: nn.Module, x: FloatBox) -> FloatBox:      # exact reshapes
+        return FloatBox(layer(torch.as_tensor(x.lo)).numpy(), layer(torch.as_tensor(x.hi)).numpy(), x.err)
+
+    def monotone(self, layer: nn.Module, x: FloatBox) -> FloatBox:       # exact selections (max pooling)
+        return self.reshaped(layer, x)
+
+    def concatenated(self, layer: nn.Module, *xs: FloatBox) -> FloatBox:
+        lo = layer(*[torch.as_tensor(x.lo) for x in xs]).numpy()
+        hi = layer(*[torch.as_tensor(x.hi) for x in xs]).numpy()
+        return FloatBox(lo, hi, max(x.err for x in xs))
+
+    def pooled(self, x, k):
+        raise self.unsupported()
+
+    def quantized(self, out_scales, spec):
+        raise self.unsupported()
+
+    def requantized(self, x, spec):
+        raise self.unsupported()
+
+    def affine(self, layer, x):
+        raise self.unsupported()
+
+    def sum(self, a, b):
+        raise self.unsupported()
 
 
 # ----- the referee -----------------------------------------------------------------------------
@@ -380,4 +516,5 @@ class OnnxReferee:
         return lambda k: [Fraction(float(v)) for v in y[k]]
 
 
-__all__ = ["Envelope", "float32_envelope", "float_chain_envelope", "OnnxReferee", "gamma", "U32"]
+__all__ = ["Envelope", "float32_envelope", "float_chain_envelope", "OnnxReferee", "gamma", "U32", "F32State",
+           "FloatBox", "Float32Walk", "FloatChainWalk"]
