@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..graph import as_graph, op_for
+from ..graph import UnsupportedOp, as_graph, op_for
 
 
 class CrownBounder:
@@ -71,7 +71,11 @@ def hidden_units(model: nn.Module, example: torch.Tensor) -> int:
 
     def step(node, layer, *xs):
         out = layer(*xs)
-        if op_for(layer).nonlinear and isinstance(out, torch.Tensor):
+        try:
+            nonlinear = op_for(layer).nonlinear
+        except UnsupportedOp:          # a layer of another library (e.g. a converted ONNX graph)
+            nonlinear = True
+        if nonlinear and isinstance(out, torch.Tensor):
             count[0] += out[0].numel()
         return out
 
@@ -81,8 +85,15 @@ def hidden_units(model: nn.Module, example: torch.Tensor) -> int:
 
 
 def alpha_supported(model: nn.Module) -> bool:
-    """Whether every op of the model's graph can take part in alpha-CROWN (``OpDef.optimizable``)."""
-    return all(op_for(layer).optimizable for _, layer in as_graph(model).items())
+    """Whether every op of the model's graph can take part in alpha-CROWN (``OpDef.optimizable``;
+    a layer without an op definition is left to auto_LiRPA, as before the registry)."""
+    for _, layer in as_graph(model).items():
+        try:
+            if not op_for(layer).optimizable:
+                return False
+        except UnsupportedOp:
+            continue
+    return True
 
 
 __all__ = ["CrownBounder", "hidden_units", "alpha_supported"]
