@@ -253,3 +253,18 @@ def test_deadline():
     assert d.earlier(half) is half and never.earlier(d) is d
     with pytest.raises(ValueError):
         d.fraction(1.5)
+
+
+def test_deadline_shift_floor_and_coercion():
+    import math
+
+    from qa_lirpa.base.deadline import Deadline, as_deadline
+
+    d = Deadline.after(10.0)
+    assert d.shifted(-2.0).at == d.at - 2.0 and d.shifted(1.0).at == d.at + 1.0
+    assert Deadline.never().shifted(-5.0).remaining() == math.inf
+    floor = Deadline.after(0.5)
+    assert d.later(floor) is d and Deadline.after(-3.0).later(floor) is floor
+    assert as_deadline(d) is d                                  # a Deadline passes through
+    assert 4.0 < as_deadline(5).remaining() <= 5.0              # seconds: converted once, from now
+    assert as_deadline(math.inf).remaining() == math.inf and as_deadline(0.0).expired()

@@ -8,8 +8,11 @@ instead of loose seconds that every layer converts again.
     d.at                           # the absolute perf_counter time
     Deadline.never()               # no limit (remaining() is inf)
     Deadline.from_monotonic(t)     # a time.monotonic() instant (e.g. the process start) on this clock
+    d.shifted(-2.0)                # two seconds earlier (a margin)
+    as_deadline(timeout)           # seconds or a Deadline -> a Deadline
 
-Public functions keep their ``timeout=`` seconds; they turn them into a Deadline once, at the edge.
+Public functions keep their ``timeout=`` seconds (or take a Deadline there); they turn seconds into
+a Deadline once, at the edge (:func:`as_deadline`), and pass the object down.
 """
 from __future__ import annotations
 
@@ -61,5 +64,20 @@ class Deadline:
         """The earlier of the two deadlines."""
         return self if self.at <= other.at else other
 
+    def later(self, other: "Deadline") -> "Deadline":
+        """The later of the two deadlines (e.g. a floor: ``d.later(Deadline.after(0.5))``)."""
+        return self if self.at >= other.at else other
 
-__all__ = ["Deadline"]
+    def shifted(self, seconds: float) -> "Deadline":
+        """This deadline moved by ``seconds`` (negative: earlier); :meth:`never` stays never."""
+        return self if math.isinf(self.at) else Deadline(self.at + float(seconds))
+
+
+def as_deadline(timeout: "float | Deadline") -> Deadline:
+    """``timeout`` as a Deadline: a Deadline as it is, a number of seconds from now
+    (:meth:`Deadline.after`; inf: never). The one place where public ``timeout=`` seconds become
+    a point in time."""
+    return timeout if isinstance(timeout, Deadline) else Deadline.after(timeout)
+
+
+__all__ = ["Deadline", "as_deadline"]
