@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.deadline import Deadline, as_deadline
 from ..base.verdict import Verdict
 from ..base.vnnlib import InputSpec
 from ..nn.intervals import IntervalNet
@@ -112,7 +113,7 @@ class _Encoder(_milp._GraphEncoder):
     method = "cpsat"
     Error = CpsatEncodingError
 
-    def __init__(self, model: nn.Module, input_shape: tuple, deadline: float) -> None:
+    def __init__(self, model: nn.Module, input_shape: tuple, deadline: Deadline) -> None:
         from ortools.sat.python import cp_model
 
         super().__init__(model, input_shape, deadline)
@@ -410,7 +411,7 @@ class _Recorder(_milp._Encoder):
         return state
 
 
-def _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline, threads):
+def _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline: Deadline, threads):
     """Rigorous LP bounds of the hidden units (weak duality, :class:`~qa_lirpa.exact.milp._LpBounder`)
     and the disjuncts that the LP relaxation refutes: ``(bounds per layer index, dead disjuncts)``."""
     enc = _Recorder(model, shape, tighten=True, deadline=deadline, threads=threads)
@@ -427,7 +428,7 @@ def _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline, threads):
             dead.add(d)
             continue
         for e, hi in rows:
-            left = deadline - time.perf_counter()
+            left = deadline.remaining()
             if left <= 0:
                 return enc.bounds, dead
             bound = lp.lower(e.coefs, left)
@@ -437,7 +438,7 @@ def _lp_prefilter(model, shape, code_lo, code_hi, spec, deadline, threads):
     return enc.bounds, dead
 
 
-def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
+def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60.0,
                 input_shape: Optional[Sequence[int]] = None, mode: str = "split",
                 threads: Optional[int] = None, code_box: Optional[tuple[np.ndarray, np.ndarray]] = None,
                 hard_timeout: bool = False, seed: int = 0, tighten: bool = True, objective: bool = True,
@@ -456,14 +457,15 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     ``tighten``: before encoding, the MILP encoder's rigorous LP bounds
     (:class:`~qa_lirpa.exact.milp._LpBounder`) tighten the domains of the hidden units and
     refute the disjuncts their relaxation cannot satisfy. ``params``: extra CP-SAT parameters
-    (name -> value; lists extend repeated fields). ``timeout`` covers building and solving;
+    (name -> value; lists extend repeated fields). ``timeout`` (seconds from now, or a
+    :class:`~qa_lirpa.base.deadline.Deadline`) covers building and solving;
     CP-SAT honours its time limit closely, and ``hard_timeout`` adds a timer that stops the
     search ``0.1`` s after the deadline whatever it is doing.
     """
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
-    deadline = t0 + float(timeout)
+    deadline = as_deadline(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
     res = CpsatResult(Verdict.UNSAT)
@@ -517,7 +519,7 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         return xs
 
     def run(m) -> tuple:
-        left = deadline - time.perf_counter()
+        left = deadline.remaining()
         if left <= 0:
             return Verdict.TIMEOUT, None
         solver = cp_model.CpSolver()
@@ -615,7 +617,7 @@ def solve_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     return finish(Verdict.UNSAT)
 
 
-def decide_cpsat(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
+def decide_cpsat(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60.0,
                  input_shape: Optional[Sequence[int]] = None, **kw):
     """``(verdict, counterexample)`` of :func:`solve_cpsat` (as :func:`~qa_lirpa.exact.milp.decide_milp`)."""
     r = solve_cpsat(model, spec, timeout, input_shape=input_shape, **kw)

@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base.deadline import Deadline, as_deadline
 from ..base.errors import QaLirpaError
 from ..base.verdict import Verdict
 from ..base.vnnlib import InputSpec
@@ -389,7 +390,7 @@ class _GraphEncoder:
     method = "milp"
     Error: type = MilpEncodingError
 
-    def __init__(self, model: nn.Module, input_shape: tuple, deadline: float = math.inf) -> None:
+    def __init__(self, model: nn.Module, input_shape: tuple, deadline: Deadline = Deadline.never()) -> None:
         self.graph = as_graph(model)
         reason = encoding_problem(self.graph, self.method)
         if reason:
@@ -404,7 +405,7 @@ class _GraphEncoder:
     # ----- the walk ----------------------------------------------------------------------------
     def check_time(self) -> None:
         """Raise :class:`_OutOfTime` once the deadline has passed (encoding big layers is slow)."""
-        if time.perf_counter() > self.deadline:
+        if self.deadline.expired():
             raise _OutOfTime()
 
     def enter(self, node, layer) -> None:
@@ -550,7 +551,7 @@ class _Encoder(_GraphEncoder):
     """The MILP encoder: integer columns and rows in :attr:`b`."""
 
     def __init__(self, model: nn.Module, input_shape: tuple, tighten: bool = False,
-                 deadline: float = math.inf, threads: Optional[int] = None) -> None:
+                 deadline: Deadline = Deadline.never(), threads: Optional[int] = None) -> None:
         super().__init__(model, input_shape, deadline)
         self.tighten = tighten
         self.threads = threads
@@ -581,12 +582,12 @@ class _Encoder(_GraphEncoder):
         lp = _LpBounder(self.b, self.threads)
         for j in todo:
             e = exprs[j]
-            left = self.deadline - time.perf_counter()
+            left = self.deadline.remaining()
             if left <= 0:
                 break
             lo = lp.lower(e.coefs, left)
             neg = {v: -a for v, a in e.coefs.items()}
-            hi = lp.lower(neg, max(self.deadline - time.perf_counter(), 1e-3))
+            hi = lp.lower(neg, max(self.deadline.remaining(), 1e-3))
             ilo, ihi = self.b.bounds(e)
             if lo is not None and math.isfinite(lo):
                 ilo = max(ilo, math.ceil(lo) + e.const)
@@ -914,7 +915,7 @@ def _confirm(model: nn.Module, spec: InputSpec, d: int, x_codes: np.ndarray, sha
     return x
 
 
-def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
+def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60.0,
                input_shape: Optional[Sequence[int]] = None, mode: str = "split", objective: bool = True, tighten: bool = True,
                threads: Optional[int] = None,
                code_box: Optional[tuple[np.ndarray, np.ndarray]] = None, hard_timeout: bool = False) -> MilpResult:
@@ -930,8 +931,8 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     rigorous LP bounds (two LPs per unit, made safe by weak duality, see :class:`_LpBounder`)
     before encoding it, and drop disjuncts whose rows are infeasible on the LP relaxation: smaller
     big-Ms, more units fixed (on the AAAI'21 benchmark it turns 60 s timeouts into seconds).
-    ``timeout`` (seconds) covers everything, the building of the MILP included (checked between
-    layers and every 64 units). ``threads``: HiGHS's ``threads`` option (None: HiGHS's default).
+    ``timeout`` (seconds from now, or a :class:`~qa_lirpa.base.deadline.Deadline`) covers
+    everything, the building of the MILP included (checked between layers and every 64 units). ``threads``: HiGHS's ``threads`` option (None: HiGHS's default).
     ``code_box``: integer input codes ``(lo, hi)`` (flat) inside the codes of ``spec``'s box; the
     MILP is then over that sub-box of the grid only (branch and bound hands over its open boxes
     this way). A counterexample is still a real input inside ``spec``'s box.
@@ -942,7 +943,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     simplex method checks the clock often).
     """
     t0 = time.perf_counter()
-    deadline = t0 + float(timeout)
+    deadline = as_deadline(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
     res = MilpResult(Verdict.UNSAT)
@@ -985,7 +986,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         for d, rows in live:
             dead = False
             for e, hi in rows:
-                left = deadline - time.perf_counter()
+                left = deadline.remaining()
                 if left <= 0:
                     break
                 bound = lp.lower(e.coefs, left)
@@ -1049,7 +1050,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
         tmp.lb, tmp.ub = lb, ub
         _check_sizes(tmp, extra)
         res.disjuncts_solved = 1
-        status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline - time.perf_counter(), threads,
+        status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline.remaining(), threads,
                                           hard=hard_timeout)
         res.nodes += nodes
         if status is Verdict.SAT:
@@ -1061,7 +1062,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
 
     timed_out = False
     for d, rows in live:
-        left = deadline - time.perf_counter()
+        left = deadline.remaining()
         if left <= 0:
             timed_out = True
             break
@@ -1082,7 +1083,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
     return finish(Verdict.TIMEOUT if timed_out else Verdict.UNSAT)
 
 
-def decide_milp(model: nn.Module, spec: InputSpec, timeout: float = 60.0,
+def decide_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60.0,
                 input_shape: Optional[Sequence[int]] = None, **kw):
     """Decide whether some input in ``spec``'s box violates it (exact integer semantics).
 

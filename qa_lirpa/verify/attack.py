@@ -6,10 +6,9 @@ Nothing here decides a verdict: every candidate is checked by the caller with th
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
+from ..base.deadline import Deadline
 from .problem import Problem
 from .spec import OutputSpec
 
@@ -41,7 +40,7 @@ def box_points(problem: Problem, lo: torch.Tensor, hi: torch.Tensor, n_random: i
 
 
 def pgd(problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec, steps: int, restarts: int,
-        gen: torch.Generator, deadline: float) -> torch.Tensor:
+        gen: torch.Generator, deadline: Deadline) -> torch.Tensor:
     """PGD in each box ``[lo[b], hi[b]]`` (``restarts`` random starts each), minimising
     :func:`violation` of the float model; returns the best grid-snapped point of every run
     (judged by the float model at the snapped point). Every second run follows the unclipped
@@ -54,7 +53,7 @@ def pgd(problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec,
     best_val = torch.full((a.shape[0],), torch.inf, dtype=torch.float64, device=a.device)
     loose = (torch.arange(a.shape[0], device=a.device) // lo.shape[0]) % 2 == 1
     for k in range(steps):
-        if time.monotonic() > deadline:
+        if deadline.expired():
             break
         g = _gradient(problem, t, ospec, loose)
         alpha = 0.3 * (1 - k / max(steps, 1)) + 0.02

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.deadline import Deadline, as_deadline
 from ..base.device import resolve_device
 from ..base.vnnlib import InputSpec
 from ..graph import UnsupportedOp, as_graph, input_quantizer, op_for
@@ -130,12 +131,13 @@ class Verifier:
                 self._problem = ContinuousProblem(self.model, tuple(shape), self.device, referee=self.referee, **kw)
         return self._problem
 
-    def verify(self, spec: InputSpec | Sequence[InputSpec], timeout: float = 60.0) -> VerifyResult:
+    def verify(self, spec: InputSpec | Sequence[InputSpec], timeout: float | Deadline = 60.0) -> VerifyResult:
         """Decide whether some input of some box in ``spec`` violates its output disjuncts.
 
-        The timeout (seconds) covers the search, checked between batches (whose size adapts to
-        ``config.batch_time``), and the MILP fallback if any; building the bound machinery for a
-        new model is not counted.
+        The timeout covers the search, checked between batches (whose size adapts to
+        ``config.batch_time``), and the MILP fallback if any. Seconds count from the moment the
+        search starts (building the bound machinery for a new model is not counted); a
+        :class:`~qa_lirpa.base.deadline.Deadline` is a fixed point in time, whatever comes before.
         """
         specs = [spec] if isinstance(spec, InputSpec) else list(spec)
         stats = VerifyStats()
@@ -143,15 +145,16 @@ class Verifier:
             return VerifyResult(Verdict.UNSAT, stats=stats, message="no input box")
         problem = self.problem(self.input_shape or infer_input_shape(self.model, specs[0].n_inputs))
         start = time.monotonic()
-        deadline = start + float(timeout)
+        deadline = as_deadline(timeout)
+        handover = deadline.fraction(self.config.exact_after)    # the exact fallback's turn, if any
         gen = torch.Generator().manual_seed(self.config.seed)
-        handover = None
         if self.config.exact_fallback in ("milp", "cpsat"):
             reason = self.milp_reason(problem)
             if reason:
                 stats.exact = f"{self.config.exact_fallback} not used: {reason}"
-            else:
-                handover = start + self.config.exact_after * float(timeout)
+                handover = None
+        else:
+            handover = None
         if hasattr(problem, "begin"):                 # a continuous problem: envelopes per run
             problem.begin()
         points0 = self.referee.points if self.referee is not None else 0
@@ -184,8 +187,8 @@ class Verifier:
                 self._milp_reason = unsupported_reason(problem.ref)
         return self._milp_reason
 
-    def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: float,
-             gen: torch.Generator, handover: float | None = None, start: float = 0.0) -> VerifyResult:
+    def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: Deadline,
+             gen: torch.Generator, handover: Deadline | None = None, start: float = 0.0) -> VerifyResult:
         searches, verdicts = [], []
         for s in specs:
             search = Search(problem, s, self.config, stats, deadline, gen)
@@ -197,14 +200,13 @@ class Verifier:
             else:
                 verdicts.append(v)
         while searches:
-            now = time.monotonic()
-            if now >= deadline:
+            if deadline.expired():
                 return VerifyResult(Verdict.TIMEOUT if problem.integral else Verdict.UNKNOWN, stats=stats,
                                     message="time limit reached")
-            if handover is not None and now >= handover:
+            if handover is not None and handover.expired():
                 handover = None
-                milp_deadline = now + self.config.exact_share * (deadline - now)
-                out = self._exact(problem, searches, stats, deadline, now - start, milp_deadline)
+                exact_deadline = deadline.fraction(self.config.exact_share)
+                out = self._exact(problem, searches, stats, deadline, time.monotonic() - start, exact_deadline)
                 if isinstance(out, VerifyResult):
                     return out
                 if out:                                   # every open box proved safe
@@ -223,8 +225,8 @@ class Verifier:
             return VerifyResult(Verdict.UNSAT, stats=stats)
         return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
 
-    def _exact(self, problem, searches: list[Search], stats: VerifyStats, deadline: float,
-               elapsed: float, milp_deadline: float | None = None) -> VerifyResult | bool:
+    def _exact(self, problem, searches: list[Search], stats: VerifyStats, deadline: Deadline,
+               elapsed: float, exact_deadline: Deadline | None = None) -> VerifyResult | bool:
         """The MILP on the boxes the searches have left open: a result (``SAT`` with a
         counterexample confirmed by the exact semantics, or ``TIMEOUT`` when the time is up),
         True when every open box is proved safe, False when undecided (the searches go on).
@@ -236,7 +238,8 @@ class Verifier:
         box), with those disjuncts, proves the property. Each MILP is exact on its integer
         sub-box; "sat" needs the counterexample to pass :meth:`Search._check` (the same exact
         check as branch and bound's own counterexamples). Errors and early stops decide nothing.
-        The MILPs stop at ``milp_deadline`` (default ``deadline``); branch and bound gets the rest.
+        The MILPs stop at ``exact_deadline`` (default ``deadline``; never later than it) and receive
+        it as their ``timeout``; branch and bound gets the rest.
         """
         cfg = self.config
         if cfg.exact_fallback == "cpsat":
@@ -244,6 +247,7 @@ class Verifier:
         else:
             from ..exact.milp import solve_milp as solve_exact
         t0 = time.monotonic()
+        stop = deadline if exact_deadline is None else exact_deadline.earlier(deadline)
         n_open = sum(len(s.stack) for s in searches)
         per_box = n_open <= cfg.exact_max_boxes
         jobs = []                                   # (search, code lo, code hi, alive, boxes)
@@ -262,15 +266,14 @@ class Verifier:
         outcome: VerifyResult | bool = True
         try:
             for s, lo, hi, alive, boxes in jobs:
-                left = min(deadline, milp_deadline or deadline) - time.monotonic()
-                if left <= 0:
+                if stop.expired():
                     outcome, note = False, note + ": out of time"
                     break
                 live = alive.nonzero().reshape(-1).tolist()
                 sub = InputSpec(s.lower, s.upper, [_widened(s.spec.disjuncts[d], problem) for d in live])
                 stats.milp_calls += 1
                 stats.milp_boxes += boxes
-                r = solve_exact(problem.ref, sub, timeout=left, input_shape=shape, threads=threads,
+                r = solve_exact(problem.ref, sub, timeout=stop, input_shape=shape, threads=threads,
                                code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
                 if r.verdict is Verdict.SAT:
                     x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
@@ -294,7 +297,7 @@ class Verifier:
             return True
         for s in searches:                          # boxes the MILP closed leave the stacks
             s.stack.drop_top(closed.get(id(s), 0))
-        if time.monotonic() >= deadline:
+        if deadline.expired():
             stats.exact = note
             return VerifyResult(Verdict.TIMEOUT, stats=stats, message="time limit reached")
         stats.exact = note + "; branch and bound goes on"
@@ -321,7 +324,7 @@ def _widened(disjunct, problem) -> tuple:
 
 
 def verify(model: nn.Module, spec: InputSpec | Sequence[InputSpec], config: VerifierConfig | None = None,
-           timeout: float = 60.0, device: str | torch.device | None = None,
+           timeout: float | Deadline = 60.0, device: str | torch.device | None = None,
            input_shape: Sequence[int] | None = None, referee="auto") -> VerifyResult:
     """One-shot :meth:`Verifier.verify` (see :class:`Verifier` for the arguments)."""
     return Verifier(model, config, input_shape=input_shape, device=device, referee=referee).verify(spec, timeout)

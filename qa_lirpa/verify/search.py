@@ -27,6 +27,7 @@ from .problem import Problem
 from .queue import BoxStack
 from .result import Verdict, VerifyStats
 from .spec import OutputSpec
+from ..base.deadline import Deadline
 from ..base.vnnlib import InputSpec
 
 
@@ -91,7 +92,7 @@ class Search:
     verdict (``SAT``, ``UNSAT``, or ``UNKNOWN`` when continuous boxes cannot be halved)."""
 
     def __init__(self, problem: Problem, spec: InputSpec, config: VerifierConfig, stats: VerifyStats,
-                 deadline: float, gen: torch.Generator) -> None:
+                 deadline: Deadline, gen: torch.Generator) -> None:
         self.p, self.cfg, self.stats, self.deadline, self.gen = problem, config, stats, deadline, gen
         self.spec = spec
         self.lower, self.upper = np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
@@ -188,7 +189,7 @@ class Search:
         alive0 = alive
         alive, margin = self.bound(lo, hi, alive, trace, crown=use_crown)
         crown_time = self.crown_time
-        if time.monotonic() > self.deadline:  # out of time: leave the batch as it was
+        if self.deadline.expired():  # out of time: leave the batch as it was
             self.stack.push(lo, hi, depth, alive0, score)
             return crown_time
         open_ = alive.any(dim=1)
@@ -248,7 +249,7 @@ class Search:
             if self._check(centre):
                 return True
         every = self.cfg.attack_every
-        if every and self.batches % every == 0 and self.cfg.attack_steps and time.monotonic() < self.deadline:
+        if every and self.batches % every == 0 and self.cfg.attack_steps and not self.deadline.expired():
             sel = torch.argsort(score)[: self.cfg.attack_boxes]
             t0 = time.perf_counter()
             pts = attack.pgd(self.p, lo[sel], hi[sel], self.ospec, self.cfg.attack_steps, 1, self.gen, self.deadline)

@@ -171,6 +171,28 @@ def test_timeout_is_honoured():
     assert r.stats.boxes_bounded > 0 and r.stats.time_total < 2.5
 
 
+def test_deadline_object_is_honoured():
+    """A Deadline passed to verify is the deadline itself: one already past ends the search at once
+    (timeout), one a second away ends it within 2.5 s, as the same budget in seconds would."""
+    import time
+
+    from qa_lirpa.base.deadline import Deadline
+
+    torch.manual_seed(0)
+    centre = torch.full((12,), 128.0)
+    model = tiny_mlp(12, [16], 2, centre, seed=3)
+    mat = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    spec = InputSpec(centre.numpy() - 40, centre.numpy() + 40, [(mat, np.array([0.0, -1.0]))])
+    verifier = Verifier(model, VerifierConfig(exact_fallback="none"), input_shape=(12,))
+    verifier.problem((12,))                           # the bound machinery is built beforehand
+    t0 = time.monotonic()
+    r = verifier.verify(spec, timeout=Deadline.after(-1.0))
+    assert r.verdict is Verdict.TIMEOUT and time.monotonic() - t0 < 1.0, r.stats.time_total
+    t0 = time.monotonic()
+    r = verify(model, spec, VerifierConfig(exact_fallback="none"), timeout=Deadline.after(1.0), input_shape=(12,))
+    assert r.verdict is Verdict.TIMEOUT and time.monotonic() - t0 < 2.5
+
+
 def test_wrong_sizes_are_errors():
     model, spec = make_case(9)
     with pytest.raises(ValueError, match="inputs"):

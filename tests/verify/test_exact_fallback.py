@@ -17,6 +17,7 @@ from torch import nn
 
 from aaai21_instances import aaai21_instance
 
+from qa_lirpa.base.deadline import Deadline
 from qa_lirpa.config import load_config
 from qa_lirpa.exact import milp as milp_mod
 from qa_lirpa.exact.milp import MilpResult, SolverError
@@ -93,7 +94,7 @@ def _searches_after(case, cfg, batches: int):
     v = Verifier(case.model, cfg, input_shape=(case.spec.n_inputs,), device="cpu")
     problem = v.problem((case.spec.n_inputs,))
     stats = VerifyStats()
-    deadline = time.monotonic() + 30.0
+    deadline = Deadline.after(30.0)
     s = Search(problem, case.spec, v.config, stats, deadline, torch.Generator().manual_seed(0))
     verdict = s.start()
     for _ in range(batches):
@@ -202,7 +203,8 @@ def test_milp_gets_only_its_share_of_the_time(cases, monkeypatch):
     limits = []
 
     def slow(model, spec, timeout=60.0, **kw):
-        limits.append(timeout)
+        assert isinstance(timeout, Deadline)          # the sub-deadline itself, not loose seconds
+        limits.append(timeout.remaining())
         return MilpResult(Verdict.TIMEOUT)
 
     monkeypatch.setattr(milp_mod, "solve_milp", slow)
@@ -210,8 +212,28 @@ def test_milp_gets_only_its_share_of_the_time(cases, monkeypatch):
         res = _run(case, _config(exact_share=0.25), timeout=8.0)
         _check(case, res)
     assert limits and max(limits) <= 0.25 * 8.0 + 1e-6
-    with pytest.raises(ValueError):
-        VerifierConfig(exact_share=0.0)
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_exact_fallback_gets_a_sub_deadline_of_the_parent(cases, monkeypatch, share):
+    """A Deadline given to verify reaches the exact fallback as a sub-deadline: never later than the
+    parent, and at most ``exact_share`` of what was left at the hand-over."""
+    got = []
+
+    def record(model, spec, timeout=60.0, **kw):
+        got.append((parent, timeout, timeout.remaining(), parent.remaining()))
+        return MilpResult(Verdict.TIMEOUT)
+
+    monkeypatch.setattr(milp_mod, "solve_milp", record)
+    for case in cases[:3]:
+        parent = Deadline.after(6.0)
+        res = verify(case.model, [case.spec], _config(exact_share=share), timeout=parent,
+                     input_shape=(case.spec.n_inputs,))
+        _check(case, res)
+    assert got
+    for parent_, sub, left, parent_left in got:
+        assert isinstance(sub, Deadline) and sub.at <= parent_.at
+        assert left <= share * parent_left + 1e-3, (left, parent_left)
 
 
 # ----- models the MILP cannot encode -------------------------------------------------------------
