@@ -39,6 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .base.deadline import Deadline, as_deadline
 from .base.errors import QaLirpaError
 from .base.verdict import Verdict
 from .base.files import atomic_write, atomic_write_text
@@ -113,13 +114,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def materialize(path: str | Path, deadline: float | None = None) -> Path:
+def materialize(path: str | Path, deadline: Deadline | None = None) -> Path:
     """An uncompressed copy of ``path`` (``.gz`` files are unpacked into a cache keyed by content).
 
     Safe for concurrent runs: each process decompresses into its own temporary file and renames it
     into place (the entries are identical, so the last rename wins harmlessly). Refused: more than
     ``$QA_LIRPA_MAX_BYTES`` (1 GB) decompressed, a corrupt body, an empty result, or still
-    decompressing at ``deadline`` (``time.monotonic()``). The cache is then pruned to
+    decompressing at ``deadline`` (a :class:`Deadline`). The cache is then pruned to
     ``$QA_LIRPA_CACHE_BYTES`` (2 GB), least recently used first."""
     path = Path(path)
     if not path.is_file():
@@ -147,7 +148,7 @@ def materialize(path: str | Path, deadline: float | None = None) -> Path:
     return out
 
 
-def _gunzip_bounded(path: Path, dst, limit: int, deadline: float | None) -> None:
+def _gunzip_bounded(path: Path, dst, limit: int, deadline: Deadline | None) -> None:
     with open(path, "rb") as raw:                           # ISIZE: the size mod 2^32, a quick first check
         raw.seek(0, os.SEEK_END)
         if raw.tell() >= 18:
@@ -167,7 +168,7 @@ def _gunzip_bounded(path: Path, dst, limit: int, deadline: float | None) -> None
                 if total > limit:
                     raise InstanceError(f"{path}: refusing to decompress: more than {limit} bytes "
                                         f"(set {MAX_BYTES_ENV} to change the limit)")
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and deadline.expired():
                     raise InstanceError(f"{path}: decompression did not finish within the time budget")
                 dst.write(chunk)
     except (OSError, EOFError, zlib.error) as e:
@@ -232,7 +233,7 @@ class Instance:
     n_outputs: int
 
 
-def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: float | None = None) -> Instance:
+def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: Deadline | None = None) -> Instance:
     """Read the ONNX model and the VNN-LIB property; InstanceError with one clear message."""
     onnx_file = materialize(onnx_path, deadline)
     vnnlib_file = materialize(vnnlib_path, deadline)
@@ -398,13 +399,15 @@ def onnx_confirms(onnx_file: Path, x: np.ndarray, specs: list) -> np.ndarray | N
 
 
 
-def decide(inst: Instance, timeout: float, config_path: Path | None) -> tuple[str, str]:
-    """Run the verifier; return (word, counterexample text)."""
+def decide(inst: Instance, timeout: float | Deadline, config_path: Path | None) -> tuple[str, str]:
+    """Run the verifier until ``timeout`` (seconds or a Deadline; at least 0.5 s from now);
+    return (word, counterexample text)."""
     from .config import load_config
     from .verify import VerifierConfig, verify
 
+    deadline = as_deadline(timeout).later(Deadline.after(0.5))
     config = load_config(VerifierConfig, config_path) if config_path else VerifierConfig()
-    result = verify(inst.model, inst.specs, config=config, timeout=max(timeout, 0.5))
+    result = verify(inst.model, inst.specs, config=config, timeout=deadline)
     word = result_word(result.verdict)
     if result.stats.float32:
         # the float32 margin an answer relied on (onnxruntime is the referee of an ONNX file)
@@ -439,18 +442,19 @@ class _Answer:
 _ANSWER = _Answer(None)
 
 
-def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: str, timeout: float,
-                 started: float | None = None) -> str:
+def run_instance(category: str, onnx_path: str, vnnlib_path: str, result_path: str,
+                 timeout: float | Deadline, started: float | None = None) -> str:
     """Decide one instance and write the result file; returns the word written.
 
-    ``started`` (``time.monotonic()``) is when the budget began: the process start under
-    ``run_instance.sh`` (imports and parsing count against the budget)."""
-    started = time.monotonic() if started is None else started
+    ``timeout``: the budget, a Deadline (its end; :func:`main` passes the one it computed from the
+    process start) or seconds counted from ``started`` (``time.monotonic()``, default now): the
+    process start under ``run_instance.sh`` (imports and parsing count against the budget).
+    Loading must end by the budget's end, the verifier STARTUP_MARGIN_S before it."""
+    budget = timeout if isinstance(timeout, Deadline) else _budget(started, timeout)
     answer = _ANSWER if _ANSWER.path == result_path else _Answer(result_path)
     try:
-        inst = load_instance(onnx_path, vnnlib_path, deadline=started + float(timeout))
-        remaining = float(timeout) - (time.monotonic() - started) - STARTUP_MARGIN_S
-        word, body = decide(inst, remaining, category_config(category))
+        inst = load_instance(onnx_path, vnnlib_path, deadline=budget)
+        word, body = decide(inst, budget.shifted(-STARTUP_MARGIN_S), category_config(category))
     except QaLirpaError as e:            # InstanceError and the other errors raised on purpose
         _say_error("run_instance", str(e) if isinstance(e, InstanceError) else _describe(e, onnx_path, vnnlib_path))
         word, body = result_word(None), ""
@@ -475,6 +479,13 @@ def _say_error(where: str, message: str) -> None:
     print(f"qa-lirpa {where}: error: {' '.join(message.split())}", file=sys.stderr)
     if os.environ.get("QA_LIRPA_DEBUG"):
         traceback.print_exc()
+
+
+def _budget(started: float | None, timeout: float) -> Deadline:
+    """The end of a budget of ``timeout`` seconds that began at ``started`` (``time.monotonic()``;
+    None: now): the one place where the run's seconds become a Deadline."""
+    begun = Deadline.after(0.0) if started is None else Deadline.from_monotonic(started)
+    return begun.shifted(float(timeout))
 
 
 def process_start() -> float:
@@ -537,7 +548,7 @@ def kill_children() -> None:
             pass
 
 
-def _guard(answer: _Answer, hard_deadline: float, wakeup: int) -> None:
+def _guard(answer: _Answer, hard_deadline: Deadline, wakeup: int) -> None:
     """The guard thread: on SIGTERM/SIGINT/SIGHUP (whichever thread the kernel hands them to, the
     C-level handler writes their number to ``wakeup``) or at the hard deadline, write the answer
     if known (else ``unknown`` / ``timeout``), end the children and exit."""
@@ -545,7 +556,7 @@ def _guard(answer: _Answer, hard_deadline: float, wakeup: int) -> None:
 
     signum = None
     while True:
-        left = hard_deadline - time.monotonic()
+        left = hard_deadline.remaining()
         if left <= 0:
             break
         if select.select([wakeup], [], [], min(left, 3600.0))[0]:
@@ -571,7 +582,7 @@ def _guard(answer: _Answer, hard_deadline: float, wakeup: int) -> None:
         os._exit(0)
 
 
-def start_guard(answer: _Answer, hard_deadline: float) -> None:
+def start_guard(answer: _Answer, hard_deadline: Deadline) -> None:
     """Route SIGTERM/SIGINT/SIGHUP to :func:`_guard` (a thread that runs even while the main thread
     is busy in C code) through :func:`signal.set_wakeup_fd`; call from the main thread."""
     r, w = os.pipe()
@@ -629,11 +640,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qa-lirpa vnncomp: {e}", file=sys.stderr)
         answer.finish(result_word(None))
         return 0
+    budget = _budget(started, timeout)
     if argv is None:                    # a process of its own: signals and the hard deadline
-        start_guard(answer, started + timeout + HARD_DEADLINE_SLACK_S)
+        start_guard(answer, budget.shifted(HARD_DEADLINE_SLACK_S))
     _ANSWER = answer
     try:
-        run_instance(args[2], args[3], args[4], result_path, timeout, started)
+        run_instance(args[2], args[3], args[4], result_path, budget)
     except OSError as e:
         print(f"qa-lirpa run_instance: error: cannot write the result file {result_path} "
               f"({e.strerror or e})", file=sys.stderr)
