@@ -268,3 +268,19 @@ def test_deadline_shift_floor_and_coercion():
     assert as_deadline(d) is d                                  # a Deadline passes through
     assert 4.0 < as_deadline(5).remaining() <= 5.0              # seconds: converted once, from now
     assert as_deadline(math.inf).remaining() == math.inf and as_deadline(0.0).expired()
+
+
+def test_seconds_become_a_deadline_only_in_the_floor():
+    """No module computes a point in time from seconds by hand (``time.perf_counter() + t``,
+    ``time.monotonic() + t``, ``start + float(timeout)``): that is Deadline's job. The HiGHS worker
+    is exempt: it runs stand-alone and times its kill from the seconds HiGHS is given."""
+    import re
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "qa_lirpa"
+    pattern = re.compile(r"(perf_counter|monotonic)\(\)\s*\+|\+\s*(float\()?\s*timeout\b")
+    allowed = {pkg / "base" / "deadline.py", pkg / "exact" / "highs_worker.py"}
+    hits = [f"{path.relative_to(pkg)}:{i}: {line.strip()}"
+            for path in sorted(pkg.rglob("*.py")) if path not in allowed
+            for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits
