@@ -497,7 +497,12 @@ def summarize(results: list[CaseResult]) -> dict:
          "sat": sum(r.case.truth == "sat" for r in results),
          "unsat": sum(r.case.truth == "unsat" for r in results),
          "roundings": sorted({r.case.meta["rounding"] for r in results}),
-         "bugs": [(r.case.case_seed, b) for r in results for b in r.bugs], "tools": {}}
+         "bugs": [(r.case.case_seed, b) for r in results for b in r.bugs], "tools": {},
+         "archs": {}}
+    for r in results:
+        arch = r.case.meta.get("arch", "chain")
+        sat, unsat = s["archs"].get(arch, (0, 0))
+        s["archs"][arch] = (sat + (r.case.truth == "sat"), unsat + (r.case.truth == "unsat"))
     for tool in TOOLS:
         outs = [r.outcomes[tool] for r in results if tool in r.outcomes]
         if not outs:
@@ -517,7 +522,9 @@ def summarize(results: list[CaseResult]) -> dict:
 
 def markdown_table(s: dict) -> str:
     lines = [f"cases: {s['cases']}; enumeration: {s['sat']} sat, {s['unsat']} unsat; "
-             f"rounding modes: {', '.join(s['roundings'])}", "",
+             f"rounding modes: {', '.join(s['roundings'])}",
+             "architectures (sat/unsat): " + ", ".join(f"{a} {n[0]}/{n[1]}" for a, n in sorted(s.get("archs", {}).items())),
+             "",
              "| tool | runs | agree | timeout/unknown | disagree | bad counterexample | error "
              "| mean s/case | median s | max s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
