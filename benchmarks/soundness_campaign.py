@@ -277,26 +277,8 @@ def make_dag_case(case_seed: int) -> Case:
     conv = arch.endswith("_conv")
     n_in = 4 if conv else int(rng.integers(2, 5))
     meta = dict(case_seed=case_seed, arch=arch, n_in=n_in, shape=[1, 2, 2] if conv else [n_in],
-                width=int(rng.integers(2, 4)) if conv else int(rng.integers(3, 7)), hidden=[],
-                n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, 2))],
-                w_bits=int(rng.choice(BITS)), a_bits=int(rng.choice(BITS)),
-                per_channel=bool(rng.random() < 0.5),
-                out_kind="requant" if rng.random() < 0.5 else "acc",
-                o_bits=int(rng.choice(BITS)), o_scale=float(rng.choice([0.125, 0.25, 0.5])),
-                spec_kind="robust" if rng.random() < 0.35 else "linear")
-    lower, upper = _box(rng, n_in)
-    meta["widths"] = [int(w) for w in upper - lower]
-    centre = torch.from_numpy(np.array([rng.integers(int(lo), int(hi) + 1) for lo, hi in zip(lower, upper)],
-                                       dtype=np.float64))
-    model = build_dag_model(rng, meta, centre)
-    grid = grid_points(lower, upper)
-    outputs = integer_forward(model, grid.reshape((-1,) + _shape(meta))).reshape(grid.shape[0], -1).numpy()
-    _check_exact(outputs, "outputs")
-    spec = build_spec(rng, model, meta, lower, upper, grid, outputs, centre)
-    truth = "sat" if violated_rows(outputs, spec.disjuncts).any() else "unsat"
-    meta["grid_points"] = int(grid.shape[0])
-    return Case(case_seed, model, spec, meta, grid, outputs, truth)
-
+                width=int(rng.integers(2, 4)) if conv else int(rng.integers(3, 7)), hidden=[])
+    return _finish_case(rng, meta, build_dag_model)
 
 
 def grid_points(lower: np.ndarray, upper: np.ndarray) -> torch.Tensor:
@@ -380,25 +362,31 @@ def make_chain_case(case_seed: int) -> Case:
     rng = np.random.default_rng(case_seed)
     n_in = int(rng.integers(2, 5))
     meta = dict(case_seed=case_seed, n_in=n_in,
-                hidden=[int(h) for h in rng.integers(3, 9, size=int(rng.integers(1, 4)))],
-                n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, 2))],
+                hidden=[int(h) for h in rng.integers(3, 9, size=int(rng.integers(1, 4)))])
+    return _finish_case(rng, meta, build_model)
+
+
+def _finish_case(rng: np.random.Generator, meta: dict, build) -> Case:
+    """Draw the formats, the box, the centre and the property (in this order, so that a case seed
+    always gives the same case), build the model with ``build(rng, meta, centre)`` and enumerate."""
+    meta.update(n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, 2))],
                 w_bits=int(rng.choice(BITS)), a_bits=int(rng.choice(BITS)),
                 per_channel=bool(rng.random() < 0.5),
                 out_kind="requant" if rng.random() < 0.5 else "acc",
                 o_bits=int(rng.choice(BITS)), o_scale=float(rng.choice([0.125, 0.25, 0.5])),
                 spec_kind="robust" if rng.random() < 0.35 else "linear")
-    lower, upper = _box(rng, n_in)
+    lower, upper = _box(rng, meta["n_in"])
     meta["widths"] = [int(w) for w in upper - lower]
     centre = torch.from_numpy(np.array([rng.integers(int(lo), int(hi) + 1) for lo, hi in zip(lower, upper)],
                                        dtype=np.float64))
-    model = build_model(rng, meta, centre)
+    model = build(rng, meta, centre)
     grid = grid_points(lower, upper)
-    outputs = integer_forward(model, grid).reshape(grid.shape[0], -1).numpy()
+    outputs = integer_forward(model, grid.reshape((-1,) + _shape(meta))).reshape(grid.shape[0], -1).numpy()
     _check_exact(outputs, "outputs")
     spec = build_spec(rng, model, meta, lower, upper, grid, outputs, centre)
     truth = "sat" if violated_rows(outputs, spec.disjuncts).any() else "unsat"
     meta["grid_points"] = int(grid.shape[0])
-    return Case(case_seed, model, spec, meta, grid, outputs, truth)
+    return Case(meta["case_seed"], model, spec, meta, grid, outputs, truth)
 
 
 # ----- deciding -----------------------------------------------------------------------------
@@ -497,7 +485,12 @@ def summarize(results: list[CaseResult]) -> dict:
          "sat": sum(r.case.truth == "sat" for r in results),
          "unsat": sum(r.case.truth == "unsat" for r in results),
          "roundings": sorted({r.case.meta["rounding"] for r in results}),
-         "bugs": [(r.case.case_seed, b) for r in results for b in r.bugs], "tools": {}}
+         "bugs": [(r.case.case_seed, b) for r in results for b in r.bugs], "tools": {},
+         "archs": {}}
+    for r in results:
+        arch = r.case.meta.get("arch", "chain")
+        sat, unsat = s["archs"].get(arch, (0, 0))
+        s["archs"][arch] = (sat + (r.case.truth == "sat"), unsat + (r.case.truth == "unsat"))
     for tool in TOOLS:
         outs = [r.outcomes[tool] for r in results if tool in r.outcomes]
         if not outs:
@@ -517,7 +510,9 @@ def summarize(results: list[CaseResult]) -> dict:
 
 def markdown_table(s: dict) -> str:
     lines = [f"cases: {s['cases']}; enumeration: {s['sat']} sat, {s['unsat']} unsat; "
-             f"rounding modes: {', '.join(s['roundings'])}", "",
+             f"rounding modes: {', '.join(s['roundings'])}",
+             "architectures (sat/unsat): " + ", ".join(f"{a} {n[0]}/{n[1]}" for a, n in sorted(s.get("archs", {}).items())),
+             "",
              "| tool | runs | agree | timeout/unknown | disagree | bad counterexample | error "
              "| mean s/case | median s | max s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -279,23 +279,14 @@ class QuantActOp(MonotoneOp):
         return ctx.requantized(x, m.spec)
 
 
-class TolerantQuantOp(OpDef):
-    """A frozen quantizer with a float32 tolerance (only in bound/attack graphs)."""
+class TolerantQuantOp(MonotoneOp):
+    """A frozen quantizer with a float32 tolerance (only in bound and attack graphs: it has no
+    exact semantics of its own)."""
 
     name = "tolerant quantizer"
     types = (TolerantQuant,)
     quantizer = True
-    nonlinear = True
     bound_ops = ("BoundFakeQuant",)
-
-    def frozen(self, m, tol: float = 0.0):
-        return copy.deepcopy(m)
-
-    def loose(self, m):
-        return LooseGradient(m)
-
-    def ibp(self, m, lo, hi):
-        return m(lo), m(hi)
 
 
 register(QuantInputOp())

@@ -12,7 +12,7 @@ from qa_lirpa.train.trainer import make_model
 
 SHIPPED = {"mnist_8bit": (1, 28, 28), "mnist_8bit_eps1": (1, 28, 28), "mnist_8bit_eps4": (1, 28, 28),
            "fashion_8bit": (1, 28, 28), "cifar_8bit": (3, 32, 32), "synthetic": (1, 8, 8),
-           "demo": (1, 28, 28)}
+           "demo": (1, 28, 28), "mnist_resnet": (1, 28, 28)}
 
 
 def test_every_training_config_is_listed():
