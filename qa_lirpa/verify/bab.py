@@ -27,7 +27,9 @@ from torch import nn
 
 from ..base.device import resolve_device
 from ..base.vnnlib import InputSpec
+from ..exact import milp
 from ..graph import UnsupportedOp, as_graph, input_quantizer, op_for
+from ..onnx.referee import OnnxReferee
 from .config import VerifierConfig
 from .continuous import ContinuousProblem
 from .grid import GridProblem
@@ -106,8 +108,6 @@ class Verifier:
         self.model = model
         self.quantized_input = input_quantizer(as_graph(model)) is not None
         if isinstance(referee, str) and referee == "auto":
-            from ..onnx.referee import OnnxReferee
-
             referee = OnnxReferee.for_model(model)
         self.referee = referee
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
@@ -171,9 +171,11 @@ class Verifier:
         computed once."""
         if self._milp_reason is None:
             if self.config.exact_fallback == "cpsat":
+                # lazy: exact.cpsat imports verify.intervals at its top, so importing it here at
+                # module level would close the import cycle verify -> exact.cpsat -> verify
                 from ..exact.cpsat import unsupported_reason
             else:
-                from ..exact.milp import unsupported_reason
+                unsupported_reason = milp.unsupported_reason
 
             env = getattr(problem, "envelope", None)
             if not problem.integral:
@@ -240,9 +242,9 @@ class Verifier:
         """
         cfg = self.config
         if cfg.exact_fallback == "cpsat":
-            from ..exact.cpsat import solve_cpsat as solve_exact
+            from ..exact.cpsat import solve_cpsat as solve_exact    # lazy: import cycle (see milp_reason)
         else:
-            from ..exact.milp import solve_milp as solve_exact
+            solve_exact = milp.solve_milp       # looked up at call time (tests replace it)
         t0 = time.monotonic()
         n_open = sum(len(s.stack) for s in searches)
         per_box = n_open <= cfg.exact_max_boxes
