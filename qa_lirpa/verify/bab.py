@@ -27,7 +27,6 @@ from torch import nn
 
 from ..base.device import resolve_device
 from ..base.vnnlib import InputSpec
-from ..exact import milp
 from ..graph import UnsupportedOp, as_graph, input_quantizer, op_for
 from ..onnx.referee import OnnxReferee
 from .config import VerifierConfig
@@ -170,12 +169,13 @@ class Verifier:
         """Why the exact fallback (MILP or CP-SAT) cannot take over on this model ("" if it can);
         computed once."""
         if self._milp_reason is None:
+            # lazy: the exact backends load only when a verify() call may use them (prepare_instance
+            # and exact_fallback="none" never do), and exact.cpsat imports verify.intervals at its
+            # top, so importing it at module level here would close the cycle verify -> exact -> verify
             if self.config.exact_fallback == "cpsat":
-                # lazy: exact.cpsat imports verify.intervals at its top, so importing it here at
-                # module level would close the import cycle verify -> exact.cpsat -> verify
                 from ..exact.cpsat import unsupported_reason
             else:
-                unsupported_reason = milp.unsupported_reason
+                from ..exact.milp import unsupported_reason
 
             env = getattr(problem, "envelope", None)
             if not problem.integral:
@@ -241,10 +241,10 @@ class Verifier:
         The MILPs stop at ``milp_deadline`` (default ``deadline``); branch and bound gets the rest.
         """
         cfg = self.config
-        if cfg.exact_fallback == "cpsat":
-            from ..exact.cpsat import solve_cpsat as solve_exact    # lazy: import cycle (see milp_reason)
+        if cfg.exact_fallback == "cpsat":       # lazy: see milp_reason
+            from ..exact.cpsat import solve_cpsat as solve_exact
         else:
-            solve_exact = milp.solve_milp       # looked up at call time (tests replace it)
+            from ..exact.milp import solve_milp as solve_exact
         t0 = time.monotonic()
         n_open = sum(len(s.stack) for s in searches)
         per_box = n_open <= cfg.exact_max_boxes
