@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 def auto_lirpa():
     """The ``auto_LiRPA`` module, imported with qa_lirpa's compatibility fixes applied."""
-    from .compat import import_auto_lirpa
+    from .compat import import_auto_lirpa   # lazy: importing qa_lirpa loads only base, graph, nn, quant
 
     return import_auto_lirpa()
 
@@ -36,7 +36,7 @@ def bounded_module(model, example_input, **bound_opts):
 
     See :func:`qa_lirpa.operators.bounded_module` for the options.
     """
-    from .operators import bounded_module as _bm
+    from .operators import bounded_module as _bm    # lazy: as auto_lirpa above (and it needs auto_LiRPA)
 
     return _bm(model, example_input, **bound_opts)
 

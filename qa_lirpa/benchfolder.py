@@ -19,9 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from .base.errors import UserError
-from .base.samples import parse_samples
 from .base.files import atomic_write_bytes, atomic_write_text
+from .base.samples import parse_samples
+from .base.vnnlib import robustness_property, write_vnnlib
 from .modelfile import is_onnx, load_model_file
+from .nn import integer_forward
+from .onnx import export_onnx
+from .train.datasets import load_dataset
+from .vnncomp import run_instance
 
 
 def parse_slice(text: str) -> range:
@@ -37,10 +42,6 @@ def _load_model(path: Path):
 def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[float], out: str,
                 timeout: float, data_root: str | None = None, name: str = "model") -> Path:
     """Write ``out/{onnx,vnnlib}/`` and ``out/instances.csv``; returns the folder."""
-    from .nn import integer_forward
-    from .train.datasets import load_dataset
-    from .base.vnnlib import robustness_property, write_vnnlib
-
     out_dir = Path(out)
     (out_dir / "onnx").mkdir(parents=True, exist_ok=True)
     (out_dir / "vnnlib").mkdir(parents=True, exist_ok=True)
@@ -50,8 +51,6 @@ def make_folder(model_path: str, dataset: str, samples: range, eps_list: list[fl
     if onnx_src is not None:
         atomic_write_bytes(out_dir / onnx_rel, onnx_src.read_bytes())
     else:
-        from .onnx import export_onnx
-
         export_onnx(model, out_dir / onnx_rel, tuple(ds.images.shape[1:]))
     n_out = int(integer_forward(model, ds.images[:1].double()).shape[-1])
     rows = []
@@ -89,8 +88,6 @@ def read_instances(folder: Path) -> list[tuple[str, str, float]]:
 
 def run_folder(folder: str, category: str = "default", results_name: str = "results.csv") -> list[dict]:
     """Decide every instance like run_instance.sh; write results.csv; return the rows."""
-    from .vnncomp import run_instance
-
     root = Path(folder)
     rows = []
     res_dir = root / "results"

@@ -7,6 +7,7 @@ import importlib
 import sys
 from typing import Sequence
 
+from . import __version__
 from .base.errors import QaLirpaError, UserError
 
 # subcommand modules, in the order they are listed in --help
@@ -22,8 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qa-lirpa",
         description="Quantized neural networks on auto_LiRPA: QA-IBP training and complete verification.")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"qa-lirpa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

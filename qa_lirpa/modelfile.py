@@ -8,6 +8,8 @@ from pathlib import Path
 from torch import nn
 
 from .base.errors import QaLirpaError, UserError
+from .models import load_model
+from .onnx import load_onnx      # onnx and onnxruntime load only when load_onnx runs
 
 
 def is_onnx(path: str | os.PathLike) -> bool:
@@ -23,12 +25,8 @@ def load_model_file(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
         raise UserError(f"model file not found: {path}")
     try:
         if is_onnx(path):
-            from .onnx import load_onnx          # onnx and onnxruntime load only when needed
-
             model = load_onnx(path)
         else:
-            from .models import load_model
-
             model = load_model(path, device)
     except UserError:
         raise

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,13 @@ import numpy as np
 
 from .base.deadline import Deadline, as_deadline
 from .base.errors import QaLirpaError
-from .base.verdict import Verdict
 from .base.files import atomic_write, atomic_write_text
+from .base.verdict import Verdict
+from .base.vnnlib import VnnlibError, read_vnnlib, violates_exactly
+
+# The verifier stack (qa_lirpa.onnx, qa_lirpa.config with yaml, qa_lirpa.verify: ~0.1 s) is imported
+# inside load_instance / check_verifiable / decide / ort_outputs, not here: run's main writes
+# "unknown" and starts the guard before it loads, and an import failure there is answered "error".
 
 #: the words of a VNN-COMP result file, one per verdict and ``error`` for a run that failed
 RESULT_WORDS_BY_VERDICT = {Verdict.SAT: "sat", Verdict.UNSAT: "unsat", Verdict.TIMEOUT: "timeout",
@@ -241,12 +247,7 @@ def load_instance(onnx_path: str | Path, vnnlib_path: str | Path, deadline: Dead
     if vnnlib_file.stat().st_size > limit:
         raise InstanceError(f"{vnnlib_path}: refusing to parse: more than {limit} bytes "
                             f"(set {MAX_BYTES_ENV} to change the limit)")
-    from .onnx import OnnxImportError, load_onnx
-    from .base.vnnlib import VnnlibError, read_vnnlib
-
-    import warnings
-
-    from .onnx import OnnxFloat32Warning
+    from .onnx import OnnxFloat32Warning, OnnxImportError, load_onnx   # lazy: the verifier stack (see the top)
 
     _check_finite_weights(onnx_path, onnx_file)
     try:
@@ -324,6 +325,7 @@ def check_verifiable(inst: Instance, config_path: Path | None) -> None:
     here would make ``run`` fail too: InstanceError with one line."""
     import torch
 
+    # lazy: the verifier stack (see the top of this module)
     from .config import load_config
     from .verify import VerifierConfig
     from .verify.bab import Verifier, infer_input_shape
@@ -371,19 +373,12 @@ def ort_outputs(onnx_file: str | Path, x_flat: np.ndarray) -> np.ndarray:
     input shape (dynamic dimensions become 1), as the VNN-COMP checker does."""
     import onnxruntime as ort
 
-    from .onnx import run_onnxruntime
+    from .onnx import run_onnxruntime      # lazy: the verifier stack (see the top of this module)
 
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in sess.get_inputs()[0].shape]
     x = np.asarray(x_flat, np.float32).reshape(shape)
     return np.asarray(run_onnxruntime(onnx_file, x), np.float64).reshape(-1)
-
-
-def violates_exactly(spec, y) -> bool:
-    """:func:`qa_lirpa.base.vnnlib.violates_exactly` (imported when first needed)."""
-    from .base.vnnlib import violates_exactly as check
-
-    return check(spec, y)
 
 
 def onnx_confirms(onnx_file: Path, x: np.ndarray, specs: list) -> np.ndarray | None:
@@ -402,7 +397,7 @@ def onnx_confirms(onnx_file: Path, x: np.ndarray, specs: list) -> np.ndarray | N
 def decide(inst: Instance, timeout: float | Deadline, config_path: Path | None) -> tuple[str, str]:
     """Run the verifier until ``timeout`` (seconds or a Deadline; at least 0.5 s from now);
     return (word, counterexample text)."""
-    from .config import load_config
+    from .config import load_config         # lazy: the verifier stack (see the top of this module)
     from .verify import VerifierConfig, verify
 
     deadline = as_deadline(timeout).later(Deadline.after(0.5))

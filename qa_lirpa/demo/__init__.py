@@ -8,7 +8,8 @@ from pathlib import Path
 from ..base.errors import UserError
 from ..base.samples import parse_samples
 from .bounds import run_bounds_demo
-from .pipeline import DemoOptions, run_pipeline
+from .pipeline import run_pipeline
+from .run import DemoOptions
 
 EPILOG = """\
 without --bounds: train a small MNIST QNN with QA-IBP (qa_lirpa/configs/demo.yaml), export it to

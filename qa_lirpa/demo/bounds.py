@@ -13,7 +13,10 @@ import time
 
 import torch
 
+from .. import bounded_module
+from ..compat import import_auto_lirpa
 from ..models import QNN, build_model
+from ..nn import integer_forward
 
 
 def demo_model(seed: int = 0, n_in: int = 6, hidden: tuple[int, ...] = (24, 24, 24), bits: int = 6) -> QNN:
@@ -38,9 +41,6 @@ def grid_points(center: torch.Tensor, eps: int) -> torch.Tensor:
 
 def bound(body: torch.nn.Module, lo: torch.Tensor, hi: torch.Tensor, method: str):
     """auto_LiRPA bounds of ``body`` over the real box [lo, hi] (float64, default tie slack)."""
-    from .. import bounded_module
-    from ..compat import import_auto_lirpa
-
     al = import_auto_lirpa()
     x = 0.5 * (lo + hi)
     bm = bounded_module(body, x)
@@ -51,8 +51,6 @@ def bound(body: torch.nn.Module, lo: torch.Tensor, hi: torch.Tensor, method: str
 
 def run_bounds_demo(seed: int = 0, eps: int = 3, out=None) -> bool:
     """Print IBP and CROWN bounds against the exact range on every grid point; True if sound."""
-    from ..nn import integer_forward
-
     out = out if out is not None else sys.stdout
     torch.manual_seed(seed)
     model = demo_model(seed)

@@ -14,6 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..base.vnnlib import read_vnnlib
+from ..onnx import run_onnxruntime
+
 _ASSIGNMENT = re.compile(r"\(\s*([XY])_(\d+)\s+([^\s()]+)\s*\)")
 #: the counterexample checker's relative tolerance on the written outputs (VNN-COMP)
 Y_RTOL = 1e-3
@@ -43,8 +46,6 @@ def read_result(path: str | Path) -> tuple[str, np.ndarray | None, np.ndarray | 
 
 def onnx_outputs(onnx_path: str | Path, x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     """onnxruntime's outputs (float64, one row per input) for inputs given flat or shaped."""
-    from ..onnx import run_onnxruntime
-
     x = np.asarray(x, np.float32).reshape(-1, *input_shape)
     return np.asarray(run_onnxruntime(onnx_path, x), np.float64).reshape(x.shape[0], -1)
 
@@ -53,8 +54,6 @@ def counterexample_problem(onnx_path: str | Path, vnnlib_path: str | Path, resul
                            input_shape: Sequence[int]) -> str | None:
     """None when the ``sat`` result file's counterexample passes the checker with zero tolerance
     on the property; otherwise what is wrong with it."""
-    from ..base.vnnlib import read_vnnlib
-
     word, x, y_written = read_result(result_path)
     if word != "sat":
         return f"the result is '{word}', not sat"

@@ -27,70 +27,30 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from ..base.errors import UserError
+from ..benchfolder import make_folder, read_instances, run_folder
+from ..config import ConfigError, from_dict, to_dict
+from ..models import load_checkpoint, load_model
+from ..nn import integer_forward
+from ..onnx import export_onnx
+from ..train import load_train_config
+from ..train.config import RUNTIME_KEYS, TrainConfig
+from ..train.datasets import load_dataset
+from ..train.trainer import CHECKPOINT, train
+from . import report
+from .checks import counterexample_problem, onnx_outputs, read_result, run_script, violates_at_centre
+from .run import DemoOptions, DemoRun, Instance
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_INSTANCE = ROOT / "vnncomp_configs" / "run_instance.sh"
 N_STAGES = 6
-
-
-@dataclass
-class DemoOptions:
-    """What ``qa-lirpa demo`` runs; the defaults are ``make demo``."""
-
-    out: Path = Path("runs/demo")
-    config: str = "demo"                 # shipped config name or YAML path
-    overrides: list[str] = field(default_factory=list)   # key=value on the training config
-    samples: range = range(0, 100)       # test images that become instances
-    timeout: float = 10.0                # per instance, seconds (as in instances.csv)
-    category: str = "qnn_mnist"          # picks vnncomp_configs/<category>.yaml
-    retrain: bool = False
-    via_script: bool = False             # run_instance.sh per instance instead of in-process
-    script_checks: int = 3               # instances re-run through run_instance.sh (in-process mode)
-
-
-@dataclass
-class Instance:
-    """One verified instance, with the independent checks of stage 5."""
-
-    index: int
-    sample: int
-    label: int
-    onnx: str                            # paths relative to the benchmark folder
-    vnnlib: str
-    result_file: str
-    result: str
-    time_s: float
-    predicted: int = -1
-    misclassified: bool = False
-    cex_problem: str | None = None       # for sat: None when onnxruntime confirms the counterexample
-    script_result: str | None = None     # the word run_instance.sh wrote in a cross-check
-
-
-@dataclass
-class DemoRun:
-    """Everything the report needs."""
-
-    opts: DemoOptions
-    cfg: Any = None
-    eps: float = 0.0
-    onnx_path: Path | None = None
-    folder: Path | None = None
-    input_shape: tuple[int, ...] = ()
-    trained: str = ""                    # "trained" / "resumed" / "reused"
-    final: dict[str, Any] = field(default_factory=dict)
-    n_test: int = 0
-    clean_acc: float = 0.0
-    onnx_exact: bool = False
-    instances: list[Instance] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
 
 
 class Stages:
@@ -116,7 +76,6 @@ class Stages:
 # ----- 1. train ------------------------------------------------------------------------------
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two config dicts, runtime keys excepted."""
-    from ..train.config import RUNTIME_KEYS
 
     def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         items: dict[str, Any] = {}
@@ -130,10 +89,6 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def _existing_run(ckpt: Path, cfg, say) -> str | None:
     """"reuse" / "resume" when ``ckpt`` holds this config's finished / unfinished run, else None."""
-    from ..config import ConfigError, from_dict, to_dict
-    from ..models import load_checkpoint
-    from ..train.config import TrainConfig
-
     try:
         payload = load_checkpoint(ckpt)
         # keys added to TrainConfig since the checkpoint was saved count as their defaults
@@ -152,10 +107,6 @@ def _existing_run(ckpt: Path, cfg, say) -> str | None:
 
 
 def train_stage(run: DemoRun, say) -> Path:
-    from ..config import ConfigError
-    from ..models import load_checkpoint
-    from ..train.trainer import CHECKPOINT, train
-
     cfg = run.cfg
     ckpt = Path(cfg.out_dir) / CHECKPOINT
     mode = None if run.opts.retrain or not ckpt.exists() else _existing_run(ckpt, cfg, say)
@@ -183,14 +134,6 @@ def train_stage(run: DemoRun, say) -> Path:
 
 # ----- 2. export -----------------------------------------------------------------------------
 def export_stage(run: DemoRun, ckpt: Path, say) -> None:
-    import torch
-
-    from ..models import load_model
-    from ..nn import integer_forward
-    from ..onnx import export_onnx
-    from ..train.datasets import load_dataset
-    from .checks import onnx_outputs
-
     cfg = run.cfg
     test = load_dataset(cfg.data.name, "test", cfg.data.root)
     run.input_shape = tuple(int(d) for d in test.images.shape[1:])
@@ -215,8 +158,6 @@ def export_stage(run: DemoRun, ckpt: Path, say) -> None:
 
 # ----- 3. benchmark folder ---------------------------------------------------------------------
 def bench_stage(run: DemoRun, say) -> None:
-    from ..benchfolder import make_folder
-
     folder = run.opts.out / "vnncomp"
     if folder.exists() and any(folder.iterdir()) and not (folder / "instances.csv").exists():
         raise UserError(f"{folder} exists and is not a benchmark folder: move it or choose another --out")
@@ -241,9 +182,6 @@ def _result_rel(vnn_rel: str, results: str = "results") -> str:
 
 
 def verify_stage(run: DemoRun, say) -> None:
-    from ..benchfolder import read_instances, run_folder
-    from ..train.datasets import load_dataset
-
     labels = load_dataset(run.cfg.data.name, "test", run.cfg.data.root).labels
     if run.opts.via_script:
         rows = _verify_via_script(run)
@@ -258,11 +196,6 @@ def verify_stage(run: DemoRun, say) -> None:
 
 
 def _verify_via_script(run: DemoRun) -> list[dict]:
-    from tqdm import tqdm
-
-    from ..benchfolder import read_instances
-    from .checks import read_result, run_script
-
     _require_script()
     rows = []
     bar = tqdm(read_instances(run.folder), desc="run_instance.sh", unit="inst", file=sys.stderr)
@@ -285,9 +218,6 @@ def _require_script() -> None:
 
 # ----- 5. checks -------------------------------------------------------------------------------
 def check_stage(run: DemoRun, say) -> None:
-    from ..train.datasets import load_dataset
-    from .checks import counterexample_problem, onnx_outputs, violates_at_centre
-
     images = load_dataset(run.cfg.data.name, "test", run.cfg.data.root).images
     idx = [inst.sample for inst in run.instances]
     outputs = onnx_outputs(run.onnx_path, images[idx].numpy(), run.input_shape)
@@ -314,8 +244,6 @@ def check_stage(run: DemoRun, say) -> None:
 
 def _script_cross_check(run: DemoRun, say) -> None:
     """Re-run a few instances (sat ones first) through run_instance.sh; decided verdicts must agree."""
-    from .checks import counterexample_problem, read_result, run_script
-
     if not RUN_INSTANCE.is_file() or not (ROOT / ".venv" / "bin" / "python").exists():
         say("      run_instance.sh cross-check skipped: no vnncomp_configs/ and .venv here")
         return
@@ -347,9 +275,6 @@ def _script_cross_check(run: DemoRun, say) -> None:
 # ----- the whole job ---------------------------------------------------------------------------
 def run_pipeline(opts: DemoOptions, out: TextIO | None = None) -> int:
     """Run the six stages; print the table; return the exit status (0: every check holds)."""
-    from ..train import load_train_config
-    from . import report
-
     out = out if out is not None else sys.stdout
     t_start = time.perf_counter()
     run = DemoRun(opts)

@@ -7,14 +7,13 @@ import io
 import json
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..base.files import atomic_write_bytes, atomic_write_text
-
-if TYPE_CHECKING:
-    from .pipeline import DemoRun, Instance
+from ..train.datasets import load_dataset
+from .checks import onnx_outputs, read_result
+from .run import DemoRun, Instance
 
 WORDS = ("sat", "unsat", "timeout", "unknown", "error")
 #: what an instance says about the model, and its colour in the plot
@@ -199,9 +198,6 @@ def _plot_counts(run: DemoRun, ax) -> None:
 
 
 def _plot_counterexample(run: DemoRun, axes) -> None:
-    from ..train.datasets import load_dataset
-    from .checks import onnx_outputs, read_result
-
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

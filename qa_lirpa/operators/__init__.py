@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
+from ..compat import import_auto_lirpa
+
 
 def custom_ops() -> dict[str, type]:
     """The ``custom_ops=`` mapping for ``auto_LiRPA.BoundedModule`` (a fresh dict each call)."""
-    from .step import CUSTOM_OPS
+    from .step import CUSTOM_OPS        # lazy: step imports auto_LiRPA; this package must not
 
     return dict(CUSTOM_OPS)
 
@@ -29,8 +31,6 @@ def bounded_module(model: torch.nn.Module, example_input: torch.Tensor, *, quant
         device: where the bounded module lives (default: the example input's device).
         **bound_opts: passed to auto_LiRPA as ``bound_opts``.
     """
-    from ..compat import import_auto_lirpa
-
     auto_lirpa = import_auto_lirpa()
     opts = dict(bound_opts)
     opts["qa_lirpa"] = {**opts.get("qa_lirpa", {}), "slack": float(quant_slack)}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import bounded_module
+from ..compat import import_auto_lirpa
 from ..graph import as_graph, op_for
 
 
@@ -40,9 +42,6 @@ class MarginBounds:
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, n_classes: int,
                  quant_slack: float = 0.0) -> None:
-        from .. import bounded_module
-        from ..compat import import_auto_lirpa
-
         self.al = import_auto_lirpa()
         self.n_classes = int(n_classes)
         self.bm = bounded_module(model, example_input[:1], quant_slack=quant_slack)
@@ -74,7 +73,7 @@ class MarginBounds:
 
 def _hidden_act_nodes(bm) -> list:
     """The quantized activations that follow an affine layer (the hidden layers' outputs)."""
-    from ..operators.step import BoundFakeQuant
+    from ..operators.step import BoundFakeQuant     # lazy: operators.step imports auto_LiRPA
 
     affine = ("BoundLinear", "BoundConv")
     return [n for n in bm._modules.values()

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import CONFIG_DIR, load_config
+from .config import TrainConfig, validate
+from .trainer import train
+
 
 def shipped_training_configs() -> list[str]:
     """Names of the shipped training configs (``qa_lirpa/configs/*.yaml`` except ``verify_*``)."""
-    from ..config import CONFIG_DIR
-
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("verify_"))
 
 
@@ -34,9 +36,6 @@ def register(subparsers) -> None:
 def load_train_config(source: str, overrides: list[str], out_dir: str | None = None):
     """The effective :class:`TrainConfig`: defaults, the YAML, then overrides; a missing out_dir
     becomes ``runs/<config name>``."""
-    from ..config import load_config
-    from .config import TrainConfig, validate
-
     cfg = load_config(TrainConfig, source, overrides)
     if out_dir is not None:
         cfg.out_dir = out_dir
@@ -55,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides.append("progress=false")
     cfg = load_train_config(args.config, overrides, args.out_dir)
-    from .trainer import train
-
     result = train(cfg, overwrite=args.overwrite, log=lambda s: print(s, flush=True))
     print(f"wrote {result.out_dir}/checkpoint.pt, config.yaml, metrics.csv, training_curves.png"
           + (", final.json" if result.final else ""), flush=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
+from ..config import ConfigError
+
 LossKind = Literal["gowal", "qaibp", "crown_ibp"]
 RampShape = Literal["linear", "smoothed"]
 
@@ -127,8 +129,6 @@ RUNTIME_KEYS = ("resume", "progress", "device", "threads", "out_dir", "schedule.
 
 def validate(cfg: TrainConfig) -> None:
     """Range checks the types cannot express; raises :class:`qa_lirpa.config.ConfigError`."""
-    from ..config import ConfigError
-
     s, e = cfg.schedule, cfg.eval
     checks = [
         (s.epochs >= 1, "schedule.epochs must be >= 1"),

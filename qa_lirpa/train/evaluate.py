@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..nn import set_float_mode
 from .attack import exact_predict, pgd_attack
 from .bounds import MarginBounds
 
@@ -68,8 +69,6 @@ class Evaluator:
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, n_classes: int,
                  device: torch.device | str = "cpu", quantized: bool = True) -> None:
-        from ..nn import set_float_mode
-
         self.device = torch.device(device)
         self.n_classes = n_classes
         self.quantized = quantized

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..compat import import_auto_lirpa
 from .config import LossConfig, ScheduleConfig
 
 
@@ -20,8 +21,6 @@ class Ramp:
     """
 
     def __init__(self, start: int, length: int, shape: str = "linear") -> None:
-        from ..compat import import_auto_lirpa
-
         import_auto_lirpa()
         from auto_LiRPA import eps_scheduler as es
 

@@ -29,6 +29,7 @@ from ..base.deadline import Deadline, as_deadline
 from ..base.device import resolve_device
 from ..base.vnnlib import InputSpec
 from ..graph import UnsupportedOp, as_graph, input_quantizer, op_for
+from ..onnx.referee import OnnxReferee
 from .config import VerifierConfig
 from .continuous import ContinuousProblem
 from .grid import GridProblem
@@ -107,8 +108,6 @@ class Verifier:
         self.model = model
         self.quantized_input = input_quantizer(as_graph(model)) is not None
         if isinstance(referee, str) and referee == "auto":
-            from ..onnx.referee import OnnxReferee
-
             referee = OnnxReferee.for_model(model)
         self.referee = referee
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
@@ -173,6 +172,9 @@ class Verifier:
         """Why the exact fallback (MILP or CP-SAT) cannot take over on this model ("" if it can);
         computed once."""
         if self._milp_reason is None:
+            # lazy: the exact backends load only when a verify() call may use them (prepare_instance
+            # and exact_fallback="none" never do), and exact.cpsat imports verify.intervals at its
+            # top, so importing it at module level here would close the cycle verify -> exact -> verify
             if self.config.exact_fallback == "cpsat":
                 from ..exact.cpsat import unsupported_reason
             else:
@@ -242,7 +244,7 @@ class Verifier:
         it as their ``timeout``; branch and bound gets the rest.
         """
         cfg = self.config
-        if cfg.exact_fallback == "cpsat":
+        if cfg.exact_fallback == "cpsat":       # lazy: see milp_reason
             from ..exact.cpsat import solve_cpsat as solve_exact
         else:
             from ..exact.milp import solve_milp as solve_exact

@@ -25,6 +25,7 @@ from ..base.samples import parse_samples
 from ..base.verdict import Verdict
 from ..graph import as_graph, input_quantizer
 from ..nn.reference import argmax_smallest
+from ..train.datasets import load_dataset
 from .bab import Verifier
 from .config import VerifierConfig
 from .robustness import robustness_spec
@@ -122,8 +123,6 @@ def write_csv(path: str, results: Sequence[SampleResult]) -> None:
 
 
 def certify_command(args: argparse.Namespace, cfg: VerifierConfig, load_model: Callable, device: str) -> int:
-    from ..train.datasets import load_dataset
-
     if not args.eps >= 0 or not args.timeout > 0:
         raise UserError("--eps must be >= 0 and --timeout > 0")
     try:

@@ -15,7 +15,11 @@ from torch import nn
 from ..base.device import resolve_device
 from ..base.errors import UserError
 from ..base.files import atomic_write_text
+from ..base.vnnlib import read_vnnlib
+from ..config import load_config
 from ..modelfile import load_model_file
+from .bab import Verifier
+from .certify import certify_command
 from .config import VerifierConfig
 from .result import Verdict, VerifyResult
 
@@ -27,8 +31,6 @@ def load_model(path: str, device: str = "cpu") -> nn.Module:
 
 def load_verifier_config(source: str | None, overrides: list[str]) -> VerifierConfig:
     """``--config`` (shipped name or path) and ``--set key=value`` overrides."""
-    from ..config import load_config
-
     try:
         return load_config(VerifierConfig, source, overrides)
     except ValueError as e:  # ConfigError is a ValueError too; keep its text
@@ -81,9 +83,6 @@ def _device(name: str, threads: int = 0) -> str:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from .bab import Verifier
-    from ..base.vnnlib import read_vnnlib
-
     cfg = load_verifier_config(args.config, args.set)
     if not args.timeout > 0:
         raise UserError("--timeout must be positive")
@@ -120,8 +119,6 @@ def write_result_file(path: str, result: VerifyResult) -> None:
 
 
 def run_certify(args: argparse.Namespace) -> int:
-    from .certify import certify_command
-
     cfg = load_verifier_config(args.config, args.set)
     return certify_command(args, cfg, load_model, _device(args.device, args.threads))
 

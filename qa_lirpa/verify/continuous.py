@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..onnx.referee import float_chain_envelope
 from .crown import CrownBounder
 from .problem import ExactFn, first_violation
 from .spec import OutputSpec
@@ -80,8 +81,6 @@ class ContinuousProblem:
         self.output_error = 0.0
 
     def _add_envelope(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
-        from ..onnx.referee import float_chain_envelope
-
         env = float_chain_envelope(self.model, lo.cpu().numpy(), hi.cpu().numpy(), self.shape)
         if self.envelope is None or not env.output_error <= self.envelope.output_error:
             self.envelope = env

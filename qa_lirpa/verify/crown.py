@@ -11,6 +11,8 @@ import warnings
 import torch
 from torch import nn
 
+from .. import bounded_module
+from ..compat import import_auto_lirpa
 from ..graph import UnsupportedOp, as_graph, op_for
 
 
@@ -28,9 +30,6 @@ class CrownBounder:
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                  quant_slack: float = 1e-6, alpha_iterations: int = 20, method: str = "auto",
                  auto_units: int = 2048) -> None:
-        from .. import bounded_module
-        from ..compat import import_auto_lirpa
-
         self._al = import_auto_lirpa()
         example = torch.zeros((1,) + tuple(input_shape), dtype=torch.float64, device=device)
         self.units = hidden_units(model, example)

@@ -23,6 +23,7 @@ from ..graph import INPUT, QNNGraph, as_graph, op_for
 from ..nn.intervals import IntervalNet, Trace
 from ..nn.layers import IntTensor, QuantInput
 from ..nn.reference import integer_codes
+from ..onnx.referee import float32_envelope
 from ..quant.functions import dequantize, quantize
 from .crown import CrownBounder
 from .problem import ExactFn, first_violation
@@ -111,8 +112,6 @@ class GridProblem:
         self.envelope = None
         tolerances: dict[int, float] = {}
         if referee is not None:
-            from ..onnx.referee import float32_envelope
-
             self.envelope = float32_envelope(self.ref)
             tolerances = self.envelope.tolerance
         self.output_error = 0.0 if self.envelope is None else float(self.envelope.output_error)
