@@ -105,18 +105,27 @@ class QNNGraph(nn.Module):
         node's value from its inputs' values; ``x`` is the input's value. Returns the output's value
         (``keep=True``: the dict of every value by name). Values nobody reads any more are dropped
         as the walk goes unless ``keep``."""
-        last_use: dict[str, int] = {}
-        for n in self.nodes:
-            for i in n.inputs:
-                last_use[i] = n.index
         env: dict[str, Any] = {INPUT: x}
-        for node in self.nodes:
-            env[node.name] = step(node, self.layers[node.name], *[env[i] for i in node.inputs])
+        layers = self.layers._modules
+        for node, drops in zip(self.nodes, self._drops()):
+            env[node.name] = step(node, layers[node.name], *[env[i] for i in node.inputs])
             if not keep:
-                for i in set(node.inputs):
-                    if last_use.get(i) == node.index and i != self.output:
-                        del env[i]
+                for i in drops:
+                    del env[i]
         return env if keep else env[self.output]
+
+    def _drops(self) -> list[tuple[str, ...]]:
+        """Per node, the values no later node reads (computed once; nodes never change)."""
+        drops = self.__dict__.get("_drop_plan")
+        if drops is None:
+            last_use: dict[str, int] = {}
+            for n in self.nodes:
+                for i in n.inputs:
+                    last_use[i] = n.index
+            drops = [tuple(i for i in dict.fromkeys(n.inputs) if last_use[i] == n.index and i != self.output)
+                     for n in self.nodes]
+            self.__dict__["_drop_plan"] = drops
+        return drops
 
     # ----- float forward -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
