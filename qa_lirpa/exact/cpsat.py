@@ -232,15 +232,8 @@ class _Encoder(_milp._GraphEncoder):
         that can be the maximum)."""
         known_of = self._take_known()
         exprs, scales, zps = [], [], []
-        for j, win in enumerate(windows):
-            if j % 64 == 0:
-                self.check_time()
-            win = [int(i) for i in win]
-            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
-                raise self.Error(f"{self.name}: a window mixes quantization formats")
-            bounds = [self.b.bounds(state.exprs[i]) for i in win]
-            floor = max(lo for lo, _ in bounds)
-            cand = [i for i, bd in zip(win, bounds) if bd[1] >= floor]
+        for j, win, bounds, floor, cand in self.max_windows(state, windows):
+            cand = [i for i, _ in cand]
             top = max(bd[1] for bd in bounds)
             known = known_of(j)
             if known is not None:

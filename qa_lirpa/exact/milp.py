@@ -546,6 +546,20 @@ class _GraphEncoder:
         idx = [int(i) for i in index]
         return _State([exprs[i] for i in idx], [scales[i] for i in idx], [zps[i] for i in idx], tuple(shape))
 
+    def max_windows(self, state, windows):
+        """For each max-pool window ``j``: ``(j, window, bounds of its inputs, the largest lower
+        bound, [(input, bounds)] of the inputs that can be the maximum)``; the window's inputs
+        must share one format. Checks the time every 64 windows."""
+        for j, win in enumerate(windows):
+            if j % 64 == 0:
+                self.check_time()
+            win = [int(i) for i in win]
+            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
+                raise self.Error(f"{self.name}: a window mixes quantization formats")
+            bounds = [self.b.bounds(state.exprs[i]) for i in win]
+            floor = max(lo for lo, _ in bounds)
+            yield j, win, bounds, floor, [(i, bd) for i, bd in zip(win, bounds) if bd[1] >= floor]
+
 
 class _Encoder(_GraphEncoder):
     """The MILP encoder: integer columns and rows in :attr:`b`."""
@@ -648,15 +662,7 @@ class _Encoder(_GraphEncoder):
         input that can never be the maximum (``U_i < max_k L_k``) takes no part."""
         b = self.b
         exprs, scales, zps = [], [], []
-        for j, win in enumerate(windows):
-            if j % 64 == 0:
-                self.check_time()
-            win = [int(i) for i in win]
-            if len({(state.scale[i], state.zp[i]) for i in win}) != 1:
-                raise self.Error(f"{self.name}: a window mixes quantization formats")
-            bounds = [b.bounds(state.exprs[i]) for i in win]
-            floor = max(lo for lo, _ in bounds)
-            cand = [(i, bd) for i, bd in zip(win, bounds) if bd[1] >= floor]
+        for j, win, bounds, floor, cand in self.max_windows(state, windows):
             if len(cand) == 1:
                 exprs.append(state.exprs[cand[0][0]])
             else:
