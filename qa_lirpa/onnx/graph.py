@@ -18,7 +18,9 @@ QUANT_TYPES = {
 
 
 def node_label(node) -> str:
-    return f"node '{node.name or node.output[0]}' (op {node.op_type})"
+    """``node 'name' (op X, domain D)``: how every message names a node."""
+    domain = node.domain if node.domain not in ("", "ai.onnx") else "ai.onnx"
+    return f"node '{node.name or node.output[0]}' (op {node.op_type}, domain {domain})"
 
 
 def read_model(path: str | os.PathLike):

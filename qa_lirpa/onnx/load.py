@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -57,14 +58,18 @@ from ..quant.spec import QuantSpec
 from .errors import OnnxExactnessWarning, OnnxFloat32Warning, OnnxImportError
 from .export import F32_EXACT, accumulator_bounds
 from .graph import QUANT_TYPES, Graph, node_label, read_model
+from .normalize import normalize
 from .ort_layers import Float32QuantInput, Float32Requant
 
 REQUANT_MODES = ("onnxruntime", "exact")
-_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "Floor", "Round", "QLinearConv", "QLinearMatMul",
+_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "Floor", "Ceil", "Round", "QLinearConv", "QLinearMatMul",
               "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
-_ELEMENTWISE = {"Mul", "Div", "Add", "Sub", "Clip", "Max", "Min", "Floor", "Round", "Relu"}
+_ELEMENTWISE = {"Mul", "Div", "Add", "Sub", "Clip", "Max", "Min", "Floor", "Ceil", "Round", "Relu"}
 _AFFINE = {"Gemm", "MatMul", "Conv"}
 _PASS = {"Identity", "Dropout"}
+_ROUND_STEPS = ("floor", "round", "half_up", "ceil")
+_NP_ROUND = {"half_even": np.round, "half_up": lambda v: np.floor(v + 0.5), "down": np.floor, "up": np.ceil,
+             "half_down": lambda v: np.ceil(v - 0.5)}
 _SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "Constant"}
 
 
@@ -142,6 +147,19 @@ def _pair_can_saturate(w: np.ndarray) -> bool:
     if rows.shape[1] < 2:
         return False
     return bool(((rows[:, -1] + rows[:, -2]) * 255 > 32767).any())
+
+
+def _saturation_bound(w: np.ndarray) -> np.ndarray:
+    """Per output channel, a bound (in accumulator codes) on how far onnxruntime's u8*s8 kernel
+    without VNNI can move the accumulator: it adds adjacent pairs ``a_i w_i + a_j w_j`` (raw u8
+    activation codes ``a`` in [0, 255], raw s8 weight codes) saturated to int16, in a pairing we do
+    not know. A pair loses at most ``e(i, j) = max(0, 255 (|w_i| + |w_j|) - 32767)``, and
+    ``e(i, j) <= (f_i + f_j) / 2`` with ``f_i = max(0, 255 (|w_i| + M) - 32767)`` (``M`` the row's
+    largest magnitude), so any pairing loses at most ``sum_i f_i / 2``."""
+    rows = np.abs(np.asarray(w, dtype=np.int64).reshape(w.shape[0], -1))
+    m = rows.max(axis=1, keepdims=True)
+    f = np.maximum(0, 255 * (rows + m) - 32767)
+    return f.sum(axis=1).astype(np.float64) / 2.0
 
 
 def _infer_pow2_spec(w: np.ndarray, signed: bool = True) -> QuantSpec | None:
@@ -253,26 +271,12 @@ class _Converter:
                 raise _ChainError(f"{g.path}: tensor '{cur}' feeds several nodes ({names}); only chains "
                                   f"of layers are supported")
             node = cons[0] if len(cons) == 1 else next(n for n in cons if n.op_type == "Floor")
-            op = node.op_type
             if node.domain not in ("", "ai.onnx"):
                 raise self.unsupported(node)
-            if op == "QuantizeLinear":
-                cur = self._qdq(cur, node)
-            elif op in _ELEMENTWISE:
-                cur = self._elementwise(cur, node)
-            elif op in _AFFINE:
-                cur = self._affine(cur, node)
-            elif op == "Flatten":
-                cur = self._flatten(cur, node)
-            elif op == "Reshape":
-                cur = self._reshape(cur, node)
-            elif op in _PASS:
-                if node.input[0] != cur:
-                    raise self.unsupported(node)
-                self.use(node)
-                cur = node.output[0]
-            else:
+            handler = TRANSLATE.get(node.op_type)
+            if handler is None:
                 raise self.unsupported(node)
+            cur = handler(self, cur, node)
         if self.st.acc is not None and self.st.integer and not self.st.acc["exact"]:
             warnings.warn(f"{g.path}: the output comes from an affine layer that onnxruntime computes in "
                           f"float32, which is not provably exact here; the imported model's exact outputs "
@@ -395,7 +399,7 @@ class _Converter:
     def _scalar_step(self, n, t: str):
         """One elementwise op with a constant operand, as a program step (None if it is not one)."""
         op = n.op_type
-        if op in ("Floor", "Round"):
+        if op in ("Floor", "Round", "Ceil"):
             return (op.lower(),) if n.input[0] == t else None
         if op == "Relu":
             return ("clip", np.zeros(()), np.full((), np.inf))
@@ -470,11 +474,11 @@ class _Converter:
             nodes.append([cons[0]])
             self.use(cons[0])
             t = cons[0].output[0]
-            if step[0] in ("mul", "div") and any(s[0] in ("floor", "round", "half_up") for s in steps):
+            if step[0] in ("mul", "div") and any(s[0] in _ROUND_STEPS for s in steps):
                 break                       # the output scaling ends a quantizer pattern
         if not steps:
             raise self.unsupported(first)
-        rounding = any(st[0] in ("floor", "round", "half_up") for st in steps)
+        rounding = any(st[0] in _ROUND_STEPS for st in steps)
         relu_only = all(st[0] == "clip" and np.all(st[1] == 0) and np.all(np.isinf(st[2])) for st in steps)
         nxt = self.data_consumers(t)
         if (not rounding and not relu_only and not self.st.started and len(nxt) == 1
@@ -505,7 +509,7 @@ class _Converter:
         return prog
 
     def _interpret(self, steps: list, nodes: list) -> None:
-        rounds = [i for i, s in enumerate(steps) if s[0] in ("floor", "round", "half_up")]
+        rounds = [i for i, s in enumerate(steps) if s[0] in _ROUND_STEPS]
         if not rounds:
             if all(s[0] == "clip" and np.all(s[1] == 0) and np.all(np.isinf(s[2])) for s in steps):
                 self.layers.append(nn.ReLU())
@@ -523,22 +527,28 @@ class _Converter:
             impl, rounding = "half_even", "half_even"
         elif kind == "half_up":
             impl, rounding = "half_up", "half_up"
-        else:
+        elif kind == "floor":
             if pre and pre[-1][0] == "add" and np.all(pre[-1][1] == 0.5):
                 pre = pre[:-1]
                 impl, rounding = "add_half_floor", "half_up"
             else:
-                raise self.err(nodes[k], "Floor without a preceding Add(0.5) (rounding down) is not a "
-                                         "supported rounding")
+                impl, rounding = "floor", "down"
+        else:
+            if pre and ((pre[-1][0] == "add" and np.all(pre[-1][1] == -0.5))
+                        or (pre[-1][0] == "sub" and np.all(pre[-1][1] == 0.5))):
+                pre = pre[:-1]
+                impl, rounding = "ceil_half", "half_down"
+            else:
+                impl, rounding = "ceil", "up"
         node0 = nodes[0]
         # channel count of per-channel constants
-        sizes = {int(np.asarray(s[1]).size) for s in steps if s[0] != "clip" and s[0] not in ("floor", "round", "half_up")}
+        sizes = {int(np.asarray(s[1]).size) for s in steps if s[0] != "clip" and s[0] not in _ROUND_STEPS}
         sizes |= {int(np.asarray(v).size) for s in steps if s[0] == "clip" for v in s[1:]}
         sizes.discard(1)
         if len(sizes) > 1:
             raise self.err(node0, "per-channel constants of different sizes")
         C = sizes.pop() if sizes else 1
-        if C > 1 and any(np.asarray(v).squeeze().ndim > 1 for s in steps if s[0] not in ("floor", "round", "half_up")
+        if C > 1 and any(np.asarray(v).squeeze().ndim > 1 for s in steps if s[0] not in _ROUND_STEPS
                          for v in s[1:]):
             raise self.err(node0, "per-channel constants must vary along one axis")
         axis = self._const_axis(steps, C)
@@ -547,6 +557,7 @@ class _Converter:
             return np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1), (C,)).copy()
 
         a, b = np.ones(C), np.zeros(C)
+        inv = [Fraction(1)] * C                  # 1 / a, exactly (the nominal scale)
         program = []
         for s in pre:
             if s[0] == "clip":
@@ -558,8 +569,10 @@ class _Converter:
                 raise self.err(node0, "only positive scale factors are supported")
             if s[0] == "mul":
                 a, b = a * c, b * c
+                inv = [f / Fraction(float(ci)) for f, ci in zip(inv, c)]
             elif s[0] == "div":
                 a, b = a / c, b / c
+                inv = [f * Fraction(float(ci)) for f, ci in zip(inv, c)]
             elif s[0] == "add":
                 b = b + c
             else:
@@ -575,7 +588,7 @@ class _Converter:
             g = a / a0
             lo_v = np.maximum(lo_v, np.where(np.isinf(lo), -np.inf, g * (lo - b0) + b))
             hi_v = np.minimum(hi_v, np.where(np.isinf(hi), np.inf, g * (hi - b0) + b))
-        rnd = (lambda v: np.floor(v + 0.5)) if rounding == "half_up" else np.round
+        rnd = _NP_ROUND[rounding]
         A = np.where(np.isinf(lo_v), -np.inf, rnd(np.where(np.isinf(lo_v), 0, lo_v)))
         B = np.where(np.isinf(hi_v), np.inf, rnd(np.where(np.isinf(hi_v), 0, hi_v)))
         off = np.zeros(C)
@@ -609,7 +622,7 @@ class _Converter:
             raise self.err(node0, f"clip range [{A.min():g}, {B.max():g}] is not an integer format")
         bits, signed, narrow, _ = fmts[0]
         zps = [f[3] for f in fmts]
-        nominal = [float(1.0 / ai) for ai in a]
+        nominal = [float(f) for f in inv]
         s_out_l = [float(v) for v in (s_out if s_out is not None else np.ones(C))]
         per_channel = C > 1
         try:
@@ -625,7 +638,7 @@ class _Converter:
             if per_channel and s_out is not None and not np.allclose(s_out_l, nominal, rtol=0, atol=0):
                 raise self.err(node0, "a per-channel input quantizer must output at its own scales")
             out = None if (not per_channel and s_out_l[0] == nominal[0]) else (None if per_channel else s_out_l[0])
-            if exact_prog and impl != "add_half_floor":
+            if exact_prog and impl not in ("add_half_floor", "ceil_half"):
                 layer = QuantInput(spec, out)
             else:
                 prog = []
@@ -642,10 +655,18 @@ class _Converter:
             self.st.started = True
             self._after_quantizer(spec, s_out_l if not per_channel or s_out is not None else nominal)
             return
-        # a hidden quantizer from float ops: must be exact in float32
-        if not exact_prog:
-            raise self.err(node0, "a hidden quantizer built from float ops must use power-of-two scales "
-                                  "and no offsets (onnxruntime's float32 result could not be reproduced)")
+        # a hidden quantizer from float ops: onnxruntime's float32 scaling is within the envelope's
+        # requantization tolerance (a few roundings of v / s); offsets before the rounding are not
+        if not exact_prog and (np.any(b != 0) or len([p for p in program if p[0] in ("mul", "div")]) > 3
+                               or not (np.all(np.isinf(lo_v) | (lo_v == np.round(lo_v)))
+                                       and np.all(np.isinf(hi_v) | (hi_v == np.round(hi_v))))):
+            raise self.err(node0, "a hidden quantizer built from float ops must not add offsets before "
+                                  "rounding (onnxruntime's float32 result could not be bounded)")
+        if impl in ("ceil_half",):
+            raise self.err(node0, "a hidden Ceil(v - 0.5) quantizer is not supported")
+        if not exact_prog and spec.is_power_of_two:
+            raise self.err(node0, "float scaling steps whose product is a power of two but not each of "
+                                  "them cannot be bounded here")
         if not np.array_equal(np.asarray(s_out_l), np.asarray(nominal)):
             raise self.err(nodes[-1], "the output scale of a hidden quantizer must equal its input scale")
         if impl == "add_half_floor" and not self._add_half_exact(a):
@@ -848,11 +869,18 @@ class _Converter:
         if not exact:
             st.bound = st.exp = None
         if fused and integer and qw.signed and _pair_can_saturate(orient(qw.codes - qw._bcast(qw.zero_point))):
+            # the int16 pair saturation of the u8*s8 kernel (x86 without VNNI) moves the accumulator
+            # by at most _saturation_bound codes per output; the float32 envelope carries it
+            ws = list(wspec.scale) * (out_ch if len(wspec.scale) == 1 else 1)
+            sat = _saturation_bound(orient(qw.codes)) * np.asarray([st.scale[0] * w for w in ws], np.float64)
+            prev = getattr(layer, "bias_residual", None)
+            layer.bias_residual = sat * (1 + 2.0 ** -40) + (0.0 if prev is None else np.asarray(prev, np.float64))
             warnings.warn(f"{g.path}: {node_label(node)}: onnxruntime fuses this layer into an int8 kernel; on "
                           f"x86 CPUs without VNNI (AVX2) that kernel adds pairs of u8*s8 products in int16 with "
                           f"saturation, which these weights can overflow (two codes with |w1| + |w2| > 128), so "
-                          f"onnxruntime's results there can differ from the ONNX semantics imported here "
-                          f"(quantize with reduce_range=True to avoid it)", OnnxExactnessWarning, stacklevel=3)
+                          f"onnxruntime's results there can differ from the exact ONNX semantics (the verifier "
+                          f"allows for it; quantize with reduce_range=True to avoid it)", OnnxExactnessWarning,
+                          stacklevel=3)
         acc_scale = None
         if integer:
             ws = list(wspec.scale) * (out_ch if len(wspec.scale) == 1 else 1)
@@ -916,6 +944,69 @@ class _Converter:
         return layer
 
     # ----- Flatten / Reshape ---------------------------------------------------------------------
+    def _pass(self, cur: str, node) -> str:
+        if node.input[0] != cur:
+            raise self.unsupported(node)
+        self.use(node)
+        return node.output[0]
+
+    def _add(self, cur: str, node) -> str:
+        """An ``Add`` of a constant to a quantized value (a bias with its own quantizers, as
+        ``quantize_static`` writes MatMul + Add and onnxruntime's QLinearAdd computes): an
+        identity affine layer with that bias; anything else is an elementwise step."""
+        other = [i for i in node.input if i != cur]
+        st = self.st
+        if (len(node.input) == 2 and len(other) == 1 and st.integer and st.spec is not None and st.acc is None
+                and self._quantize_follows(node.output[0])
+                and (self.g.quant_const(other[0]) is not None or self.g.const(other[0]) is not None)):
+            return self._identity_bias(cur, node, other[0])
+        return self._elementwise(cur, node)
+
+    def _identity_bias(self, cur: str, node, bname: str) -> str:
+        st = self.st
+        shape = self.g.shapes.get(cur)
+        rank = st.rank or (len(shape) if shape else 2)
+        qb = self.g.quant_const(bname)
+        b = (qb.exact() if qb is not None else np.asarray(self.g.const(bname), np.float64))
+        if rank == 2:
+            n = int(shape[-1]) if shape and isinstance(shape[-1], int) else int(np.asarray(b).size)
+            w = np.eye(n)
+            op = "MatMul"
+        elif rank == 4 and shape and isinstance(shape[1], int):
+            n = int(shape[1])
+            w = np.eye(n).reshape(n, n, 1, 1)
+            op = "Conv"
+        else:
+            raise self.err(node, "a quantized bias Add is supported on [N, features] and [N, C, H, W] values")
+        bvec = _channel_bias(np.asarray(b, np.float64), n, conv=op == "Conv")
+        if bvec is None:
+            raise self.err(node, "the added constant must be a bias (one value per feature or channel)")
+        wspec = QuantSpec(2, True, 1.0)
+        ws = [st.scale[0]] if st.scale is not None and len(st.scale) == 1 else None
+        if ws is None:
+            raise self.err(node, "a quantized bias Add needs a per-tensor input scale")
+        if qb is not None and qb.scale.size == 1 and np.all(qb.zero_point == 0):
+            bspec = QuantSpec(32, True, float(qb.scale.reshape(-1)[0]))
+            bias_exact = np.broadcast_to((qb.codes.reshape(-1)).astype(np.float64), (n,)) * float(qb.scale.reshape(-1)[0])
+        else:
+            grid = float(ws[0])
+            codes = np.round(bvec / grid)
+            while np.any(np.abs(codes) >= 2 ** 30):
+                grid *= 2
+                codes = np.round(bvec / grid)
+            bspec = QuantSpec(32, True, grid)
+            bias_exact = codes * grid
+        layer = self._make_affine(node, op, {}, w if op == "Conv" else w, bias_exact, wspec, bspec, n)
+        if not np.array_equal(bias_exact, bvec):
+            layer.bias_float = bvec
+        self.layers.append(layer)
+        self.use(node)
+        st.acc = {"fused": False, "exact": False, "relu": False, "acc_scale": [st.scale[0]] * n}
+        st.spec = None
+        st.scale = None
+        st.bound = st.exp = None
+        return node.output[0]
+
     def _flatten(self, cur: str, node) -> str:
         if node.input[0] != cur or int(self.g.attrs(node).get("axis", 1)) != 1:
             raise self.err(node, "only Flatten(axis=1) is supported", fallback=True)
@@ -1011,6 +1102,29 @@ class _Converter:
         return None, []
 
 
+def _channel_bias(b: np.ndarray, n: int, conv: bool) -> np.ndarray | None:
+    """A constant that broadcasts per feature (per channel for convolutions) as a vector."""
+    if b.size == 1:
+        return np.full(n, float(b.reshape(-1)[0]))
+    if b.size != n:
+        return None
+    if conv and not (b.ndim >= 3 and b.shape[-1] == 1 and b.shape[-2] == 1):
+        return None
+    return b.reshape(-1).astype(np.float64)
+
+
+#: the translation of the canonical form: op type -> the converter step that consumes it
+TRANSLATE = {
+    "QuantizeLinear": _Converter._qdq,
+    "Add": _Converter._add,
+    **{op: _Converter._elementwise for op in _ELEMENTWISE if op != "Add"},
+    **{op: _Converter._affine for op in _AFFINE},
+    "Flatten": _Converter._flatten,
+    "Reshape": _Converter._reshape,
+    **{op: _Converter._pass for op in _PASS},
+}
+
+
 def _quantized_graph(g: Graph) -> bool:
     return any(n.op_type in _QUANT_OPS for n in g.model.graph.node)
 
@@ -1066,10 +1180,12 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
     if requant not in REQUANT_MODES:
         raise ValueError(f"load_onnx: requant must be one of {REQUANT_MODES}, got {requant!r}")
     path = os.fspath(path)
-    model = read_model(path)
+    original = read_model(path)
+    model = normalize(original, path)
     g = Graph(model, path)
     shape = g.shapes.get(g.input_name, [])
-    in_shape = [d if isinstance(d, int) and d > 0 else None for d in shape[1:]]
+    rank1 = len(shape) == 1           # no batch dimension: one sample of shape [n]
+    in_shape = [d if isinstance(d, int) and d > 0 else None for d in (shape if rank1 else shape[1:])]
     quantized = _quantized_graph(g)
     if input_quant is not None and quantized:
         first = [n for n in g.consumers.get(g.input_name, []) if n.op_type != "Shape"]
@@ -1077,6 +1193,8 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
             raise OnnxImportError(f"{path}: the model quantizes its input already ({node_label(first[0])}); "
                                   f"do not pass input_quant")
     conv = _Converter(g, input_quant, requant)
+    if rank1:
+        conv.st.rank = 2
     try:
         layers = conv.run()
     except _ChainError as e:
@@ -1084,7 +1202,7 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
             raise OnnxImportError(str(e)) from None
         from .float_fallback import convert_float
 
-        module = convert_float(model, path, e)
+        module = convert_float(original, path, e)
         layers = [module] if input_quant is None else [QuantInput(input_quant), module]
         return ImportedModel(layers, path, in_shape, requant, False).eval()
     out = ImportedModel(layers, path, in_shape, requant, _integer_everywhere(layers))

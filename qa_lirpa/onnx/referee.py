@@ -137,15 +137,15 @@ def _affine_data(layer: nn.Module, s_in: float):
         b = np.abs(qb.detach().double().reshape(-1).numpy())
         bspec = layer.bias_spec
         pow2 = pow2 and bspec is not None and all(_pow2(s) for s in bspec.scale)
-        res = getattr(layer, "bias_residual", None)
-        if res is not None:
-            r = r + np.asarray(res, np.float64).reshape(-1)
-            pow2 = pow2 and not r.any()
         true = getattr(layer, "bias_float", None)
         if true is not None:
             r = r + _float_bias_deviation(np.asarray(true, np.float64).reshape(-1),
                                           qb.detach().double().reshape(-1).numpy(), acc)
             pow2 = False
+    res = getattr(layer, "bias_residual", None)      # also onnxruntime's kernel deviations (load.py)
+    if res is not None:
+        r = r + np.asarray(res, np.float64).reshape(-1)
+        pow2 = pow2 and not r.any()
     return wabs.numpy(), b, r, w_res, fan_in, pow2, acc
 
 

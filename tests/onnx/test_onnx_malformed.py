@@ -65,12 +65,13 @@ def test_unsupported_op_names_node_and_op():
     m.graph.node.insert(list(m.graph.node).index(fc) + 1, h.make_node("Sin", [fc.output[0]], ["s"], name="my_sin"))
     next(n for n in m.graph.node if n.name == "act0.Q").input[0] = "s"
     msg = _err(save(m, "sin.onnx"))
-    assert "node 'my_sin' (op Sin) is not supported" in msg
+    assert "node 'my_sin' (op Sin, domain ai.onnx) is not supported" in msg
     custom = make_model([h.make_node("Foo", ["x"], ["out"], name="weird", domain="com.example")],
                         [h.make_tensor_value_info("x", T.FLOAT, ["N", 3])],
                         [h.make_tensor_value_info("out", T.FLOAT, ["N", 3])], [])
     custom.opset_import.append(h.make_opsetid("com.example", 1))
-    assert "node 'weird' (op Foo) is not supported" in _err(save(custom, "custom.onnx"))
+    msg = _err(save(custom, "custom.onnx"))
+    assert "node 'weird' (op Foo, domain com.example)" in msg and "not supported" in msg and "\n" not in msg
 
 
 def test_patterns_without_exact_meaning():
