@@ -149,17 +149,32 @@ def _pair_can_saturate(w: np.ndarray) -> bool:
     return bool(((rows[:, -1] + rows[:, -2]) * 255 > 32767).any())
 
 
-def _saturation_bound(w: np.ndarray) -> np.ndarray:
+def _saturation_bound(w: np.ndarray, consecutive: bool = False) -> np.ndarray:
     """Per output channel, a bound (in accumulator codes) on how far onnxruntime's u8*s8 kernel
     without VNNI can move the accumulator: it adds adjacent pairs ``a_i w_i + a_j w_j`` (raw u8
     activation codes ``a`` in [0, 255], raw s8 weight codes) saturated to int16, in a pairing we do
-    not know. A pair loses at most ``e(i, j) = max(0, 255 (|w_i| + |w_j|) - 32767)``, and
-    ``e(i, j) <= (f_i + f_j) / 2`` with ``f_i = max(0, 255 (|w_i| + M) - 32767)`` (``M`` the row's
-    largest magnitude), so any pairing loses at most ``sum_i f_i / 2``."""
-    rows = np.abs(np.asarray(w, dtype=np.int64).reshape(w.shape[0], -1))
-    m = rows.max(axis=1, keepdims=True)
-    f = np.maximum(0, 255 * (rows + m) - 32767)
-    return f.sum(axis=1).astype(np.float64) / 2.0
+    not know (measured here: onnxruntime 1.32 on AVX2 without VNNI returns 32767 for one pair
+    255 * 127 + 255 * 127). A pair of opposite signs cannot saturate; one of equal signs loses at
+    most ``e(i, j) = max(0, 255 (|w_i| + |w_j|) - 32767)``, and ``e(i, j) <= (f_i + f_j) / 2`` with
+    ``f_i = max(0, 255 (|w_i| + M_i) - 32767)`` (``M_i`` the largest other magnitude of the same
+    sign), so any pairing loses at most ``sum_i f_i / 2``. ``consecutive``: the pairs are inputs
+    ``(2m, 2m + 1)`` (measured for MatMul/Gemm here: [127, 127, 0, 0] saturates, [127, 0, 127, 0]
+    does not), so the bound is the sum of ``e`` over those pairs."""
+    w = np.asarray(w, dtype=np.int64).reshape(w.shape[0], -1)
+    if consecutive:
+        k = w.shape[1] - w.shape[1] % 2
+        a, b = w[:, 0:k:2], w[:, 1:k:2]
+        e = np.where(a * b > 0, np.maximum(0, 255 * (np.abs(a) + np.abs(b)) - 32767), 0)
+        return e.sum(axis=1).astype(np.float64)
+    out = np.zeros(w.shape[0])
+    for r, row in enumerate(w):
+        for sign in (1, -1):              # a pair of opposite signs stays within 255 * 128 < 32767
+            mags = np.sort(np.abs(row[row * sign > 0]))
+            if mags.size < 2:
+                continue
+            partner = np.where(np.arange(mags.size) == mags.size - 1, mags[-2], mags[-1])
+            out[r] += np.maximum(0, 255 * (mags + partner) - 32767).sum() / 2.0
+    return out
 
 
 def _infer_pow2_spec(w: np.ndarray, signed: bool = True) -> QuantSpec | None:
@@ -210,6 +225,7 @@ class _Converter:
         self.consumed: set[int] = set()
         self.st = _State(rank=len(g.shapes.get(g.input_name, [])) or None)
         self.pending_pre = None
+        self.int8_kernels: dict = {}
         if input_quant is not None:
             self.layers.append(QuantInput(input_quant))
             self._after_quantizer(input_quant, [float(s) for s in input_quant.scale])
@@ -747,8 +763,15 @@ class _Converter:
         if bname and qb is None and bf is None:
             raise self.err(node, "the bias must be a constant", fallback=True)
 
+        # onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into its int8 kernels only for
+        # 8-bit activations and weights (16-bit groups run unfused)
         fused = (qw is not None and g.producer.get(cur) is not None
-                 and g.producer[cur].op_type == "DequantizeLinear" and self._quantize_follows(tail))
+                 and g.producer[cur].op_type == "DequantizeLinear" and self._quantize_follows(tail, bits=8)
+                 and qw.bits <= 8 and st.spec is not None and st.spec.bits <= 8)
+        # unfused MatMul/Gemm with DequantizeLinear weights: onnxruntime 1.32 runs them as MatMulNBits
+        # with accuracy_level 4, which quantizes the activations per block of 32 to int8 on the fly
+        # (|error| <= max |a| / 254 per element, measured ~1.2e-3 relative)
+        nbits = qw is not None and op in ("MatMul", "Gemm") and not fused
         wspec = None
         if qw is not None:
             per = qw.scale.size > 1
@@ -837,6 +860,8 @@ class _Converter:
                    and st.scale is not None and len(st.scale) == 1 and st.spec is not None)
         layer = self._make_affine(node, op, a, w_exact if integer else w_float, bias_exact if integer else bias_float,
                                   wspec if integer else None, bspec if integer else None, out_ch)
+        if nbits:
+            layer.input_requant_error = 1.001 / 254
         if integer:
             # what the float32 envelope (qa_lirpa.onnx.referee) needs beyond the nominal layer
             layer.weight_residual = w_residual
@@ -844,6 +869,12 @@ class _Converter:
                 layer.bias_float = float_bias
             if bias_residual is not None:
                 layer.bias_residual = bias_residual
+        kernel = self.int8_kernels.get(node.name) if node.name else None
+        if kernel is not None and integer:       # MatMulInteger/ConvInteger: the u8*s8 kernel's pairs
+            sat = _saturation_bound(kernel[0], consecutive=op != "Conv") * kernel[1]
+            if sat.any():
+                prev = getattr(layer, "bias_residual", None)
+                layer.bias_residual = sat * (1 + 2.0 ** -40) + (0.0 if prev is None else np.asarray(prev, np.float64))
         self.layers.append(layer)
         self.use(node, add)
         # bookkeeping for the next quantizer
@@ -872,7 +903,7 @@ class _Converter:
             # the int16 pair saturation of the u8*s8 kernel (x86 without VNNI) moves the accumulator
             # by at most _saturation_bound codes per output; the float32 envelope carries it
             ws = list(wspec.scale) * (out_ch if len(wspec.scale) == 1 else 1)
-            sat = _saturation_bound(orient(qw.codes)) * np.asarray([st.scale[0] * w for w in ws], np.float64)
+            sat = _saturation_bound(orient(qw.codes), consecutive=op != "Conv") * np.asarray([st.scale[0] * w for w in ws], np.float64)
             prev = getattr(layer, "bias_residual", None)
             layer.bias_residual = sat * (1 + 2.0 ** -40) + (0.0 if prev is None else np.asarray(prev, np.float64))
             warnings.warn(f"{g.path}: {node_label(node)}: onnxruntime fuses this layer into an int8 kernel; on "
@@ -892,14 +923,18 @@ class _Converter:
         st.rank = 2 if op in ("Gemm", "MatMul") else 4
         return tail
 
-    def _quantize_follows(self, t: str) -> bool:
-        """Whether ``t`` (optionally through Relu) feeds a QuantizeLinear: onnxruntime then fuses."""
+    def _quantize_follows(self, t: str, bits: int | None = None) -> bool:
+        """Whether ``t`` (optionally through Relu) feeds a QuantizeLinear (of at most ``bits``
+        bits): onnxruntime then fuses."""
         for _ in range(2):
             cons = self.data_consumers(t)
             if len(cons) != 1:
                 return False
             if cons[0].op_type == "QuantizeLinear":
-                return True
+                if bits is None:
+                    return True
+                z = self.g.const(cons[0].input[2]) if len(cons[0].input) > 2 and cons[0].input[2] else None
+                return z is None or np.dtype(z.dtype).itemsize * 8 <= bits
             if cons[0].op_type != "Relu":
                 return False
             t = cons[0].output[0]
@@ -985,17 +1020,18 @@ class _Converter:
         ws = [st.scale[0]] if st.scale is not None and len(st.scale) == 1 else None
         if ws is None:
             raise self.err(node, "a quantized bias Add needs a per-tensor input scale")
-        if qb is not None and qb.scale.size == 1 and np.all(qb.zero_point == 0):
+        if qb is not None and qb.scale.size == 1:
+            # (q - z) s_b is exact on the grid s_b
             bspec = QuantSpec(32, True, float(qb.scale.reshape(-1)[0]))
-            bias_exact = np.broadcast_to((qb.codes.reshape(-1)).astype(np.float64), (n,)) * float(qb.scale.reshape(-1)[0])
+            centered = (qb.codes - qb._bcast(qb.zero_point)).reshape(-1).astype(np.float64)
+            bias_exact = np.broadcast_to(centered, (n,)) * float(qb.scale.reshape(-1)[0])
         else:
-            grid = float(ws[0])
-            codes = np.round(bvec / grid)
-            while np.any(np.abs(codes) >= 2 ** 30):
-                grid *= 2
-                codes = np.round(bvec / grid)
-            bspec = QuantSpec(32, True, grid)
-            bias_exact = codes * grid
+            bspec = _infer_pow2_spec(bvec)
+            if bspec is not None:
+                bias_exact = bvec.copy()
+            else:            # no exact grid of <= 32 bits: a fine one, the residual goes to the envelope
+                bspec, bias_exact, _ = _approx_pow2(bvec)
+                bspec = QuantSpec(32, True, bspec.scale[0])
         layer = self._make_affine(node, op, {}, w if op == "Conv" else w, bias_exact, wspec, bspec, n)
         if not np.array_equal(bias_exact, bvec):
             layer.bias_float = bvec
@@ -1181,7 +1217,8 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
         raise ValueError(f"load_onnx: requant must be one of {REQUANT_MODES}, got {requant!r}")
     path = os.fspath(path)
     original = read_model(path)
-    model = normalize(original, path)
+    canon = normalize(original, path)
+    model = canon.model
     g = Graph(model, path)
     shape = g.shapes.get(g.input_name, [])
     rank1 = len(shape) == 1           # no batch dimension: one sample of shape [n]
@@ -1193,6 +1230,7 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
             raise OnnxImportError(f"{path}: the model quantizes its input already ({node_label(first[0])}); "
                                   f"do not pass input_quant")
     conv = _Converter(g, input_quant, requant)
+    conv.int8_kernels = canon.int8_kernels
     if rank1:
         conv.st.rank = 2
     try:

@@ -46,6 +46,7 @@ expansion that the verifier's referee runs instead.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -76,9 +77,15 @@ class _Rewrite:
         from onnx import numpy_helper
 
         self.model, self.path = model, path
-        g = model.graph
+        try:
+            import onnx
+
+            typed = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # noqa: BLE001 - types are a convenience (custom ops stop inference)
+            typed = model
+        g = typed.graph
         self.nodes = list(g.node)
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.new_consts: dict[str, np.ndarray] = {}
         self.types: dict[str, int] = {}
         for vi in list(g.value_info) + list(g.input) + list(g.output):
@@ -86,6 +93,10 @@ class _Rewrite:
                 self.types[vi.name] = vi.type.tensor_type.elem_type
         self._n = 0
         self.changed = False
+        # layers onnxruntime runs in its u8*s8 integer kernel although the canonical form shows a
+        # float op (MatMulInteger/ConvInteger): node name -> (raw s8 weight codes [out, ...],
+        # per-output factor from accumulator codes to the layer's real output)
+        self.int8_kernels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # ----- helpers ------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -387,8 +398,9 @@ def _matmul_integer(rw: _Rewrite, node) -> None:
     nodes, af = _unit_dq(rw, node, a, az)
     bz_c = rw.const(bz) if bz else None
     bn, bf = _unit_dq(rw, node, b, bz, axis=1 if bz_c is not None and bz_c.size > 1 else None)
-    nodes += bn + [rw.node("MatMul", [af, bf], node.output, name=node.name)]
+    nodes += bn + [rw.node("MatMul", [af, bf], node.output, name=node.name or rw.fresh("MatMulInteger"))]
     rw.types[node.output[0]] = 1
+    _note_kernel(rw, nodes[-1].name, rw.const(b), out_axis=1)
     rw.replace(node, nodes)
 
 
@@ -398,9 +410,20 @@ def _conv_integer(rw: _Rewrite, node) -> None:
     nodes, xf = _unit_dq(rw, node, x, xz)
     wz_c = rw.const(wz) if wz else None
     wn, wf = _unit_dq(rw, node, w, wz, axis=0 if wz_c is not None and wz_c.size > 1 else None)
-    nodes += wn + [rw.node("Conv", [xf, wf], node.output, name=node.name, **_copy_attrs(node))]
+    nodes += wn + [rw.node("Conv", [xf, wf], node.output, name=node.name or rw.fresh("ConvInteger"),
+                           **_copy_attrs(node))]
     rw.types[node.output[0]] = 1
+    _note_kernel(rw, nodes[-1].name, rw.const(w), out_axis=0)
     rw.replace(node, nodes)
+
+
+def _note_kernel(rw: _Rewrite, name: str, w: np.ndarray | None, out_axis: int) -> None:
+    """Remember an integer layer with signed 8-bit weights: onnxruntime's u8*s8 kernel can
+    saturate pairs of products in int16 (see :func:`qa_lirpa.onnx.load._saturation_bound`)."""
+    if w is None or w.dtype != np.int8:
+        return
+    codes = np.moveaxis(w.astype(np.int64), out_axis, 0)
+    rw.int8_kernels[name] = (codes, np.ones(codes.shape[0]))
 
 
 @rewrites(("ai.onnx", "DynamicQuantizeLinear"))
@@ -473,9 +496,14 @@ def _cast(rw: _Rewrite, node) -> None:
                 sc = rw.const(s)
                 if zc is None or sc is None or zc.size != 1 or sc.size != 1:
                     raise rw.fail(dq, "the scale and zero point after an integer Cast must be constant scalars")
-                mid = rw.fresh(dq.output[0] + "_c")
-                new = [rw.node("Sub", [node.input[0], rw.add_const("zp", np.asarray(zc, np.float32))], [mid]),
-                       rw.node("Mul", [mid, rw.add_const("s", np.asarray(sc, np.float32))], dq.output)]
+                steps = [(op, v) for op, v in (("Sub", float(zc)), ("Mul", float(sc)))
+                         if v != (0.0 if op == "Sub" else 1.0)] or [("Identity", None)]
+                new, t = [], node.input[0]
+                for k, (op, v) in enumerate(steps):
+                    out = dq.output[0] if k == len(steps) - 1 else rw.fresh(dq.output[0] + "_c")
+                    ins = [t] if v is None else [t, rw.add_const(op.lower(), np.asarray(v, np.float32))]
+                    new.append(rw.node(op, ins, [out]))
+                    t = out
                 rw.replace(dq, new)
             rw.replace(node, [])
 
@@ -781,6 +809,11 @@ def _fold_affine_tails(rw: _Rewrite) -> None:
                    rw.node("Add", [mid, rw.add_const("b_folded", b)], [last])]
         for n, _ in chain:
             rw.replace(n, [])
+        if node.name in rw.int8_kernels:
+            codes, factor = rw.int8_kernels[node.name]
+            for n, v in chain:
+                factor = factor * np.abs(v) if n.op_type == "Mul" else factor / np.abs(v) if n.op_type == "Div" else factor
+            rw.int8_kernels[node.name] = (codes, factor)
         rw.replace(node, new)
 
 
@@ -788,7 +821,16 @@ def has_custom_ops(model) -> bool:
     return any(domain_of(n) != "ai.onnx" for n in model.graph.node)
 
 
-def normalize(model, path: str | os.PathLike):
+@dataclass
+class Normalized:
+    """The canonical model and what the rewrites learned that the graph no longer shows."""
+
+    model: object
+    #: node name -> (raw s8 weight codes [out, ...], factor from accumulator codes to real output)
+    int8_kernels: dict = field(default_factory=dict)
+
+
+def normalize(model, path: str | os.PathLike) -> Normalized:
     """The canonical form of ``model`` (see the module docstring); raises the one-line
     :class:`OnnxImportError` for what cannot be bounded."""
     rw = _Rewrite(model, os.fspath(path))
@@ -802,7 +844,7 @@ def normalize(model, path: str | os.PathLike):
         out = onnx.shape_inference.infer_shapes(out)
     except Exception:  # noqa: BLE001 - shapes are a convenience only
         pass
-    return out
+    return Normalized(out, dict(rw.int8_kernels))
 
 
 def runnable_bytes(path: str | os.PathLike) -> bytes | None:
@@ -822,5 +864,5 @@ def runnable_bytes(path: str | os.PathLike) -> bytes | None:
     return m.SerializeToString()
 
 
-__all__ = ["normalize", "runnable_bytes", "REWRITES", "rewrites", "refusal", "node_text", "domain_of",
+__all__ = ["Normalized", "normalize", "runnable_bytes", "REWRITES", "rewrites", "refusal", "node_text", "domain_of",
            "has_custom_ops", "QONNX_DOMAINS"]

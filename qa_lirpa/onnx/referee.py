@@ -218,6 +218,10 @@ class Float32Walk:
         """A quantized Linear/Conv2d: the dot-product bound (exact where the power-of-two grid and
         float32's 24 bits allow)."""
         wabs, b, r, w_res, n, pow2, acc = _affine_data(layer, x.scale)
+        rel = float(getattr(layer, "input_requant_error", 0.0) or 0.0)
+        if rel:                          # onnxruntime re-quantizes the inputs (MatMulNBits): see load.py
+            x = F32State(x.amag, x.err + rel * (x.amag + x.err), x.scale, None)
+            pow2 = False
         new_a = float(np.max(wabs * x.amag + b)) if wabs.size else 0.0
         bound_units = finest = None
         if pow2 and x.err == 0.0 and w_res == 0.0 and not r.any():
@@ -345,7 +349,8 @@ def _float_affine(layer: nn.Module, lo: np.ndarray, hi: np.ndarray, err: float, 
     new_lo = (mid - rad - slack) - 2.0 ** -50 * np.abs(mid - rad - slack)
     new_hi = (mid + rad + slack) + 2.0 ** -50 * np.abs(mid + rad + slack)
     g = gamma(n + 4)
-    wsum_e = lin(torch.full_like(at, err), wabs, None)           # sum_i |W_ji| e
+    rel = float(getattr(layer, "input_requant_error", 0.0) or 0.0)   # MatMulNBits (see load.py)
+    wsum_e = lin(torch.full_like(at, err) + rel * (at + err), wabs, None)   # sum_i |W_ji| e_i
     wsum_a = lin(at + err, wabs, babs)                             # sum_i |W_ji| (A_i + e) + |b_j|
     per = wsum_e + g * wsum_a
     new_err = float(per.max()) * (1 + 2.0 ** -20) + (n + 2) * _TINY32 if per.numel() else 0.0
