@@ -631,10 +631,10 @@ def input_probe(model_bytes: bytes) -> bytes:
             if qnode is not None:
                 raise CannotEnumerate(f"input reaches {n.name} ({n.op_type}) without going through the input quantizer")
             if n.op_type == "DynamicQuantizeLinear":
-                raise CannotEnumerate(f"input quantizer {n.name} is DynamicQuantizeLinear: its codes depend on the "
+                raise CannotEnumerate(f"input quantizer {n.name or n.output[0]} is DynamicQuantizeLinear: its codes depend on the "
                                       "range of the whole input tensor, not on each element alone")
             if n.op_type in QONNX_OPS and n.domain not in ("", "ai.onnx"):
-                raise CannotEnumerate(f"input quantizer {n.name} is the QONNX op {n.domain}.{n.op_type}, which "
+                raise CannotEnumerate(f"input quantizer {n.name or n.output[0]} is the QONNX op {n.domain}.{n.op_type}, which "
                                       "onnxruntime cannot run")
             if n.op_type not in _PROBE_PREFIX_OPS or n.domain not in ("", "ai.onnx"):
                 raise CannotEnumerate(f"input reaches {n.name} ({n.domain or 'ai.onnx'}.{n.op_type}) before any "
