@@ -330,9 +330,9 @@ def row_table(records: list[dict], max_undecided: int) -> str:
     rows = defaultdict(list)
     for r in records:
         rows[(r["row"], r["dialect"])].append(r)
-    lines = ["| row | dialect | fixtures | accepted | refused | bad messages | cannot enumerate | properties | right "
-             "| wrong | undecided | error | verified-correct |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| row | dialect | fixtures | accepted | refused | refusal reasons | bad messages | cannot enumerate "
+             "| properties | right | wrong | undecided | error | verified-correct |",
+             "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     tot = defaultdict(int)
     for (row, dialect), rs in sorted(rows.items()):
         c = defaultdict(int)
@@ -345,19 +345,35 @@ def row_table(records: list[dict], max_undecided: int) -> str:
         nen = sum(bool(r["enum"]) for r in rs)
         err = c["error"] + c["gen_error"]
         why = []
-        for r in rs:
-            why += [p for p in fixture_problems(r, max_undecided)]
+        n_verify_refused = sum(r["expect"] == "verify" and r["status"] != "accepted" for r in rs)
+        n_refuse_accepted = sum(r["expect"] == "refuse" and r["status"] == "accepted" for r in rs)
+        for k, label in ((c["wrong"], "wrong"), (err, "error"), (c["sat_unconfirmed"], "sat unconfirmed"),
+                         (n_verify_refused, "expect=verify refused"), (n_refuse_accepted, "expect=refuse accepted"),
+                         (bad, "bad message"), (nen, "cannot enumerate")):
+            if k:
+                why.append(f"{k} {label}")
         if c["undecided"] > max_undecided:
             why.append(f"{c['undecided']} undecided > {max_undecided}")
-        verdict = "yes" if not why else "no (" + ", ".join(sorted(set(why))) + ")"
-        lines.append(f"| {row} | {dialect} | {len(rs)} | {acc} | {len(ref)} | {bad} | {nen} | {c['props']} | "
+        verdict = "yes" if not why else "no (" + ", ".join(why) + ")"
+        reasons = defaultdict(int)
+        for r in ref:
+            reasons[_strip_path(r["message"], r["file"])] += 1
+        why_refused = "; ".join(f"{_cell(m, 110)}" + (f" (×{k})" if k > 1 else "") for m, k in reasons.items())
+        lines.append(f"| {row} | {dialect} | {len(rs)} | {acc} | {len(ref)} | {why_refused} | {bad} | {nen} | "
+                     f"{c['props']} | "
                      f"{c['right']} | {c['wrong']} | {c['undecided']} | {err} | {verdict} |")
         for k, v in dict(fixtures=len(rs), acc=acc, ref=len(ref), bad=bad, nen=nen, props=c["props"],
                          right=c["right"], wrong=c["wrong"], und=c["undecided"], err=err).items():
             tot[k] += v
-    lines.append(f"| | **total** | {tot['fixtures']} | {tot['acc']} | {tot['ref']} | {tot['bad']} | {tot['nen']} | "
+    lines.append(f"| | **total** | {tot['fixtures']} | {tot['acc']} | {tot['ref']} | | {tot['bad']} | {tot['nen']} | "
                  f"{tot['props']} | {tot['right']} | {tot['wrong']} | {tot['und']} | {tot['err']} | |")
     return "\n".join(lines)
+
+
+def _strip_path(msg: str, file: str) -> str:
+    """The message without its leading ``<path>: `` (the file is in the fixture column)."""
+    head, sep, tail = msg.partition(": ")
+    return tail if sep and head.endswith(file) else msg
 
 
 def _cell(s: str, n: int = 220) -> str:
@@ -401,8 +417,9 @@ def report(records: list[dict], command: str, elapsed: float, manifest: Path, ma
     n_props = sum(len(r["props"]) for r in records)
     out = ["# ONNX conformance on the exporter corpus (onnxruntime is the referee)", "",
            f"Command: `{command}`", "",
-           f"Manifest: `{manifest.relative_to(ROOT) if manifest.resolve().is_relative_to(ROOT) else manifest}`; "
-           f"{len(records)} fixtures, {n_props} properties, {elapsed:.0f} s.", "",
+           f"Manifest: `{manifest.relative_to(ROOT) if manifest.resolve().is_relative_to(ROOT) else manifest}` "
+           f"(sha256 {_sha(manifest)}); {len(records)} fixtures, {n_props} properties, {elapsed:.0f} s; "
+           f"onnxruntime {_ort_version()} on {_cpu()}.", "",
            "Each accepted file gets properties whose truth is enumerated over every float32 input code of the box "
            "in onnxruntime (raw QONNX: point boxes on the reference table's rows). *Wrong*: `unsat` on a violated "
            "property, or `sat` whose counterexample is outside the box or does not violate the property exactly. "
@@ -417,6 +434,31 @@ def report(records: list[dict], command: str, elapsed: float, manifest: Path, ma
            "## Wrong and error properties", "", bad_table(records), "",
            "Reproduce one fixture: `python benchmarks/onnx_conformance.py --only FILE --seed SEED`."]
     return "\n".join(out) + "\n"
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _cpu() -> str:
+    """The CPU model and whether it has VNNI: onnxruntime's int8 kernels (and so the truth) differ
+    between CPUs with and without it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "an unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    vnni = "with VNNI" if any("vnni" in f for f in flags) else "without VNNI"
+    return f"{model} ({vnni})"
 
 
 def load_manifest(path: Path) -> list[Fixture]:
