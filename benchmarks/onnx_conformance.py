@@ -179,6 +179,23 @@ def grid_instance(rng, case: diffgen.Case, kind: str, variant: str) -> diffgen.I
     raise AssertionError("unreachable")
 
 
+def read_model_bytes(path: Path) -> bytes:
+    """The file as one serialized model: external data (``.onnx.data``) loaded inline, so that
+    onnxruntime sessions from bytes and the copies written for ``run_instance`` are self-contained
+    (the same tensors); the raw bytes where onnx cannot load the file."""
+    import onnx
+
+    raw = Path(path).read_bytes()
+    try:
+        bare = onnx.load(str(path), load_external_data=False)
+        ext = [t for t in bare.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        ext += [a.t for n in bare.graph.node for a in n.attribute
+                if a.HasField("t") and a.t.data_location == onnx.TensorProto.EXTERNAL]
+        return onnx.load(str(path)).SerializeToString() if ext else raw
+    except Exception:  # noqa: BLE001 - a malformed file: the importer reports it
+        return raw
+
+
 @dataclass
 class Fixture:
     index: int
@@ -238,7 +255,7 @@ def run_fixture(args: tuple) -> dict:
                note="", props=[], time=0.0)
     t0 = time.monotonic()
     try:
-        model_bytes = fx.path.read_bytes()
+        model_bytes = read_model_bytes(fx.path)
     except OSError as err:
         rec.update(status="missing", message=f"{type(err).__name__}: {err}")
         return rec
