@@ -227,6 +227,34 @@ def build_case(fx: Fixture, model_bytes: bytes) -> diffgen.Case:
     return case
 
 
+def unfused_note(inst: diffgen.Instance) -> str:
+    """A diagnosis of a wrong answer: the truth again with onnxruntime's graph optimizations off
+    (no fused int8 kernels), which computes the ONNX operators one by one."""
+    import onnxruntime as ort
+
+    try:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(inst.case.model, so, providers=["CPUExecutionProvider"])
+        x, y = inst.case.grid().enumerate(inst.lo, inst.hi)
+        name = sess.get_inputs()[0].name
+        shape = sess.get_inputs()[0].shape
+        xs = x.reshape(-1, *inst.case.in_shape)
+        if len(shape) == xs.ndim:
+            y2 = np.concatenate([np.asarray(sess.run(None, {name: diffgen.ort_feed(sess, xs[k:k + 1])})[0]).reshape(1, -1)
+                                 for k in range(len(xs))])
+        else:
+            y2 = np.concatenate([np.asarray(sess.run(None, {name: diffgen.ort_feed(sess, xs[k])})[0]).reshape(1, -1)
+                                 for k in range(len(xs))])
+        differ = int(np.sum(np.any(y != y2, axis=1)))
+        t2 = bool(diffgen.violates(y2, inst.disjuncts).any())
+        return (f"with graph optimizations off onnxruntime differs on {differ}/{len(x)} grid points and the "
+                f"property is {'violated' if t2 else 'not violated'}")
+    except Exception as e:  # noqa: BLE001
+        return f"unfused check failed: {type(e).__name__}: {e}"
+
+
 def reference_check(fx: Fixture, case: diffgen.Case) -> str:
     """For a file onnxruntime runs that has a reference table: how many rows onnxruntime differs
     on (a note; onnxruntime is the truth)."""
@@ -306,6 +334,8 @@ def run_fixture(args: tuple) -> dict:
         prec.update(kind=inst.kind, truth=inst.expected, note=inst.note, n_points=inst.n_points)
         prec.update(onnx_soundness.judge(inst, timeout, keep_dir, f"{stem}_{seed}_{i}_{inst.kind}",
                                          category="conformance", extra_files=extra))
+        if prec["outcome"] == "wrong" and not isinstance(case, TableCase):
+            prec["detail"] += "; " + unfused_note(inst)
         rec["props"].append(prec)
     rec["time"] = round(time.monotonic() - t0, 2)
     return rec
@@ -430,13 +460,14 @@ def bad_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(records: list[dict], command: str, elapsed: float, manifest: Path, max_undecided: int) -> str:
+def report(records: list[dict], command: str, elapsed: float, manifest: Path, max_undecided: int,
+           source: str = "") -> str:
     n_props = sum(len(r["props"]) for r in records)
     out = ["# ONNX conformance on the exporter corpus (onnxruntime is the referee)", "",
            f"Command: `{command}`", "",
            f"Manifest: `{manifest.relative_to(ROOT) if manifest.resolve().is_relative_to(ROOT) else manifest}` "
            f"(sha256 {_sha(manifest)}); {len(records)} fixtures, {n_props} properties, {elapsed:.0f} s; "
-           f"onnxruntime {_ort_version()} on {_cpu()}.", "",
+           f"onnxruntime {_ort_version()} on {_cpu()}." + (f" Corpus: {source}." if source else ""), "",
            "Each accepted file gets properties whose truth is enumerated over every float32 input code of the box "
            "in onnxruntime (raw QONNX: point boxes on the reference table's rows). *Wrong*: `unsat` on a violated "
            "property, or `sat` whose counterexample is outside the box or does not violate the property exactly. "
@@ -449,7 +480,7 @@ def report(records: list[dict], command: str, elapsed: float, manifest: Path, ma
            "## By exporter row", "", row_table(records, max_undecided), "",
            "## By fixture", "", fixture_table(records, max_undecided), "",
            "## Wrong and error properties", "", bad_table(records), "",
-           "Reproduce one fixture: `python benchmarks/onnx_conformance.py --only FILE --seed SEED`."]
+           "Reproduce one fixture: `python benchmarks/onnx_conformance.py --manifest MANIFEST --only FILE --seed SEED` (the same seed gives the same properties)."]
     return "\n".join(out) + "\n"
 
 
@@ -522,6 +553,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--keep", default=str(DEFAULT_KEEP), help="folder for wrong/error cases ('' to keep none)")
     ap.add_argument("--only", default=None, help="run the one fixture with this file name")
+    ap.add_argument("--source", default="", help="a note on where the corpus came from, for the report")
     a = ap.parse_args(argv)
     manifest = Path(a.manifest)
     if not manifest.exists():
@@ -530,7 +562,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     records = run(manifest, a.props, a.seed, a.timeout, a.jobs, a.keep, a.only)
     cmd = "python benchmarks/onnx_conformance.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(records, cmd.strip(), time.monotonic() - t0, manifest, a.max_undecided)
+    text = report(records, cmd.strip(), time.monotonic() - t0, manifest, a.max_undecided, a.source)
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
