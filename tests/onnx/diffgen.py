@@ -694,7 +694,10 @@ def input_probe(model_bytes: bytes) -> bytes:
                 cn = producer[src]
             if zp is None and cn.op_type == "Constant":
                 zp = numpy_helper.to_array(cn.attribute[0].t)
-        etype = TensorProto.INT8 if zp is not None and zp.dtype == np.int8 else TensorProto.UINT8
+        if zp is None or zp.dtype in (np.int8, np.uint8):
+            etype = TensorProto.INT8 if zp is not None and zp.dtype == np.int8 else TensorProto.UINT8
+        else:  # e.g. com.microsoft's QuantizeLinear to (u)int16, which shape inference does not know
+            etype = helper.np_dtype_to_tensor_dtype(zp.dtype)
     if etype is None:
         etype = TensorProto.FLOAT
     out_name = cut
@@ -702,7 +705,13 @@ def input_probe(model_bytes: bytes) -> bytes:
         out_name = cut + "__probe_int32"  # int4/int16/int32 codes: read back as int32
         keep = keep + [helper.make_node("Cast", [cut], [out_name], name="probe_cast", to=TensorProto.INT32)]
         etype = TensorProto.INT32
-    pg = helper.make_graph(keep, "probe", [g.input[0]], [helper.make_tensor_value_info(out_name, etype, None)], used)
+    inp = onnx.ValueInfoProto()
+    inp.CopyFrom(g.input[0])
+    dims = inp.type.tensor_type.shape.dim
+    if (len(dims) >= 2 and dims[0].HasField("dim_value") and dims[0].dim_value == 1
+            and not any(n.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") for n in keep)):
+        dims[0].dim_param = "N"  # a static batch of 1: the elementwise probe runs whole batches
+    pg = helper.make_graph(keep, "probe", [inp], [helper.make_tensor_value_info(out_name, etype, None)], used)
     pm = helper.make_model(pg, opset_imports=list(m.opset_import))
     pm.ir_version = m.ir_version
     return pm.SerializeToString()
