@@ -376,12 +376,13 @@ def fixture_problems(r: dict, max_undecided: int) -> list[str]:
 def row_table(records: list[dict], max_undecided: int) -> str:
     rows = defaultdict(list)
     for r in records:
-        rows[(r["row"], r["dialect"])].append(r)
-    lines = ["| row | dialect | fixtures | accepted | refused | refusal reasons | bad messages | cannot enumerate "
+        rows[r["row"]].append(r)
+    lines = ["| row | dialects | fixtures | accepted | refused | refusal reasons | bad messages | cannot enumerate "
              "| properties | right | wrong | undecided | error | verified-correct |",
              "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     tot = defaultdict(int)
-    for (row, dialect), rs in sorted(rows.items()):
+    for row, rs in sorted(rows.items()):
+        dialect = ", ".join(sorted({r["dialect"] for r in rs}))
         c = defaultdict(int)
         for r in rs:
             for k, v in fixture_counts(r).items():

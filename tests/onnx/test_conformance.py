@@ -94,7 +94,7 @@ def test_harness_on_mini_corpus(mini):
     g = by["gemm_qdq.onnx"]
     assert g["status"] == "accepted" and [p["outcome"] for p in g["props"]] == ["right"] * 3
     text = oc.report(records, "test", 0.0, mini, 1)
-    assert "| 3 | QDQ Gemm | 1 | 1 | 0 |" in text
+    assert "| 3 | QDQ Conv, QDQ Gemm | 2 | 2 | 0 |" in text
 
 
 @pytest.mark.parametrize("name,cmin,cmax,n", [
