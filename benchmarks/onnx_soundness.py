@@ -53,8 +53,18 @@ def run_one(args: tuple) -> dict:
     rec.update(kind=inst.kind, truth=inst.expected, note=inst.note, model=inst.case.describe(),
                n_points=inst.n_points,
                witness=None if inst.witness is None else [float(v) for v in inst.witness])
+    rec.update(judge(inst, timeout, keep_dir, f"{style}_{inst_seed}_{inst.kind}"))
+    return rec
+
+
+def judge(inst, timeout: float, keep_dir, tag: str, category: str = "diff", extra_files=()) -> dict:
+    """Write ``inst``, run ``run_instance`` on it and judge the answer against the enumerated
+    truth: ``word``, ``outcome`` (right/wrong/undecided/error), ``detail``, ``time`` and, for a
+    wrong or error outcome with ``keep_dir``, ``kept`` (the folder holding model, property, result,
+    stderr and info.json; ``extra_files`` are copied there too)."""
     from qa_lirpa.vnncomp import run_instance
 
+    rec = dict(word="", outcome="error", detail="", time=0.0)
     with tempfile.TemporaryDirectory(prefix="onnxsound-") as tmp:
         onnx_path, vnn_path, res_path = (os.path.join(tmp, n) for n in ("model.onnx", "prop.vnnlib", "result.txt"))
         inst.write(onnx_path, vnn_path)
@@ -62,7 +72,7 @@ def run_one(args: tuple) -> dict:
         t0 = time.monotonic()
         with contextlib.redirect_stderr(err):
             try:
-                word = run_instance("diff", onnx_path, vnn_path, res_path, timeout)
+                word = run_instance(category, onnx_path, vnn_path, res_path, timeout)
             except BaseException as e:  # noqa: BLE001 - run_instance should never raise
                 word = "error"
                 print(f"run_instance raised {type(e).__name__}: {e}", file=sys.stderr)
@@ -77,6 +87,7 @@ def run_one(args: tuple) -> dict:
             except Exception as e:  # noqa: BLE001
                 ok, why = False, f"unreadable counterexample: {e}"
             rec["outcome"] = "right" if ok and inst.truth else "wrong"
+            rec["cex_confirmed"] = bool(ok)
             if not ok:
                 rec["detail"] = f"sat with a bad counterexample: {why}"
             elif not inst.truth:  # cannot happen if enumeration is right
@@ -92,14 +103,18 @@ def run_one(args: tuple) -> dict:
             lines = [ln for ln in stderr.splitlines() if ln.strip()]
             rec["detail"] = lines[-1][:300] if lines else "error without a message"
         if rec["outcome"] in ("wrong", "error") and keep_dir:
-            dest = Path(keep_dir) / f"{style}_{inst_seed}_{inst.kind}"
+            dest = Path(keep_dir) / tag
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copy(onnx_path, dest / "model.onnx")
             shutil.copy(vnn_path, dest / "prop.vnnlib")
+            for f in extra_files:
+                shutil.copy(f, dest / Path(f).name)
             (dest / "result.txt").write_text(result)
             (dest / "stderr.txt").write_text(stderr)
-            (dest / "info.json").write_text(json.dumps(rec, indent=1, default=str))
-            rec["kept"] = str(dest.relative_to(ROOT)) if dest.is_relative_to(ROOT) else str(dest)
+            (dest / "info.json").write_text(json.dumps(dict(rec, note=inst.note, truth=inst.expected, kind=inst.kind,
+                                                            lo=inst.lo.tolist(), hi=inst.hi.tolist()),
+                                                       indent=1, default=str))
+            rec["kept"] = str(dest.relative_to(ROOT)) if dest.resolve().is_relative_to(ROOT) else str(dest)
     return rec
 
 

@@ -99,14 +99,54 @@ def ort_session(model_bytes: bytes):
     return sess[1]
 
 
+_ORT_INT = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
+            "tensor(uint16)": np.uint16, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+_ORT_FLOAT = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def ort_feed(sess, x: np.ndarray) -> np.ndarray:
+    """``x`` cast to float32 (the rule), then to the session input's type: exactly (float64), or,
+    for an integer-typed input, only when every value is an integer of that type's range
+    (ValueError otherwise: such a value is no input of the model)."""
+    x = np.asarray(x, np.float32)
+    t = sess.get_inputs()[0].type
+    if t in _ORT_INT:
+        dt = _ORT_INT[t]
+        info = np.iinfo(dt)
+        if not (np.all(np.isfinite(x)) and np.all(x == np.round(x)) and np.all(x >= info.min)
+                and np.all(x <= info.max)):
+            raise ValueError(f"input values are not all integers of the graph input's type {t}")
+        return x.astype(dt)
+    if t not in _ORT_FLOAT:
+        raise ValueError(f"graph input of type {t} is not supported")
+    return x.astype(_ORT_FLOAT[t])
+
+
 def ort_run(model_bytes: bytes, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """onnxruntime on a batch ``x`` ([M, ...], converted to float32); the output as [M, -1]."""
+    """onnxruntime on a batch ``x`` ([M, ...], converted to float32); the output as [M, -1].
+
+    A graph input whose first dimension is symbolic runs in chunks of the batch; one with a fixed
+    first dimension (e.g. ``[1, n]``) runs one sample ``x[i:i+1]`` at a time, and one whose rank is
+    that of a sample (no batch dimension, e.g. a rank-1 ``[n]`` input) one ``x[i]`` at a time."""
     sess = ort_session(model_bytes)
-    name = sess.get_inputs()[0].name
+    inp = sess.get_inputs()[0]
+    name = inp.name
     x = np.ascontiguousarray(np.asarray(x, np.float32))
-    outs = [sess.run(None, {name: x[i:i + chunk]})[0] for i in range(0, x.shape[0], chunk)]
-    out = np.concatenate(outs, axis=0)
-    return out.reshape(x.shape[0], -1)
+    shape = list(inp.shape) if inp.shape is not None else []
+    if len(shape) == x.ndim and not isinstance(shape[0], int):
+        outs = [sess.run(None, {name: ort_feed(sess, x[i:i + chunk])})[0] for i in range(0, x.shape[0], chunk)]
+        out = np.concatenate(outs, axis=0)
+        return out.reshape(x.shape[0], -1)
+    if len(shape) == x.ndim:
+        outs = [np.asarray(sess.run(None, {name: ort_feed(sess, x[i:i + 1])})[0]).reshape(1, -1)
+                for i in range(x.shape[0])]
+    elif len(shape) == x.ndim - 1:
+        outs = [np.asarray(sess.run(None, {name: ort_feed(sess, x[i])})[0]).reshape(1, -1) for i in range(x.shape[0])]
+    else:
+        raise ValueError(f"input of rank {len(shape)} cannot take samples of shape {x.shape[1:]}")
+    if not outs:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(outs, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,7 +297,7 @@ class Case:
 
     def grid(self) -> "InputGrid":
         if self._grid is None:
-            self._grid = InputGrid(self.model, self.in_shape)
+            self._grid = input_grid(self.model, self.in_shape)
         return self._grid
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -512,33 +552,116 @@ def torch_qat_available() -> bool:
 # ----------------------------------------------------------------------------------------------
 # the input grid
 
-def input_probe(model_bytes: bytes) -> bytes:
-    """The model's input subgraph up to (and outputting) the codes of its first QuantizeLinear.
+class CannotEnumerate(ValueError):
+    """The model's input cannot be cut at a per-element rounding node, so the float32 inputs of a
+    box cannot be enumerated code by code (no guessing: the caller reports it)."""
 
-    Checks that the input reaches the rest of the graph only through that QuantizeLinear, so the
-    model's outputs depend on the input only through those codes."""
+
+#: standard ops whose output is the first discrete value of the input ("codes")
+PROBE_CUT_OPS = ("QuantizeLinear", "Round", "Floor", "Ceil")
+#: domains whose QuantizeLinear onnxruntime runs
+_QUANT_DOMAINS = ("", "ai.onnx", "com.microsoft")
+#: QONNX custom ops (onnxruntime cannot run them; their truth comes from a reference table)
+QONNX_OPS = ("Quant", "BipolarQuant", "Trunc", "MultiThreshold", "IntQuant", "FloatQuant")
+#: ops allowed between the input and the cut: elementwise (with constants or the input itself) or
+#: reshapes that keep the flat order, so element i of the cut depends on input element i only
+_PROBE_PREFIX_OPS = ("Sub", "Div", "Mul", "Add", "Neg", "Identity", "Cast", "Clip", "Max", "Min", "Relu",
+                     "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Dropout")
+#: saturating ops after a float rounding op (Round/Floor/Ceil) that bound its codes
+_PROBE_SAT_OPS = ("Clip", "Max", "Min", "Relu")
+_INT_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32,
+              TensorProto.INT64, TensorProto.UINT32}
+_INT4_TYPES = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "INT2", "UINT2") if hasattr(TensorProto, n)}
+_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+
+
+def _is_cut(n) -> bool:
+    if n.op_type == "QuantizeLinear":
+        return n.domain in _QUANT_DOMAINS
+    if n.op_type in ("Round", "Floor", "Ceil"):
+        return n.domain in ("", "ai.onnx")
+    if n.op_type == "Cast":  # float -> integer: truncation toward zero
+        to = next((a.i for a in n.attribute if a.name == "to"), None)
+        return to in _INT_TYPES or to in _INT4_TYPES
+    return False
+
+
+def graph_input_type(model_bytes: bytes) -> int:
+    m = onnx.load_from_string(model_bytes)
+    return m.graph.input[0].type.tensor_type.elem_type
+
+
+def is_raw_qonnx(model_bytes: bytes) -> bool:
+    """Has the graph a QONNX custom op (``Quant``/``BipolarQuant``/..., not the ai.onnx domain)?"""
+    m = onnx.load_from_string(model_bytes)
+    return any(n.op_type in QONNX_OPS and n.domain not in ("", "ai.onnx") for n in m.graph.node)
+
+
+def input_probe(model_bytes: bytes) -> bytes:
+    """The model's input subgraph up to (and outputting) the codes of its first rounding node.
+
+    The cut is the first node on the input's path that rounds or quantizes: QuantizeLinear
+    (ai.onnx or com.microsoft domain), Round, Floor, Ceil, or a Cast to an integer type; after a
+    float rounding op, a chain of saturating ops (Clip/Max/Min/Relu with constant bounds) that is
+    the rounding's only consumer is included, so the codes are bounded. Between the input and the
+    cut only elementwise ops and flat-order-preserving reshapes are allowed (element i of the
+    codes depends on input element i alone). Checks that the input reaches the rest of the graph
+    only through the cut, so the model's outputs depend on the input only through those codes.
+    Raises :class:`CannotEnumerate` when the graph cannot be cut that way (DynamicQuantizeLinear,
+    whose codes depend on the whole tensor's range; QONNX custom ops; other ops before the cut)."""
     m = onnx.load_from_string(model_bytes)
     g = m.graph
     xname = g.input[0].name
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
+    consumers: dict = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     # forward closure from x
     tainted, fwd = {xname}, []
     qnode = None
     for n in g.node:  # nodes are topologically sorted
         if any(i in tainted for i in n.input):
-            if n.op_type == "QuantizeLinear" and n.input[0] in tainted:
-                if qnode is None:
-                    qnode = n
-                    continue
+            if n.op_type == "Shape" and qnode is None:
+                continue  # the shape of the input does not depend on its values
+            if qnode is None and n.input[0] in tainted and _is_cut(n):
+                qnode = n
+                continue
             if qnode is not None:
-                raise ValueError(f"input reaches {n.name} ({n.op_type}) without going through the input quantizer")
+                raise CannotEnumerate(f"input reaches {n.name} ({n.op_type}) without going through the input quantizer")
+            if n.op_type == "DynamicQuantizeLinear":
+                raise CannotEnumerate(f"input quantizer {n.name or n.output[0]} is DynamicQuantizeLinear: its codes depend on the "
+                                      "range of the whole input tensor, not on each element alone")
+            if n.op_type in QONNX_OPS and n.domain not in ("", "ai.onnx"):
+                raise CannotEnumerate(f"input quantizer {n.name or n.output[0]} is the QONNX op {n.domain}.{n.op_type}, which "
+                                      "onnxruntime cannot run")
+            if n.op_type not in _PROBE_PREFIX_OPS or n.domain not in ("", "ai.onnx"):
+                raise CannotEnumerate(f"input reaches {n.name} ({n.domain or 'ai.onnx'}.{n.op_type}) before any "
+                                      "rounding node")
             fwd.append(n)
             tainted.update(n.output)
     if qnode is None:
-        raise ValueError("no input QuantizeLinear")
-    # backward closure of the quantizer
-    need, stack = set(), list(qnode.input)
+        raise CannotEnumerate("no rounding node (QuantizeLinear/Round/Floor/Ceil/Cast to int) on the input")
+    cut_nodes = [qnode]
+    if qnode.op_type in ("Round", "Floor", "Ceil"):  # include the saturation that bounds the codes
+        while True:
+            outs = [c for c in consumers.get(cut_nodes[-1].output[0], [])]
+            if (len(outs) == 1 and outs[0].op_type in _PROBE_SAT_OPS and outs[0].input[0] == cut_nodes[-1].output[0]
+                    and not (set(outs[0].input[1:]) & tainted) and cut_nodes[-1].output[0] not in
+                    {o.name for o in g.output}):
+                cut_nodes.append(outs[0])
+            else:
+                break
+    cut = cut_nodes[-1].output[0]
+    # the nodes after the cut that consume tainted values must all be past the cut
+    for n in g.node:
+        if n in fwd or n in cut_nodes:
+            continue
+        if any(i in tainted for i in n.input):
+            raise CannotEnumerate(f"input reaches {n.name} ({n.op_type}) without going through the input quantizer")
+    # backward closure of the cut
+    need, stack = set(), [i for c in cut_nodes for i in c.input]
     while stack:
         t = stack.pop()
         if t in need or t == xname or t == "":
@@ -546,28 +669,55 @@ def input_probe(model_bytes: bytes) -> bytes:
         need.add(t)
         if t in producer:
             stack.extend(producer[t].input)
-    keep = [n for n in g.node if (set(n.output) & need) or n is qnode]
+    keep = [n for n in g.node if (set(n.output) & need) or n in cut_nodes]
     for n in fwd:
         if n not in keep:
-            raise ValueError(f"input subgraph node {n.name} does not feed the quantizer")
+            raise CannotEnumerate(f"input subgraph node {n.name} does not feed the quantizer")
     used = [inits[t] for t in need if t in inits]
-    zp = numpy_helper.to_array(inits[qnode.input[2]]) if len(qnode.input) > 2 and qnode.input[2] in inits else None
-    if zp is None and len(qnode.input) > 2 and qnode.input[2] in producer:
-        cn = producer[qnode.input[2]]
-        while cn.op_type == "Identity":
-            src = cn.input[0]
-            if src in inits:
-                zp = numpy_helper.to_array(inits[src])
-                break
-            cn = producer[src]
-        if zp is None and cn.op_type == "Constant":
-            zp = numpy_helper.to_array(cn.attribute[0].t)
-    etype = TensorProto.INT8 if zp is not None and zp.dtype == np.int8 else TensorProto.UINT8
-    pg = helper.make_graph(keep, "probe", [g.input[0]],
-                           [helper.make_tensor_value_info(qnode.output[0], etype, None)], used)
+    etype = None
+    try:
+        inf = onnx.shape_inference.infer_shapes(m)
+        vi = {v.name: v for v in list(inf.graph.value_info) + list(inf.graph.output)}
+        if cut in vi and vi[cut].type.tensor_type.elem_type:
+            etype = vi[cut].type.tensor_type.elem_type
+    except Exception:  # noqa: BLE001 - fall back to the zero point's type below
+        etype = None
+    if etype is None and qnode.op_type == "QuantizeLinear":
+        zp = numpy_helper.to_array(inits[qnode.input[2]]) if len(qnode.input) > 2 and qnode.input[2] in inits else None
+        if zp is None and len(qnode.input) > 2 and qnode.input[2] in producer:
+            cn = producer[qnode.input[2]]
+            while cn.op_type == "Identity":
+                src = cn.input[0]
+                if src in inits:
+                    zp = numpy_helper.to_array(inits[src])
+                    break
+                cn = producer[src]
+            if zp is None and cn.op_type == "Constant":
+                zp = numpy_helper.to_array(cn.attribute[0].t)
+        if zp is None or zp.dtype in (np.int8, np.uint8):
+            etype = TensorProto.INT8 if zp is not None and zp.dtype == np.int8 else TensorProto.UINT8
+        else:  # e.g. com.microsoft's QuantizeLinear to (u)int16, which shape inference does not know
+            etype = helper.np_dtype_to_tensor_dtype(zp.dtype)
+    if etype is None:
+        etype = TensorProto.FLOAT
+    out_name = cut
+    if etype not in (TensorProto.INT8, TensorProto.UINT8) and etype not in _FLOAT_TYPES:
+        out_name = cut + "__probe_int32"  # int4/int16/int32 codes: read back as int32
+        keep = keep + [helper.make_node("Cast", [cut], [out_name], name="probe_cast", to=TensorProto.INT32)]
+        etype = TensorProto.INT32
+    inp = onnx.ValueInfoProto()
+    inp.CopyFrom(g.input[0])
+    dims = inp.type.tensor_type.shape.dim
+    if (len(dims) >= 2 and dims[0].HasField("dim_value") and dims[0].dim_value == 1
+            and not any(n.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") for n in keep)):
+        dims[0].dim_param = "N"  # a static batch of 1: the elementwise probe runs whole batches
+    pg = helper.make_graph(keep, "probe", [inp], [helper.make_tensor_value_info(out_name, etype, None)], used)
     pm = helper.make_model(pg, opset_imports=list(m.opset_import))
     pm.ir_version = m.ir_version
     return pm.SerializeToString()
+
+
+MAX_CODES = 1 << 16
 
 
 class InputGrid:
@@ -585,12 +735,15 @@ class InputGrid:
         lo = self._codes(np.full((1, self.n), -np.finfo(np.float32).max, np.float32))[0]
         hi = self._codes(np.full((1, self.n), np.finfo(np.float32).max, np.float32))[0]
         self.cmin, self.cmax = int(lo.min()), int(hi.max())
+        if self.cmax - self.cmin > MAX_CODES:
+            raise CannotEnumerate(f"the input's codes span {self.cmax - self.cmin + 1} values over the float32 range "
+                                  f"(more than {MAX_CODES}: an unbounded rounding node)")
         ks = np.arange(self.cmin + 1, self.cmax + 1)
         kk = np.repeat(ks[:, None], self.n, axis=1)                   # [K, n] target codes
         klo = np.full(kk.shape, -F32_KEY_MAX, np.int64)               # code < k here
         khi = np.full(kk.shape, F32_KEY_MAX, np.int64)                # code >= k here
         if np.any(self._codes(key_f32(klo)) >= kk) or np.any(self._codes(key_f32(khi)) < kk):
-            raise ValueError("input quantizer is not monotone over the float32 range")
+            raise CannotEnumerate("input quantizer is not monotone (nondecreasing) over the float32 range")
         while np.any(khi - klo > 1):
             mid = klo + (khi - klo) // 2
             ge = self._codes(key_f32(mid)) >= kk
@@ -601,11 +754,17 @@ class InputGrid:
         at = self._codes(self.thr.T)
         below = self._codes(key_f32(f32_key(self.thr.T) - 1))
         if not (np.all(at == kk) and np.all(below == kk - 1)):
-            raise ValueError("input quantizer skips codes")
+            raise CannotEnumerate("input quantizer skips codes")
 
     def _codes(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32).reshape(-1, *self.in_shape)
-        return ort_run(self.probe, x).astype(np.int64)
+        c = ort_run(self.probe, x)
+        if c.dtype.kind == "f":  # Round/Floor/Ceil codes: integral float values
+            if not np.all(np.isfinite(c)):
+                raise CannotEnumerate("the input's rounding node gives non-finite codes (unbounded)")
+            if not np.all(c == np.round(c)):
+                raise CannotEnumerate("the input's rounding node gives non-integer codes")
+        return c.astype(np.int64)
 
     def code(self, v: np.ndarray) -> np.ndarray:
         """Codes of float32 values ``v`` [n] (or [M, n]) elementwise, from the thresholds."""
@@ -625,7 +784,7 @@ class InputGrid:
             t = self.thr[i]
             inside = (t > lo32[i]) & (t <= hi32[i])
             reps = np.concatenate([[lo32[i]], t[inside]]).astype(np.float32)
-            out.append((self.code(np.repeat(reps[:, None], self.n, axis=1))[:, i], reps))
+            out.append((self.cmin + (t[None, :] <= reps[:, None]).sum(axis=1), reps))
         return out
 
     def count(self, lo, hi) -> int:
@@ -640,6 +799,44 @@ class InputGrid:
             raise ValueError(f"box reaches {total} code points (> {max_points})")
         pts = np.array(list(product(*reps)), np.float32).reshape(total, self.n)
         return pts, ort_run(self.model, pts.reshape(-1, *self.in_shape)).astype(np.float32)
+
+
+class IntInputGrid(InputGrid):
+    """The grid of a graph whose input is already an integer type (8 or 16 bits): the codes are the
+    integers themselves and a box reaches exactly the integers inside it (``thr[i, k - cmin - 1]
+    = k``, the smallest value whose code ``floor(v)`` is ``>= k``)."""
+
+    def __init__(self, model_bytes: bytes, in_shape: Sequence[int], elem_type: int):
+        self.model, self.in_shape = model_bytes, tuple(in_shape)
+        self.probe = None
+        self.n = int(np.prod(in_shape))
+        dt = helper.tensor_dtype_to_np_dtype(elem_type)
+        info = np.iinfo(dt)
+        if info.bits > 16:
+            raise CannotEnumerate(f"integer graph input of type {np.dtype(dt).name}: too many codes to enumerate")
+        self.cmin, self.cmax = int(info.min), int(info.max)
+        ks = np.arange(self.cmin + 1, self.cmax + 1, dtype=np.float32)
+        self.thr = np.repeat(ks[None], self.n, axis=0)
+
+    def reachable(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        out = []
+        for i in range(self.n):
+            a, b = max(int(np.ceil(lo[i])), self.cmin), min(int(np.floor(hi[i])), self.cmax)
+            ks = np.arange(a, b + 1, dtype=np.int64)
+            out.append((ks, ks.astype(np.float32)))
+        return out
+
+
+def input_grid(model_bytes: bytes, in_shape: Sequence[int]) -> InputGrid:
+    """The grid of a model's input: :class:`IntInputGrid` for an integer-typed graph input, else
+    :class:`InputGrid` (cut at the first rounding node); :class:`CannotEnumerate` otherwise."""
+    et = graph_input_type(model_bytes)
+    if et in _INT_TYPES:
+        return IntInputGrid(model_bytes, in_shape, et)
+    if et not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        raise CannotEnumerate(f"graph input of type {TensorProto.DataType.Name(et)}")
+    return InputGrid(model_bytes, in_shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -742,8 +939,9 @@ def random_box(rng, grid: InputGrid, n_vary: int, span: int, center_codes: np.nd
                exact_edges: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     """A box varying ``n_vary`` elements over about ``span`` codes; bounds at threshold neighbours."""
     n = grid.n
+    span = max(1, min(span, (grid.cmax - grid.cmin - 3) // 2))   # narrow formats (e.g. int4)
     if center_codes is None:
-        center_codes = rng.integers(grid.cmin + span + 2, grid.cmax - span - 1, size=n)
+        center_codes = rng.integers(grid.cmin + span + 2, max(grid.cmax - span - 1, grid.cmin + span + 3), size=n)
     vary = set(rng.choice(n, size=min(n_vary, n), replace=False).tolist())
     lo, hi, notes = np.zeros(n), np.zeros(n), []
     for i in range(n):
@@ -772,11 +970,13 @@ def _box_budget(n: int) -> tuple[int, int]:
     return 3, 5
 
 
-def _threshold_instance(rng, case: Case, kind: str, variant: str | None = None) -> Instance:
+def _threshold_instance(rng, case: Case, kind: str, variant: str | None = None, exact_edges: bool = True) -> Instance:
+    """``exact_edges=False``: the elements that do not vary sit on one code (a point), which keeps
+    the box enumerable for models with many inputs."""
     grid = case.grid()
     n_vary, span = _box_budget(grid.n)
     for _ in range(20):
-        lo, hi, note = random_box(rng, grid, n_vary, span)
+        lo, hi, note = random_box(rng, grid, n_vary, span, exact_edges=exact_edges)
         if grid.count(lo, hi) <= MAX_POINTS:
             break
         span = max(1, span - 1)
@@ -815,7 +1015,8 @@ def _near_tie_point(rng, case: Case, tie: bool, n_samples: int = 4096) -> tuple[
     (``tie``), else closest without a tie (in ulps of the top output), among random points of the
     whole code grid (a tie-free point when no tie is found and vice versa)."""
     grid = case.grid()
-    ks = rng.integers(grid.cmin + 2, grid.cmax - 1, size=(n_samples, grid.n))
+    ks = rng.integers(min(grid.cmin + 2, grid.cmax), max(grid.cmax - 1, grid.cmin + 3), size=(n_samples, grid.n))
+    ks = np.clip(ks, grid.cmin + 1, grid.cmax)
     x = np.take_along_axis(grid.thr[None], (ks - grid.cmin - 1)[..., None], axis=2)[..., 0].astype(np.float32)
     y = case.run(x).astype(np.float64)
     ys = np.sort(y, axis=1)
@@ -999,7 +1200,10 @@ def check_counterexample(inst: Instance, x: np.ndarray) -> tuple[bool, str]:
         return False, f"counterexample has {x.shape[0]} inputs, expected {inst.case.n_in}"
     if not (np.all(x >= inst.lo) and np.all(x <= inst.hi)):
         return False, "counterexample outside the box"
-    y = inst.case.run(x[None])
+    try:
+        y = inst.case.run(x[None])
+    except ValueError as e:  # e.g. a non-integer value for an integer-typed graph input
+        return False, f"onnxruntime cannot run the counterexample: {e}"
     if not violates(y, inst.disjuncts)[0]:
         return False, f"onnxruntime output {y[0].tolist()} does not violate the property"
     return True, ""
