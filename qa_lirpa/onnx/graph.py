@@ -56,8 +56,12 @@ def read_model(path: str | os.PathLike):
         raise OnnxImportError(f"{path}: expected exactly one graph output, found {len(outputs)} ({names})")
     elem = inputs[0].type.tensor_type.elem_type
     if elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
-        raise OnnxImportError(f"{path}: the input '{inputs[0].name}' must be FLOAT or DOUBLE, found "
-                              f"{onnx.TensorProto.DataType.Name(elem)}")
+        reader = next((n for n in model.graph.node if inputs[0].name in n.input), None)
+        where = f"{node_label(reader)} reads " if reader is not None else ""
+        raise OnnxImportError(f"{path}: {where}the graph input '{inputs[0].name}' of type "
+                              f"{onnx.TensorProto.DataType.Name(elem)}: the input must be FLOAT or DOUBLE "
+                              f"(VNN-LIB boxes are real-valued; export the model with float input and "
+                              f"output, e.g. TFLite inference_input_type=tf.float32)")
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - shapes are a convenience only

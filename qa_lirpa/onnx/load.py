@@ -634,6 +634,16 @@ class _Converter:
         if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
             raise self.err(node0, "a quantizer needs a Clip (saturation) so that its codes are finite")
         fmts = [_centered_format(int(A[i]), int(B[i])) for i in range(C)]
+        range_clip = None
+        if (any(f is None for f in fmts) or len({f[:3] for f in fmts}) != 1) and not self.st.started \
+                and np.all(A == A[0]) and np.all(B == B[0]):
+            # an input quantizer saturating at a range that is no integer format (e.g. [0, 64]):
+            # the clip moves in front of the rounding (equal for integer bounds and a monotone
+            # rounding) and the codes live in the smallest format around the range
+            lo_c, hi_c = int(A[0]), int(B[0])
+            bits_c = max(2, max(abs(lo_c), abs(hi_c)).bit_length() + (1 if lo_c < 0 else 0))
+            fmts = [(bits_c, lo_c < 0, False, 0)] * C
+            range_clip = (float(lo_c), float(hi_c))
         if any(f is None for f in fmts) or len({f[:3] for f in fmts}) != 1:
             raise self.err(node0, f"clip range [{A.min():g}, {B.max():g}] is not an integer format")
         bits, signed, narrow, _ = fmts[0]
@@ -654,7 +664,7 @@ class _Converter:
             if per_channel and s_out is not None and not np.allclose(s_out_l, nominal, rtol=0, atol=0):
                 raise self.err(node0, "a per-channel input quantizer must output at its own scales")
             out = None if (not per_channel and s_out_l[0] == nominal[0]) else (None if per_channel else s_out_l[0])
-            if exact_prog and impl not in ("add_half_floor", "ceil_half"):
+            if exact_prog and impl not in ("add_half_floor", "ceil_half") and range_clip is None:
                 layer = QuantInput(spec, out)
             else:
                 prog = []
@@ -665,6 +675,11 @@ class _Converter:
                             raise self.err(node0, "per-channel clip bounds on the input are not supported")
                     else:
                         prog.append((p[0], tuple(float(v) for v in p[1]) if C > 1 else (float(p[1][0]),)))
+                if range_clip is not None:
+                    if impl in ("add_half_floor", "ceil_half"):
+                        raise self.err(node0, "a saturation range that is no integer format needs a plain "
+                                              "Round, Floor or Ceil")
+                    prog.append(("clip",) + range_clip)
                 layer = Float32QuantInput(spec, out, program=prog, rounding_impl=impl)
             self.layers.append(layer)
             self.st.integer = True
@@ -765,13 +780,19 @@ class _Converter:
 
         # onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into its int8 kernels only for
         # 8-bit activations and weights (16-bit groups run unfused)
-        fused = (qw is not None and g.producer.get(cur) is not None
-                 and g.producer[cur].op_type == "DequantizeLinear" and self._quantize_follows(tail, bits=8)
+        dq_in = self._dequantized_input(cur)
+        fused = (qw is not None and dq_in and self._quantize_follows(tail, bits=8)
                  and qw.bits <= 8 and st.spec is not None and st.spec.bits <= 8)
         # unfused MatMul/Gemm with DequantizeLinear weights: onnxruntime 1.32 runs them as MatMulNBits
         # with accuracy_level 4, which quantizes the activations per block of 32 to int8 on the fly
         # (|error| <= max |a| / 254 per element, measured ~1.2e-3 relative)
         nbits = qw is not None and op in ("MatMul", "Gemm") and not fused
+        # float weights in a quantized group (DequantizeLinear input): onnxruntime 1.32 quantizes
+        # them itself (int8, per tensor, bias to int32) and fuses the group into QGemm/QLinearConv
+        # (measured on tf2onnx fake-quant exports): weights move by <= max |w| / 254, the bias by
+        # <= s_x max |w| / 254
+        ort_quantizes = qw is None and dq_in
+        w_residual = 0.0
         wspec = None
         if qw is not None:
             per = qw.scale.size > 1
@@ -794,7 +815,6 @@ class _Converter:
                 wspec, w_exact, w_residual = _approx_pow2(w_exact)
         bias_exact = bias_float = None
         bspec = None
-        w_residual = 0.0
         float_bias = None
         bias_residual = None
         if bname:
@@ -869,6 +889,13 @@ class _Converter:
                 layer.bias_float = float_bias
             if bias_residual is not None:
                 layer.bias_residual = bias_residual
+        if ort_quantizes and integer:
+            wmax = float(np.max(np.abs(w_exact))) if w_exact.size else 0.0
+            layer.weight_residual = max(float(layer.weight_residual), wmax / 254 * 1.01)
+            if bname:
+                prev = getattr(layer, "bias_residual", None)
+                dev = np.full(out_ch, st.scale[0] * wmax / 254 * 1.01)
+                layer.bias_residual = dev + (0.0 if prev is None else np.asarray(prev, np.float64))
         kernel = self.int8_kernels.get(node.name) if node.name else None
         if kernel is not None and integer:       # MatMulInteger/ConvInteger: the u8*s8 kernel's pairs
             sat = _saturation_bound(kernel[0], consecutive=op != "Conv") * kernel[1]
@@ -922,6 +949,20 @@ class _Converter:
         st.scale = None
         st.rank = 2 if op in ("Gemm", "MatMul") else 4
         return tail
+
+    def _dequantized_input(self, t: str) -> bool:
+        """Whether ``t`` is a DequantizeLinear output, possibly through shape ops (which
+        onnxruntime's QDQ propagation moves the DequantizeLinear across before fusing)."""
+        for _ in range(8):
+            p = self.g.producer.get(t)
+            if p is None:
+                return False
+            if p.op_type == "DequantizeLinear":
+                return True
+            if p.op_type not in ("Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze"):
+                return False
+            t = p.input[0]
+        return False
 
     def _quantize_follows(self, t: str, bits: int | None = None) -> bool:
         """Whether ``t`` (optionally through Relu) feeds a QuantizeLinear (of at most ``bits``

@@ -286,11 +286,26 @@ def _q_narrow(rw: _Rewrite, node, zp: str, lo: int, hi: int) -> None:
     rw.replace(node, [q, clip])
 
 
+_SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")
+
+
 @rewrites(("ai.onnx", "DequantizeLinear"))
 def _dq_std(rw: _Rewrite, node) -> None:
     a = rw.attrs(node)
     if a.get("block_size", 0):
         raise rw.fail(node, "blocked quantization (block_size) is not supported")
+    src = rw.producer(node.input[0])
+    sc = rw.const(_in(node, 1))
+    if src is not None and src.op_type in _SHAPE_OPS and sc is not None and sc.size == 1 \
+            and len(rw.consumers(src.output[0])) == 1:
+        # integer codes reshaped (QOperator graphs keep codes between ops): dequantize first, so
+        # that every QuantizeLinear meets its DequantizeLinear (a per-tensor DQ commutes with it)
+        mid = rw.fresh(src.input[0] + "_dq")
+        dq = rw.node("DequantizeLinear", [src.input[0]] + list(node.input[1:]), [mid], name=node.name)
+        shp = rw.node(src.op_type, [mid] + list(src.input[1:]), node.output, name=src.name, **_copy_attrs(src))
+        rw.replace(src, [])
+        rw.replace(node, [dq, shp])
+        return
     x4 = _int4_codes(rw, node.input[0])
     z4 = _int4_codes(rw, _in(node, 2)) if _in(node, 2) else None
     if x4 is None and z4 is None:
@@ -482,7 +497,9 @@ def _cast(rw: _Rewrite, node) -> None:
 
     to = np.dtype(helper.tensor_dtype_to_np_dtype(rw.attrs(node)["to"]))
     src = rw.elem_type(node.input[0])
-    if src is not None and src == to:
+    if src is not None and (src == to or (src.kind in "iu" and to.kind == "f")):
+        # no-op casts, and integer -> float (exact below 2^24; beyond, the one rounding is inside
+        # the float32 envelope's dot-product slack): the canonical form computes in float already
         _bypass(rw, node)
         return
     if to.kind in "iu" and src is not None and src.kind == "f":
@@ -817,6 +834,29 @@ def _fold_affine_tails(rw: _Rewrite) -> None:
         rw.replace(node, new)
 
 
+def _scale_before_relu(rw: _Rewrite) -> None:
+    """``Relu -> Mul(c)`` / ``Relu -> Div(c)`` with positive constants becomes ``Mul -> Relu``
+    (equal for c > 0, including in float32: the sign of a product does not round), so that the
+    scale can fold into the layer in front or join the quantizer behind."""
+    for relu in [n for n in rw.nodes if n.op_type == "Relu"]:
+        cons = rw.consumers(relu.output[0])
+        if len(cons) != 1 or cons[0].op_type not in ("Mul", "Div") or len(cons[0].input) != 2:
+            continue
+        mul = cons[0]
+        other = mul.input[1] if mul.input[0] == relu.output[0] else mul.input[0]
+        if mul.op_type == "Div" and mul.input[0] != relu.output[0]:
+            continue
+        c = rw.const(other)
+        if c is None or not np.all(np.asarray(c, np.float64) > 0) or not np.all(np.isfinite(np.asarray(c, np.float64))):
+            continue
+        mid = rw.fresh(relu.output[0] + "_scaled")
+        new_mul = rw.node(mul.op_type, [relu.input[0], other] if mul.input[0] == relu.output[0] else [other, relu.input[0]],
+                          [mid], name=mul.name)
+        new_relu = rw.node("Relu", [mid], list(mul.output), name=relu.name)
+        rw.replace(mul, [])
+        rw.replace(relu, [new_mul, new_relu])
+
+
 def has_custom_ops(model) -> bool:
     return any(domain_of(n) != "ai.onnx" for n in model.graph.node)
 
@@ -836,6 +876,7 @@ def normalize(model, path: str | os.PathLike) -> Normalized:
     rw = _Rewrite(model, os.fspath(path))
     _rewrite_nodes(rw)
     _fold_constants(rw)
+    _scale_before_relu(rw)
     _fold_affine_tails(rw)
     out = rw.build()
     try:

@@ -6,6 +6,8 @@ import threading
 
 import numpy as np
 
+from .normalize import runnable_bytes
+
 _CACHE: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
@@ -22,7 +24,9 @@ def _session(path: str, optimize: bool):
             so.log_severity_level = 3
             if not optimize:
                 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            # QONNX files (custom ops onnxruntime cannot run) run as their standard-op expansion
+            source = runnable_bytes(path) or path
+            sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
             if len(_CACHE) > 16:
                 _CACHE.clear()
             _CACHE[key] = sess
