@@ -325,3 +325,25 @@ def test_onnx_export_rounding_nodes(mode, tmp_path):
     ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
     assert "Round" not in ops and "QuantizeLinear" not in ops
     assert ("Ceil" in ops) == (mode in ("half_down", "up")) and ("Floor" in ops) == (mode == "down")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_onnx_export_signed_input_quantizer_near_ties(mode, scale, tmp_path):
+    """A signed input quantizer on float32 inputs one ulp around every tie and integer of ``x/s``,
+    and at ``+-(1/2 - 2^-25) s`` (where ``Add(0.5) -> Floor`` or ``Ceil(v - 0.5)`` in float32 would
+    be wrong): onnxruntime's codes equal the exact ones."""
+    from qa_lirpa.onnx import export_onnx, run_onnxruntime
+
+    model = torch.nn.Sequential(QuantInput(QuantSpec(6, True, scale, zero_point=-3, rounding=mode))).double()
+    path = tmp_path / "q.onnx"
+    export_onnx(model, path, (1,))
+    k = np.arange(-40, 41, dtype=np.float64)
+    base = (np.concatenate([k, k + 0.5]) * scale).astype(np.float32)
+    bad = np.float32(0.5) - np.float32(2.0 ** -25)
+    x = np.concatenate([base, np.nextafter(base, np.float32(np.inf)), np.nextafter(base, np.float32(-np.inf)),
+                        np.float32(scale) * np.array([bad, -bad, bad - 1, 1 - bad], dtype=np.float32)])
+    x = x.astype(np.float32).reshape(-1, 1)
+    ref = integer_forward(model, torch.tensor(x, dtype=torch.float64)).numpy()
+    got = run_onnxruntime(path, x).astype(np.float64).reshape(ref.shape)
+    np.testing.assert_array_equal(got, ref)

@@ -84,7 +84,8 @@ def round_div(num, den, rounding: str):
 
 
 def rescale(values: torch.Tensor, multipliers: Sequence[Fraction], axis: int, rounding: str) -> torch.Tensor:
-    """Exact ``R(values * m_c)`` with one rational multiplier per channel along ``axis``.
+    """Exact ``R(values * m_c)`` with one rational multiplier per channel along ``axis``, ``R`` any of
+    the five rounding modes (:func:`round_div`).
 
     ``values`` is an int64 tensor or a numpy array of Python ints; the result is int64. Uses int64 when no intermediate can overflow and
     Python integers otherwise.
