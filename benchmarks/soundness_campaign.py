@@ -4,8 +4,8 @@ procedure against exhaustive enumeration, on random small quantized networks and
 Every case is built from one integer seed (``case_seed = seed * 100000 + index``), so a
 disagreement is reproduced by ``--replay CASE_SEED``. A case varies: 2-4 inputs (8-bit pixels,
 scale 1, so the input grid is the integer points), integer boxes of width 0..10 per dimension
-(single points and boxes touching 0 or 255 included), 1-3 hidden layers of 3-8 units, both
-rounding modes, per-tensor or per-channel weight scales, weight/activation widths 4/6/8,
+(single points and boxes touching 0 or 255 included), 1-3 hidden layers of 3-8 units, all five
+rounding modes (half_even, half_up, half_down, down, up; one per case), per-tensor or per-channel weight scales, weight/activation widths 4/6/8,
 accumulator outputs or requantized signed outputs, and a property that is either a robustness
 property (exact argmax tie semantics) or random linear rows in 1-3 disjuncts whose right-hand
 sides sit exactly at reachable output values or just below them (ties matter), aiming at about
@@ -61,9 +61,10 @@ from qa_lirpa.graph import QNNGraph
 from qa_lirpa.nn import (QuantAct, QuantAdd, QuantAvgPool2d, QuantConcat, QuantConv2d, QuantConvBN2d, QuantInput,
                          QuantLinear, accumulator_bias_spec, integer_codes, integer_forward)
 from qa_lirpa.nn.reference import argmax_smallest
+from qa_lirpa.quant.spec import ROUNDING_MODES
 from qa_lirpa.verify import InputSpec, VerifierConfig, robustness_spec, verify
 
-ROUNDINGS = ("half_up", "half_even")
+ROUNDINGS = ROUNDING_MODES          # every mode of QuantSpec, drawn uniformly per case
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
@@ -369,7 +370,7 @@ def make_chain_case(case_seed: int) -> Case:
 def _finish_case(rng: np.random.Generator, meta: dict, build) -> Case:
     """Draw the formats, the box, the centre and the property (in this order, so that a case seed
     always gives the same case), build the model with ``build(rng, meta, centre)`` and enumerate."""
-    meta.update(n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, 2))],
+    meta.update(n_out=int(rng.integers(2, 5)), rounding=ROUNDINGS[int(rng.integers(0, len(ROUNDINGS)))],
                 w_bits=int(rng.choice(BITS)), a_bits=int(rng.choice(BITS)),
                 per_channel=bool(rng.random() < 0.5),
                 out_kind="requant" if rng.random() < 0.5 else "acc",

@@ -126,7 +126,8 @@ def build_model(arch: str, in_shape: Sequence[int] = (1, 28, 28), n_classes: int
         bits: bit width of weights, biases and activations.
         hidden: hidden layer sizes for ``mlp``.
         act_int_bits: integer bits of activations (default 2 for MNIST-like inputs, 3 otherwise).
-        rounding: ``half_up`` (paper, TF) or ``half_even`` (ONNX).
+        rounding: ``half_up`` (paper, TF), ``half_even`` (ONNX), ``half_down``, ``down`` (floor) or
+            ``up`` (ceil); see :data:`qa_lirpa.quant.spec.ROUNDING_MODES`.
         out_bits: requantize the outputs to this many signed bits (default: keep the accumulator).
         init: ``he`` (:func:`init_he`, the default: trains at every bit width) or ``paper``
             (:func:`init_paper`). Uses the global torch RNG.

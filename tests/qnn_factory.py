@@ -6,6 +6,15 @@ from torch import nn
 
 from qa_lirpa import QuantSpec
 from qa_lirpa.nn import QuantAct, QuantConv2d, QuantInput, QuantLinear, accumulator_bias_spec
+from qa_lirpa.quant.spec import ROUNDING_MODES
+
+#: every rounding mode of QuantSpec; random tests cycle through them with :func:`rounding_for`
+ROUNDINGS = ROUNDING_MODES
+
+
+def rounding_for(i: int) -> str:
+    """The rounding mode of the ``i``-th random case (cycles through all five)."""
+    return ROUNDINGS[i % len(ROUNDINGS)]
 
 
 def specs(rounding: str = "half_up", w_bits: int = 6, a_bits: int = 6, per_channel: int = 0):

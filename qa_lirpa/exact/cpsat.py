@@ -11,8 +11,10 @@ integers only, so the model has no tolerances at all.
 * affine layers: the accumulator of a unit is the exact integer expression of the layer's own
   plan (:meth:`QuantLinear.affine_scales`: ``m_acc * sum_i W_ji (x_i - z_in) + m_b * b_j``);
 * a requantization ``q = clamp(R(v n / d) + z, qmin, qmax)`` (``n / d`` the rational rescale
-  factor, ``v`` the centred input): as in the MILP, half up is ``floor(u / D)`` with
-  ``u = n v + d/2, D = d`` (even ``d``) or ``u = 2 n v + d, D = 2 d``; half to even (even ``d``)
+  factor, ``v`` the centred input): as in the MILP, every mode but half to even with an even
+  ``d`` is ``floor(u / D)`` (:func:`qa_lirpa.quant.intmath.floor_form`; e.g. half up
+  ``u = n v + d/2, D = d`` for even ``d`` or ``u = 2 n v + d, D = 2 d``; down ``u = n v``; up
+  ``u = n v + d - 1``; half down ``u = n v + d/2 - 1`` for even ``d``); half to even (even ``d``)
   is ``t = 2k + p``, ``-d + p <= 2 n v - 2 d t <= d - p``. The floor and the clamp are one
   unit ``y = clamp(floor(u / D), lo, hi)`` stated with enforcement literals, not big-Ms:
   ``a`` means ``floor(u/D) >= lo`` and ``s`` means ``floor(u/D) > hi``::
@@ -57,6 +59,7 @@ from ..base.deadline import Deadline, as_deadline
 from ..base.verdict import Verdict
 from ..base.vnnlib import InputSpec
 from ..nn.intervals import IntervalNet
+from ..quant.intmath import floor_form
 from . import milp as _milp
 from .milp import (MilpEncodingError, SolverError, _Builder, _channel_index, _confirm, _Lin, _rhe,
                    _spec_rows, _State)
@@ -282,13 +285,9 @@ class _Encoder(_milp._GraphEncoder):
             if known is not None and known[0] == known[1]:
                 self.n_const += 1
                 y = _Lin({}, known[0])
-            elif den == 1:
-                y = self._floor_clamp(v.scaled(num), 1, lo, hi, known)
-            elif spec.rounding == "half_up" or den % 2 == 1:
-                if den % 2 == 0:
-                    y = self._floor_clamp(v.scaled(num, den // 2), den, lo, hi, known)
-                else:
-                    y = self._floor_clamp(v.scaled(2 * num, den), 2 * den, lo, hi, known)
+            elif (form := floor_form(spec.rounding, den)) is not None:   # R(n/den) = floor((a n + c)/D)
+                a, c, D = form
+                y = self._floor_clamp(v.scaled(a * num, c), D, lo, hi, known)
             elif spec.rounding == "half_even":
                 t = self._round_half_even(v.scaled(num), den)
                 y = self._floor_clamp(t, 1, lo, hi, known)

@@ -15,8 +15,12 @@ integer coefficients and integer right-hand sides only:
 * a requantization ``q = clamp(R(v * n / d) + z, qmin, qmax)`` (``n/d`` the rational rescale
   factor, ``v`` the centred integer input):
 
-  - round half up: ``R(v n/d) = floor((2 n v + d) / (2d))``; a floor ``t = floor(u / D)`` of an
-    integer ``u`` is ``D t <= u <= D t + D - 1``;
+  - every mode but half to even with an even ``d`` is one floor of an integer expression
+    (:func:`qa_lirpa.quant.intmath.floor_form`): down ``floor(n v / d)``; up ``ceil(n v / d) =
+    floor((n v + d - 1) / d)``; half up ``floor((2 n v + d) / (2d))``; half down
+    ``ceil((2 n v - d) / (2d)) = floor((2 n v + d - 1) / (2d))`` (both divided through by 2 for
+    even ``d``; for odd ``d`` no tie exists and the three nearest modes coincide). A floor
+    ``t = floor(u / D)`` of an integer ``u`` is ``D t <= u <= D t + D - 1`` (``t <= u/D < t + 1``);
   - round half to even (only when ``d`` is even; for odd ``d`` no tie exists and it equals half
     up): ``t = 2k + p`` with ``k`` integer, ``p`` binary and ``-d + p <= 2 n v - 2 d t <= d - p``
     (at a tie only the even neighbour satisfies it);
@@ -76,6 +80,7 @@ from ..base.vnnlib import InputSpec
 from ..graph import OpDef, UnsupportedOp, as_graph, input_quantizer, op_for
 from ..nn import layers as _layers  # noqa: F401 - registers the op definitions of the built-in layers
 from ..nn.reference import integer_codes, iter_layers
+from ..quant.intmath import floor_form
 from .highs_worker import TOLERANCE, HighsStatusError, Worker, new_highs as _new_highs, solve_mip, to_highs_lp
 
 __all__ = ["MilpEncodingError", "SolverError", "MilpResult", "decide_milp", "solve_milp",
@@ -637,14 +642,10 @@ class _Encoder(_GraphEncoder):
             num, den = mult.numerator, mult.denominator
             vb = lp_bounds[j]
             lo, hi = spec.qmin - z_out, spec.qmax - z_out  # clamp range of R(...)
-            if den == 1:
-                y = self._floor_clamp(v.scaled(num), 1, lo, hi, _affine_bounds(vb, num, 0))
-            elif spec.rounding == "half_up" or den % 2 == 1:
-                if den % 2 == 0:
-                    y = self._floor_clamp(v.scaled(num, den // 2), den, lo, hi, _affine_bounds(vb, num, den // 2))
-                else:
-                    y = self._floor_clamp(v.scaled(2 * num, den), 2 * den, lo, hi,
-                                          _affine_bounds(vb, 2 * num, den))
+            form = floor_form(spec.rounding, den)      # R(n/den) = floor((a n + c) / D), or None
+            if form is not None:
+                a, c, D = form
+                y = self._floor_clamp(v.scaled(a * num, c), D, lo, hi, _affine_bounds(vb, a * num, c))
             elif spec.rounding == "half_even":
                 t = self._round_half_even(v.scaled(num), den, _affine_bounds(vb, num, 0))
                 y = self._floor_clamp(t, 1, lo, hi)

@@ -20,7 +20,7 @@ from torch import nn
 from ..graph.registry import OpDef, register
 from ..quant import intmath
 from ..quant.functions import fake_quant, quantize
-from ..quant.spec import QuantSpec
+from ..quant.spec import ROUNDING_SHIFT, QuantSpec
 from .tensors import IntBox, IntTensor, requantize
 
 
@@ -114,9 +114,13 @@ def enveloped_requant(box: IntBox, spec, tol: float) -> IntBox:
     ``t = v / s_y``, is only known within ``tol`` steps of the nominal ``v / s_y`` (onnxruntime's
     float32 arithmetic, :func:`qa_lirpa.onnx.referee.float32_envelope`).
 
-    Sound for half-even and half-up rounding alike: ``ceil(t - 1/2) <= round(t) <= floor(t + 1/2)``;
-    the float64 arithmetic here (dequantization, division, the +-1/2) is covered by a slack of
-    ``2^-50 (|t| + 1)`` on top of ``tol``.
+    Sound for every rounding mode: with ``shift`` from :data:`ROUNDING_SHIFT` (0 for the three
+    round-to-nearest modes, +1/2 for ``down``, -1/2 for ``up``),
+    ``ceil(t - shift - 1/2) <= R(t) <= floor(t - shift + 1/2)`` (round to nearest:
+    ``ceil(t - 1/2) <= R(t) <= floor(t + 1/2)``; ``ceil(t - 1) <= floor(t)``;
+    ``ceil(t) <= floor(t + 1)``), and both sides are monotone in ``t``. The float64 arithmetic here
+    (dequantization, division, the offsets) is covered by a slack of ``2^-50 (|t| + 1)`` on top
+    of ``tol``.
     """
     vlo, vhi = box.dequantize()
     nd = vlo.dim()
@@ -126,8 +130,9 @@ def enveloped_requant(box: IntBox, spec, tol: float) -> IntBox:
     tlo, thi = vlo / sy, vhi / sy
     slo = tol + 2.0 ** -50 * (tlo.abs() + 1.0)
     shi = tol + 2.0 ** -50 * (thi.abs() + 1.0)
-    qlo = torch.ceil(tlo - slo - 0.5)
-    qhi = torch.floor(thi + shi + 0.5)
+    shift = ROUNDING_SHIFT[spec.rounding]
+    qlo = torch.ceil(tlo - slo - (shift + 0.5))
+    qhi = torch.floor(thi + shi - (shift - 0.5))
     z = intmath._channel_view(spec.zero_points(), nd, axis, vlo.device).to(torch.float64)
     qlo = torch.clamp(qlo + z, spec.qmin, spec.qmax).to(torch.int64)
     qhi = torch.clamp(qhi + z, spec.qmin, spec.qmax).to(torch.int64)

@@ -59,7 +59,9 @@ class IntTensor:
 
 
 def requantize(x: IntTensor, spec: QuantSpec) -> IntTensor:
-    """Exact ``clamp(R(real(x) / s) + z, qmin, qmax)`` of an exact tensor."""
+    """Exact ``clamp(R(real(x) / s) + z, qmin, qmax)`` of an exact tensor, ``R`` the spec's rounding
+    mode (any of the five, ties included): integer arithmetic only (int64, or Python ints where
+    int64 could overflow), no float anywhere."""
     channels = max(len(x.scale), spec.channels)
     xs = x.scale * channels if len(x.scale) == 1 else x.scale
     os_ = spec.scale_fractions() * channels if not spec.per_channel else spec.scale_fractions()

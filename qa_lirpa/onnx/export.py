@@ -18,6 +18,10 @@ below with their exactness checks. The graph's output is the output node's tenso
   c = f + Cast(GreaterOrEqual(v - f, 0.5)) -> [Mul(s_out)]``. The shorter ``Add(0.5) -> Floor`` is
   not exact in float32: ``fl32(0.5 - 2^-25 + 0.5) = 1.0``, so an input at that value would get
   code 1 instead of 0;
+- a half-down quantizer mirrors it: ``c = Ceil(v) - Cast(GreaterOrEqual(Ceil(v) - v, 0.5))``
+  (``Ceil(v - 0.5)`` is not exact in float32 for the same reason); a ``down`` quantizer rounds
+  with ``Floor(v)``, an ``up`` quantizer with ``Ceil(v)`` (exact on every float32). The clip before
+  the rounding is exact for every mode: each maps integers to themselves and is monotone;
 - QuantLinear -> ``Gemm`` and QuantConv2d -> ``Conv`` with the *dequantized* weights and bias as
   float32 initializers (exact: power-of-two scales, codes below 2^24). Integer weights behind
   DequantizeLinear would let onnxruntime fuse the layer into its int8 kernels, which on x86 CPUs
@@ -159,12 +163,26 @@ def _emit_quantizer(b: _Builder, x: str, spec: QuantSpec, out_scales: Sequence[f
         v = b.node("Min", [v, b.const(f"{base}.hi", _chan_shape(hi, rank, ax))], base)
     if spec.rounding == "half_even":
         c = b.node("Round", [v], base)
-    else:
+    elif spec.rounding == "half_up":
         f = b.node("Floor", [v], base)
         frac = b.node("Sub", [v, f], base)
         ge = b.node("GreaterOrEqual", [frac, b.const(f"{base}.half", np.asarray(0.5, np.float32))], base)
         up = b.node("Cast", [ge], base, to=b.TP.FLOAT)
         c = b.node("Add", [f, up], base)
+    elif spec.rounding == "half_down":
+        # ceil(v - 1/2) = ceil(v) - [ceil(v) - v >= 1/2]; ceil(v) - v rounds monotonically, so it
+        # never crosses the representable 1/2 in float32
+        f = b.node("Ceil", [v], base)
+        frac = b.node("Sub", [f, v], base)
+        ge = b.node("GreaterOrEqual", [frac, b.const(f"{base}.half", np.asarray(0.5, np.float32))], base)
+        dn = b.node("Cast", [ge], base, to=b.TP.FLOAT)
+        c = b.node("Sub", [f, dn], base)
+    elif spec.rounding == "down":
+        c = b.node("Floor", [v], base)
+    elif spec.rounding == "up":
+        c = b.node("Ceil", [v], base)
+    else:
+        raise OnnxExportError(f"export_onnx: rounding mode {spec.rounding!r} has no exact ONNX form")
     if any(s != 1.0 for s in out_scales):
         c = b.node("Mul", [c, b.const(f"{base}.out_scale", _chan_shape(list(out_scales), rank, ax))], base)
     return c

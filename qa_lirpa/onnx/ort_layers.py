@@ -47,7 +47,11 @@ from ..nn.quantizers import QuantActOp, QuantInputOp
 from ..quant.functions import fake_quant, round_half_up
 from ..quant.spec import QuantSpec
 
-ROUNDING_IMPLS = ("half_even", "half_up", "add_half_floor")
+ROUNDING_IMPLS = ("half_even", "half_up", "add_half_floor", "floor", "ceil", "ceil_half")
+#: the exact rounding mode (``QuantSpec.rounding``) that each float32 rounding pattern stands for;
+#: the nominal quantizer (tracing, bounds) uses it, and the tolerance covers the difference
+IMPL_ROUNDING = {"half_even": "half_even", "half_up": "half_up", "add_half_floor": "half_up",
+                 "floor": "down", "ceil": "up", "ceil_half": "half_down"}
 # fake_quant(x, spec, tol=...) (a per-node float tolerance for the bound operators) is a proposed
 # extension of qa_lirpa.quant.functions; use it as soon as it exists
 _FQ_TOL = "tol" in inspect.signature(fake_quant).parameters
@@ -77,6 +81,12 @@ def _round32(v: torch.Tensor, impl: str) -> torch.Tensor:
         return torch.round(v)
     if impl == "half_up":
         return round_half_up(v)
+    if impl == "floor":
+        return torch.floor(v)
+    if impl == "ceil":
+        return torch.ceil(v)
+    if impl == "ceil_half":                     # Sub(v, 0.5) in v's dtype (float32), then Ceil
+        return torch.ceil(v - torch.tensor(0.5, dtype=v.dtype))
     return torch.floor(v + torch.tensor(0.5, dtype=v.dtype))
 
 
@@ -84,8 +94,19 @@ class Float32QuantInput(QuantInput):
     """An input quantizer that reproduces onnxruntime exactly: a program of elementwise float32 ops
     (``("mul"|"div"|"add"|"sub", values)``, ``("clip", lo, hi)``) applied to ``fl32(x)``, then a
     rounding (``"half_even"`` = Round/QuantizeLinear, ``"half_up"`` = the exact Floor/Sub/
-    GreaterOrEqual pattern, ``"add_half_floor"`` = ``Floor(Add(v, 0.5))`` in float32), then the zero
-    point and saturation of ``spec``. Codes are monotone non-decreasing in ``x``.
+    GreaterOrEqual pattern, ``"add_half_floor"`` = ``Floor(Add(v, 0.5))`` in float32, ``"floor"`` =
+    ``Floor(v)``, ``"ceil"`` = ``Ceil(v)``, ``"ceil_half"`` = ``Ceil(Sub(v, 0.5))`` with the
+    subtraction rounded to float32 as onnxruntime does), then the zero point and saturation of
+    ``spec``. Codes are monotone non-decreasing in ``x`` (every step is a monotone float32
+    operation).
+
+    ``spec.rounding`` must be the exact mode the pattern stands for (:data:`IMPL_ROUNDING`:
+    ``half_up`` for ``"half_up"``/``"add_half_floor"``, ``down`` for ``"floor"``, ``up`` for
+    ``"ceil"``, ``half_down`` for ``"ceil_half"``): the traced forward (bounds) is the nominal
+    quantizer of that mode, and :attr:`float32_tolerance` (in steps) bounds how far the float32
+    value that is rounded, the program's and the ``Add``/``Sub`` of 0.5's roundings included,
+    can lie from the exact ``a x + b``. So the bound operators, which cover every rounded value
+    within the tolerance for the mode's staircase, are sound for the float32 codes.
 
     ``spec.scale`` is the nominal scale ``1/a`` of the program's affine map ``v = a x + b`` (it
     is only used for bookkeeping and the traced forward); the next layer receives
@@ -97,6 +118,9 @@ class Float32QuantInput(QuantInput):
         super().__init__(spec, output_scale)
         if rounding_impl not in ROUNDING_IMPLS:
             raise ValueError(f"Float32QuantInput: rounding_impl must be one of {ROUNDING_IMPLS}")
+        if spec.rounding != IMPL_ROUNDING[rounding_impl]:
+            raise ValueError(f"Float32QuantInput: rounding_impl {rounding_impl!r} rounds as "
+                             f"{IMPL_ROUNDING[rounding_impl]!r}, but the spec says {spec.rounding!r}")
         steps = []
         for step in program:
             op = step[0]
@@ -237,7 +261,7 @@ class Float32QuantInput(QuantInput):
                 else:
                     lo, hi = lo - c, hi - c
                 err += max(abs(lo), abs(hi)) * _U * gains[i + 1]  # rounding of this step's result
-            if self.rounding_impl == "add_half_floor":
+            if self.rounding_impl in ("add_half_floor", "ceil_half"):   # fl32(v +- 0.5)
                 err += (max(abs(lo), abs(hi)) + 0.5) * _U
             worst = max(worst, err)
         return 2.0 * worst + 1e-12
@@ -376,4 +400,4 @@ def required_quant_slack(model: nn.Module) -> float:
 
 
 __all__ = ["Float32QuantInput", "Float32Requant", "Float32QuantInputOp", "Float32RequantOp", "required_quant_slack",
-           "ROUNDING_IMPLS"]
+           "ROUNDING_IMPLS", "IMPL_ROUNDING"]

@@ -1,24 +1,30 @@
 """Pure bound math for rounding steps (no auto_LiRPA here).
 
 Every rounding op of this project is ``out = c1 * clamp(R(a x + b), A, B) + c0`` with ``a, c1 > 0``
-and integer ``A, B`` (possibly infinite). In the unit variable ``v = a x + b`` the step function is
-bracketed by two monotone step functions, whatever the rounding mode:
+and integer ``A, B`` (possibly infinite). ``R`` jumps from ``k - 1`` to ``k`` at
+``t_k = k - 1/2 + shift`` (``shift`` = :data:`qa_lirpa.quant.spec.ROUNDING_SHIFT`: 0 for the three
+round-to-nearest modes, +1/2 for ``down`` = floor, -1/2 for ``up`` = ceil). In the unit variable
+``v = a x + b`` it is bracketed by two monotone step functions that differ only at the jumps:
 
-    g_dn(v) = clamp(ceil(v - 1/2), A, B)  <=  R(v)  <=  g_up(v) = clamp(floor(v + 1/2), A, B)
+    g_dn(v) = clamp(ceil(v - shift - 1/2), A, B)  <=  R(v)  <=  g_up(v) = clamp(floor(v - shift + 1/2), A, B)
 
-(they differ only at ties). The interval image is exact (``R`` is monotone). A line is above ``g_up``
-on ``[vl, vu]`` iff it is above four points (the jump corners between the first and last jump are
-collinear):
+(``half_even``/``half_up``/``half_down``: ``g_dn = round_half_down``, ``g_up = round_half_up``;
+``down``: ``g_up = floor``, ``g_dn = ceil - 1``; ``up``: ``g_dn = ceil``, ``g_up = floor + 1``). These
+are computed exactly in the tensors' dtype (floor/ceil, +-1 and the exact ``round_half_*``), and
+so are the jump corners ``t_k = k + (shift - 1/2)``. The interval image is exact (``R`` is
+monotone). A line is above ``g_up`` on ``[vl, vu]`` iff it is above four points (the jump corners
+between the first and last jump are collinear):
 
-    upper: (vl, y0), (j1 - 1/2, j1), (jL - 1/2, jL), (vu, jL)
-    lower: (vl, y0), (j1 - 1/2, j1 - 1), (jL - 1/2, jL - 1), (vu, jL)     (for g_dn)
+    upper: (vl, y0), (t_j1, j1), (t_jL, jL), (vu, jL)
+    lower: (vl, y0), (t_j1, j1 - 1), (t_jL, jL - 1), (vu, jL)     (for g_dn)
 
 where ``j1..jL`` are the jumps inside the interval. Candidate lines (the hull edges: chords from the
 end points, the slope-1 line through the corners, the constants) are each shifted until valid at
 these points, and the one with the least value at the midpoint is taken: that is the supporting line
 of the hull at the midpoint, the valid line of least area. Shifting after the fact also makes the
 lines valid at the points in float arithmetic; float error elsewhere is absorbed by the caller's
-slack (widening ``[vl, vu]``).
+slack (widening ``[vl, vu]``). The lines are sound for every mode, ties included, because they
+bound ``g_up``/``g_dn``, which bound ``R`` at every ``v`` (a tie included).
 """
 from __future__ import annotations
 
@@ -56,36 +62,62 @@ def _best_line(cands, points, m, upper: bool):
     return best_k, best_b
 
 
-def upper_line(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Tensor
+def step_up(v: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+    """``floor(v - shift + 1/2)`` exactly: the upper bracket ``g_up`` (unclamped)."""
+    if shift == 0.0:
+        return round_half_up(v)
+    if shift == 0.5:
+        return torch.floor(v)
+    if shift == -0.5:
+        return torch.floor(v) + 1
+    raise ValueError(f"step_up: unsupported shift {shift}")
+
+
+def step_dn(v: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+    """``ceil(v - shift - 1/2)`` exactly: the lower bracket ``g_dn`` (unclamped)."""
+    if shift == 0.0:
+        return round_half_down(v)
+    if shift == 0.5:
+        return torch.ceil(v) - 1
+    if shift == -0.5:
+        return torch.ceil(v)
+    raise ValueError(f"step_dn: unsupported shift {shift}")
+
+
+def upper_line(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Tensor, shift: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slope and intercept (in unit space) of a line above ``g_up`` on ``[vl, vu]``."""
-    n0 = round_half_up(vl)
+    """Slope and intercept (in unit space) of a line above ``g_up`` on ``[vl, vu]`` (jumps at
+    ``k - 1/2 + shift``)."""
+    off = shift - 0.5                          # corner of jump k: k + off (exact)
+    n0 = step_up(vl, shift)
     y0 = _clamp(n0, A, B)
     j1 = torch.maximum(n0 + 1, A + 1)
-    jL = torch.minimum(round_half_up(vu), B)
+    jL = torch.minimum(step_up(vu, shift), B)
     jumps = j1 <= jL
     j1, jL = torch.where(jumps, j1, y0), torch.where(jumps, jL, y0)
-    t1, tL = torch.where(jumps, j1 - 0.5, vl), torch.where(jumps, jL - 0.5, vl)
+    t1, tL = torch.where(jumps, j1 + off, vl), torch.where(jumps, jL + off, vl)
     one, zero = torch.ones_like(vl), torch.zeros_like(vl)
     points = [(vl, y0), (t1, j1), (tL, jL), (vu, jL)]
-    cands = [_line_through(vl, y0, t1, j1), (one, 0.5 * one), (zero, jL), _line_through(vl, y0, tL, jL)]
+    cands = [_line_through(vl, y0, t1, j1), (one, -off * one), (zero, jL), _line_through(vl, y0, tL, jL)]
     k, b = _best_line(cands, points, 0.5 * (vl + vu), upper=True)
     return torch.where(jumps, k, zero), torch.where(jumps, b, y0)
 
 
-def lower_line(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Tensor
+def lower_line(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Tensor, shift: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slope and intercept (in unit space) of a line below ``g_dn`` on ``[vl, vu]``."""
-    m0 = round_half_down(vl)
+    """Slope and intercept (in unit space) of a line below ``g_dn`` on ``[vl, vu]`` (jumps at
+    ``k - 1/2 + shift``)."""
+    off = shift - 0.5
+    m0 = step_dn(vl, shift)
     y0 = _clamp(m0, A, B)
     j1 = torch.maximum(m0 + 1, A + 1)
-    jL = torch.minimum(round_half_down(vu), B)
+    jL = torch.minimum(step_dn(vu, shift), B)
     jumps = j1 <= jL
     j1, jL = torch.where(jumps, j1, y0 + 1), torch.where(jumps, jL, y0 + 1)
-    t1, tL = torch.where(jumps, j1 - 0.5, vu), torch.where(jumps, jL - 0.5, vu)
+    t1, tL = torch.where(jumps, j1 + off, vu), torch.where(jumps, jL + off, vu)
     one, zero = torch.ones_like(vl), torch.zeros_like(vl)
     points = [(vl, y0), (t1, j1 - 1), (tL, jL - 1), (vu, jL)]
-    cands = [(zero, y0), (one, -0.5 * one), _line_through(tL, jL - 1, vu, jL),
+    cands = [(zero, y0), (one, (-1.0 - off) * one), _line_through(tL, jL - 1, vu, jL),
              _line_through(t1, j1 - 1, vu, jL)]
     k, b = _best_line(cands, points, 0.5 * (vl + vu), upper=False)
     return torch.where(jumps, k, zero), torch.where(jumps, b, y0)

@@ -1,9 +1,12 @@
-"""auto_LiRPA bound operators for rounding steps: our FakeQuant node and ONNX Round, Floor,
+"""auto_LiRPA bound operators for rounding steps: our FakeQuant node and ONNX Round, Floor, Ceil,
 QuantizeLinear, plus Clip and DequantizeLinear.
 
 Each rounding operator is ``out = c1 * clamp(R(a x + b), A, B) + c0`` (``a, c1 > 0``); subclasses
-only say what ``a, b, A, B, c1, c0`` and ``R`` are. IBP is the exact interval image (the map is
-monotone); CROWN uses the hull lines of :mod:`qa_lirpa.operators.relax`.
+only say what ``a, b, A, B, c1, c0`` and ``R`` are (``R``: any of the five modes of
+:data:`qa_lirpa.quant.spec.ROUNDING_MODES`, by its code). IBP is the exact interval image (the map
+is monotone; rounding is exact in the bounds' dtype, float32 or float64); CROWN uses the hull lines
+of :mod:`qa_lirpa.operators.relax` for the mode's staircase (jumps at ``k - 1/2 + shift``), which
+are sound for every mode, ties included.
 
 Soundness in floating point: before rounding, the unit-space interval ``[a l + b, a u + b]`` is
 widened by ``slack`` units (bound option ``{"qa_lirpa": {"slack": ...}}``, set by
@@ -18,6 +21,7 @@ import torch
 
 from ..compat import import_auto_lirpa
 from ..quant.functions import FakeQuantFunction, round_mode
+from ..quant.spec import ROUNDING_SHIFT, rounding_name
 from . import relax
 
 _al = import_auto_lirpa()
@@ -35,7 +39,7 @@ def slack_from(options: dict | None) -> float:
 class BoundStep(BoundActivation):
     """Base for ``c1 * clamp(R(a x + b), A, B) + c0``; subclasses define :meth:`params`."""
 
-    rounding = 0  # 0: half_even, 1: half_up
+    rounding = 0  # the mode's code: 0 half_even, 1 half_up, 2 half_down, 3 down, 4 up
 
     def __init__(self, attr=None, inputs=None, output_index=0, options=None):
         super().__init__(attr, inputs, output_index, options)
@@ -68,8 +72,9 @@ class BoundStep(BoundActivation):
         A, B = torch.as_tensor(A, dtype=vl.dtype, device=vl.device), torch.as_tensor(B, dtype=vl.dtype, device=vl.device)
         t = self.tol
         # g(v + e) <= g_up(v + t) <= uk (v + t) + ub  and  g(v + e) >= g_dn(v - t) >= lk (v - t) + lb
-        uk, ub = relax.upper_line(vl + t, vu + t, A.expand_as(vl), B.expand_as(vl))
-        lk, lb = relax.lower_line(vl - t, vu - t, A.expand_as(vl), B.expand_as(vl))
+        shift = ROUNDING_SHIFT[rounding_name(self.rounding)]
+        uk, ub = relax.upper_line(vl + t, vu + t, A.expand_as(vl), B.expand_as(vl), shift)
+        lk, lb = relax.lower_line(vl - t, vu - t, A.expand_as(vl), B.expand_as(vl), shift)
         ub, lb = ub + uk * t, lb - lk * t
         # unit space y = k v + m  ->  out = c1 (k (a x + b) + m) + c0
         self.uw, self.ub = c1 * uk * a, c1 * (uk * b + ub) + c0
@@ -123,15 +128,27 @@ class BoundRound(BoundStep):
 
 
 class BoundFloor(BoundStep):
-    """``onnx::Floor`` = ``round_half_up(x - 1/2)``."""
+    """``onnx::Floor``: the ``down`` mode (exact in any float dtype)."""
 
-    rounding = 1
+    rounding = 3
 
     def forward(self, x):
         return torch.floor(x)
 
     def params(self, like):
-        return 1.0, -0.5, -INF, INF, 1.0, 0.0
+        return 1.0, 0.0, -INF, INF, 1.0, 0.0
+
+
+class BoundCeil(BoundStep):
+    """``onnx::Ceil``: the ``up`` mode (exact in any float dtype)."""
+
+    rounding = 4
+
+    def forward(self, x):
+        return torch.ceil(x)
+
+    def params(self, like):
+        return 1.0, 0.0, -INF, INF, 1.0, 0.0
 
 
 class BoundQuantizeLinear(BoundStep):
@@ -274,7 +291,7 @@ def _code_range(zp: torch.Tensor) -> tuple[int, int]:
     return 0, 255
 
 
-_ATEN_OPS = {"round": BoundRound, "floor": BoundFloor}
+_ATEN_OPS = {"round": BoundRound, "floor": BoundFloor, "ceil": BoundCeil}
 
 
 def bound_aten(attr, inputs, output_index, options):
@@ -298,6 +315,7 @@ CUSTOM_OPS: dict[str, object] = {
     "qa_lirpa::FakeQuant": BoundFakeQuant,
     "onnx::Round": BoundRound,
     "onnx::Floor": BoundFloor,
+    "onnx::Ceil": BoundCeil,
     "onnx::Clip": BoundClip,
     "onnx::QuantizeLinear": BoundQuantizeLinear,
     "onnx::DequantizeLinear": BoundDequantizeLinear,

@@ -3,7 +3,8 @@
 All functions here are exact on floats: ``round_half_up`` does not compute ``floor(v + 0.5)`` in
 float (which rounds ``0.49999999999999994`` up) but ``floor(v) + (v - floor(v) >= 0.5)``: the
 fractional part can round only for tiny negative ``v``, and never across 1/2 (tested one ulp around
-every tie). ``round_half_down(v)`` is ``-round_half_up(-v)``. ``fake_quant`` divides by the scale in the tensor's dtype: with
+every tie). ``round_half_down(v)`` is ``-round_half_up(-v)``; ``round_down``/``round_up`` are
+``torch.floor``/``torch.ceil`` (exact in every float dtype). ``fake_quant`` divides by the scale in the tensor's dtype: with
 power-of-two scales the division is exact, so the result equals the integer semantics whenever the
 input value itself is exact (see docs/semantics.md for where float32 stops being exact).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .spec import ROUNDING_CODE, QuantSpec
+from .spec import ROUNDING_CODE, QuantSpec, rounding_name
 
 DOMAIN = "qa_lirpa"
 FAKE_QUANT_OP = f"{DOMAIN}::FakeQuant"
@@ -29,18 +30,34 @@ def round_half_up(v: torch.Tensor) -> torch.Tensor:
 
 
 def round_half_down(v: torch.Tensor) -> torch.Tensor:
-    """``ceil(v - 0.5)`` computed exactly: ties go towards -infinity.
+    """``ceil(v - 0.5)`` computed exactly (in every float dtype): ties go towards -infinity.
 
-    Never used as a model's semantics; it gives sound lower ends for intervals (it is below both
-    modes at every tie), as ``round_half_up`` gives sound upper ends.
+    The ``half_down`` mode's semantics; it also gives sound lower ends for intervals of the three
+    round-to-nearest modes (it is below each of them at every tie), as ``round_half_up`` gives
+    sound upper ends.
     """
     return -round_half_up(-v)
 
 
+def round_down(v: torch.Tensor) -> torch.Tensor:
+    """``floor(v)`` (the ``down`` mode; exact in every float dtype)."""
+    return torch.floor(v)
+
+
+def round_up(v: torch.Tensor) -> torch.Tensor:
+    """``ceil(v)`` (the ``up`` mode; exact in every float dtype)."""
+    return torch.ceil(v)
+
+
+ROUND_FUNCTIONS = {"half_even": round_half_even, "half_up": round_half_up, "half_down": round_half_down,
+                   "down": round_down, "up": round_up}
+
+
 def round_mode(v: torch.Tensor, rounding: str | int) -> torch.Tensor:
-    """Round with the named mode (``"half_even"``/0 or ``"half_up"``/1)."""
-    code = ROUNDING_CODE[rounding] if isinstance(rounding, str) else int(rounding)
-    return round_half_up(v) if code == 1 else round_half_even(v)
+    """Round with the named mode or its code (:data:`qa_lirpa.quant.spec.ROUNDING_CODE`: 0
+    ``half_even``, 1 ``half_up``, 2 ``half_down``, 3 ``down``, 4 ``up``), exactly, in ``v``'s dtype;
+    ValueError for an unknown mode."""
+    return ROUND_FUNCTIONS[rounding_name(rounding)](v)
 
 
 def _param(values: tuple, like: torch.Tensor, axis: int) -> torch.Tensor:

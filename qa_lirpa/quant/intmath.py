@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .spec import ROUNDING_CODE
+from .spec import rounding_name
 
 _INT64_SAFE = 1 << 62
 _F64_EXACT = 1 << 53
@@ -33,21 +33,59 @@ def max_abs(t: torch.Tensor) -> int:
     return int(t.abs().max().item()) if t.numel() else 0
 
 
+def floor_form(rounding: str, den: int) -> tuple[int, int, int] | None:
+    """``(a, c, D)`` with ``R(n / den) = floor((a n + c) / D)`` for every integer ``n`` (``den > 0``),
+    or None for ``half_even`` with an even ``den`` (its ties need a parity). With an odd ``den``
+    ``n / den`` is never a tie, so the three round-to-nearest modes coincide.
+
+    ``down``: ``floor(n/d)``; ``up``: ``ceil(n/d) = floor((n + d - 1)/d)``; ``half_up``:
+    ``floor((2n + d)/(2d))``; ``half_down``: ``ceil((2n - d)/(2d)) = floor((2n + d - 1)/(2d))``
+    (for even ``d`` divided through by 2)."""
+    mode = rounding_name(rounding)
+    d = int(den)
+    if d <= 0:
+        raise ValueError("floor_form: the denominator must be positive")
+    if d == 1:
+        return 1, 0, 1
+    if mode == "down":
+        return 1, 0, d
+    if mode == "up":
+        return 1, d - 1, d
+    if d % 2 == 1:
+        return 2, d, 2 * d
+    if mode == "half_up":
+        return 1, d // 2, d
+    if mode == "half_down":
+        return 1, d // 2 - 1, d
+    return None
+
+
 def round_div(num, den, rounding: str):
-    """Exact ``R(num / den)`` for integer ``num`` and positive integer ``den`` (tensors or arrays)."""
-    if isinstance(num, torch.Tensor):
-        q = torch.div(num, den, rounding_mode="floor")
-    else:
-        q = num // den
+    """Exact ``R(num / den)`` for integer ``num`` and positive integer ``den`` (int64 tensors,
+    Python ints, or numpy object arrays of Python ints), in every mode."""
+    def fdiv(a, b):
+        return torch.div(a, b, rounding_mode="floor") if isinstance(a, torch.Tensor) else a // b
+
+    mode = rounding_name(rounding)
+    if mode != "half_even":
+        q = fdiv(num, den)
+        r = num - q * den                 # remainder, in [0, den)
+        if mode == "down":
+            return q
+        if mode == "up":
+            return q + (r > 0)
+        if mode == "half_up":
+            return q + (2 * r >= den)
+        return q + (2 * r > den)          # half_down: a tie stays down
+    q = fdiv(num, den)
     r2 = 2 * (num - q * den)          # 2 * remainder, in [0, 2 den)
-    if ROUNDING_CODE[rounding] == 1:    # half up: ties go up
-        return q + (r2 >= den)
     odd = (q % 2) == 1
     return q + ((r2 > den) | ((r2 == den) & odd))
 
 
 def rescale(values: torch.Tensor, multipliers: Sequence[Fraction], axis: int, rounding: str) -> torch.Tensor:
-    """Exact ``R(values * m_c)`` with one rational multiplier per channel along ``axis``.
+    """Exact ``R(values * m_c)`` with one rational multiplier per channel along ``axis``, ``R`` any of
+    the five rounding modes (:func:`round_div`).
 
     ``values`` is an int64 tensor or a numpy array of Python ints; the result is int64. Uses int64 when no intermediate can overflow and
     Python integers otherwise.

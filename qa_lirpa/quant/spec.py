@@ -5,11 +5,19 @@ A :class:`QuantSpec` describes the map from a real value ``x`` to an integer ``q
     q = clamp(R(x / scale) + zero_point, qmin, qmax)        (quantize)
     x' = (q - zero_point) * scale                            (dequantize)
 
-with ``R`` one of two rounding modes:
+with ``R`` one of five rounding modes (:data:`ROUNDING_MODES`; the integer codes of
+:data:`ROUNDING_CODE` are what the traced ``FakeQuant`` node carries):
 
-- ``half_even``: round half to even (ONNX QuantizeLinear, ``torch.round``);
-- ``half_up``: ``floor(v + 0.5)`` (TensorFlow fake quantization; the QA-IBP paper and the AAAI'21
-  benchmark networks). Ties round towards +infinity, also for negative values.
+- ``half_even`` (0): round half to even (ONNX QuantizeLinear / Round, ``torch.round``);
+- ``half_up`` (1): ``floor(v + 1/2)`` (TensorFlow fake quantization; the QA-IBP paper and the
+  AAAI'21 benchmark networks). Ties round towards +infinity, also for negative values;
+- ``half_down`` (2): ``ceil(v - 1/2)``: ties round towards -infinity (ONNX ``Ceil(v - 0.5)``);
+- ``down`` (3): ``floor(v)`` (ONNX ``Floor``; an arithmetic right shift of a fixed-point value);
+- ``up`` (4): ``ceil(v)`` (ONNX ``Ceil``).
+
+Every mode is monotone non-decreasing and maps integers to themselves, so clamping to integer
+bounds commutes with it. Each is ``floor`` or ``ceil`` of ``v`` shifted by :data:`ROUNDING_SHIFT`
+except at ties, where ``half_even`` picks the even neighbour.
 
 Scales are Python floats; every float is a dyadic rational, so the exact integer reference can do
 its rescaling in exact rational arithmetic (:mod:`qa_lirpa.quant.intmath`).
@@ -23,9 +31,26 @@ from typing import Literal, Sequence, Union
 
 import torch
 
-Rounding = Literal["half_even", "half_up"]
-ROUNDING_MODES: tuple[str, ...] = ("half_even", "half_up")
-ROUNDING_CODE = {"half_even": 0, "half_up": 1}
+Rounding = Literal["half_even", "half_up", "half_down", "down", "up"]
+ROUNDING_MODES: tuple[str, ...] = ("half_even", "half_up", "half_down", "down", "up")
+#: the integer code of each mode (0 and 1 keep their historical meaning)
+ROUNDING_CODE = {"half_even": 0, "half_up": 1, "half_down": 2, "down": 3, "up": 4}
+ROUNDING_NAME = {c: n for n, c in ROUNDING_CODE.items()}
+#: where each mode's steps sit: ``R`` jumps from ``k - 1`` to ``k`` at ``v = k - 1/2 + shift``
+#: (0 for the three round-to-nearest modes, +1/2 for ``down``, -1/2 for ``up``)
+ROUNDING_SHIFT = {"half_even": 0.0, "half_up": 0.0, "half_down": 0.0, "down": 0.5, "up": -0.5}
+
+
+def rounding_name(rounding: str | int) -> str:
+    """The mode's name from its name or integer code (ValueError for anything else)."""
+    if isinstance(rounding, str):
+        if rounding not in ROUNDING_CODE:
+            raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+        return rounding
+    code = int(rounding)
+    if code not in ROUNDING_NAME:
+        raise ValueError(f"unknown rounding code {rounding!r}; expected one of {sorted(ROUNDING_NAME)}")
+    return ROUNDING_NAME[code]
 
 ScaleLike = Union[float, Sequence[float]]
 
@@ -50,7 +75,8 @@ class QuantSpec:
         axis: channel axis for per-channel scales (negative values count from the end, as in ONNX;
             for activations of shape [N, C, ...] and weights of shape [C_out, ...] use the channel
             dimension). Ignored for per-tensor specs.
-        rounding: ``"half_even"`` or ``"half_up"``.
+        rounding: one of :data:`ROUNDING_MODES` (``"half_even"``, ``"half_up"``, ``"half_down"``,
+            ``"down"``, ``"up"``).
         narrow: if True the signed range is symmetric, ``[-2^(b-1)+1, 2^(b-1)-1]``.
     """
 

@@ -38,7 +38,7 @@ class ModelConfig:
     bits: int = 8                    # bit width of weights, biases and activations (4, 6 or 8)
     hidden: List[int] = field(default_factory=lambda: [64])   # hidden sizes of `mlp`
     act_int_bits: Optional[int] = None   # integer bits of hidden activations (None: per arch)
-    rounding: Literal["half_up", "half_even"] = "half_up"
+    rounding: Literal["half_up", "half_even", "half_down", "down", "up"] = "half_up"   # QuantSpec.rounding
     out_bits: Optional[int] = None   # requantize outputs (None: keep the accumulator, as the paper)
     batchnorm: bool = False          # residual archs: BatchNorm folded into each quantized conv
     # Train the float network (every quantizer off: no rounding, no saturation, ReLU activations),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from qnn_factory import DAG_KINDS, dag_qnn
+from qnn_factory import DAG_KINDS, dag_qnn, rounding_for
 from qa_lirpa.base.verdict import Verdict
 from qa_lirpa.exact import cpsat, solve_milp
 from qa_lirpa.exact.milp import unsupported_reason
@@ -24,7 +24,7 @@ def _case(i: int):
     """Model, flat input box (2 or 3 free inputs, 2-4 codes wide each; the rest fixed), the box's
     grid and the exact output values on it."""
     kind = DAG_KINDS[i % len(DAG_KINDS)]
-    model = dag_qnn(kind, seed=i, rounding=("half_up", "half_even")[i % 2])
+    model = dag_qnn(kind, seed=i, rounding=rounding_for(i))     # cycles through all five modes
     shape = (1,) + tuple(model.input_shape)
     n = int(np.prod(shape))
     rng = np.random.default_rng(100 + i)

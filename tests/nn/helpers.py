@@ -18,6 +18,12 @@ HALF = Fraction(1, 2)
 def round_frac(v: Fraction, mode: str) -> int:
     if mode == "half_up":
         return math.floor(v + HALF)
+    if mode == "half_down":
+        return math.ceil(v - HALF)
+    if mode == "down":
+        return math.floor(v)
+    if mode == "up":
+        return math.ceil(v)
     if mode == "half_even":
         lo = math.floor(v)
         r = v - lo

@@ -10,9 +10,15 @@ def round_frac(v: Fraction, mode: str) -> int:
 
     half_even: nearest integer, ties to the even one;
     half_up:   floor(v + 1/2) (ties towards +infinity, also for negative v);
-    half_down: ceil(v - 1/2)  (ties towards -infinity).
+    half_down: ceil(v - 1/2)  (ties towards -infinity);
+    down:      floor(v);
+    up:        ceil(v).
     """
     v = Fraction(v)
+    if mode == "down":
+        return math.floor(v)
+    if mode == "up":
+        return math.ceil(v)
     if mode == "half_up":
         return math.floor(v + Fraction(1, 2))
     if mode == "half_down":

@@ -15,7 +15,7 @@ from qa_lirpa.quant import QuantSpec, dequantize, fake_quant, quantize
 from .exact import fake_quant_frac, round_frac
 
 BITS = [2, 4, 6, 8, 16]
-MODES = ["half_even", "half_up"]
+MODES = ["half_even", "half_up", "half_down", "down", "up"]
 
 
 def _channel_params(spec: QuantSpec, channels: int):
@@ -120,10 +120,9 @@ def test_exact_ties_every_code(rounding, bits, signed):
     # direct check of the tie direction inside the range
     for k, v in zip(ks, out.tolist()):
         if spec.qmin <= k + z and k + 1 + z <= spec.qmax:
-            if rounding == "half_up":
-                assert v == (k + 1) * s
-            else:
-                assert v == (k if k % 2 == 0 else k + 1) * s
+            want = {"half_up": k + 1, "half_down": k, "down": k, "up": k + 1,
+                    "half_even": k if k % 2 == 0 else k + 1}[rounding]
+            assert v == want * s
 
 
 @st.composite

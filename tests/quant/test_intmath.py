@@ -16,7 +16,9 @@ from qa_lirpa.quant import intmath
 
 from .exact import round_frac
 
-MODES = ["half_even", "half_up"]
+MODES = ["half_even", "half_up", "half_down", "down", "up"]
+TIE = {"half_up": lambda k: k + 1, "half_down": lambda k: k, "down": lambda k: k, "up": lambda k: k + 1,
+       "half_even": lambda k: k if k % 2 == 0 else k + 1}   # the value of k + 1/2
 I64 = st.integers(-(2 ** 62), 2 ** 62)
 
 
@@ -52,10 +54,7 @@ def test_round_div_ties(pairs, mode):
         dens.append(2 * h)
     out = intmath.round_div(torch.tensor(nums), torch.tensor(dens), mode)
     for (k, _), got in zip(pairs, out.tolist()):
-        if mode == "half_up":
-            assert got == k + 1
-        else:
-            assert got == (k if k % 2 == 0 else k + 1)
+        assert got == TIE[mode](k)
 
 
 @settings(max_examples=150, deadline=None)
@@ -125,7 +124,7 @@ def test_rescale_int64_path_power_of_two_ties(ks, j, mode):
     # values (2k + 1) 2^j times 2^-(j+1) = k + 1/2: all ties
     values = torch.tensor([(2 * k + 1) * 2 ** j for k in ks], dtype=torch.int64)
     out = intmath.rescale(values, [Fraction(1, 2 ** (j + 1))], 0, mode)
-    want = [k + 1 if mode == "half_up" else (k if k % 2 == 0 else k + 1) for k in ks]
+    want = [TIE[mode](k) for k in ks]
     assert out.tolist() == want
 
 
@@ -168,7 +167,8 @@ def test_rescale_python_int_path_ties(mode, shift):
     want = [round_frac(Fraction(m * n, 2), mode) for m in ms]
     assert out.tolist() == want
     # they are ties: the two modes must disagree on the odd ones (m n odd, (m n - 1)/2 odd or even)
-    other = "half_up" if mode == "half_even" else "half_even"
+    other = {"half_even": "half_up", "half_up": "half_even", "half_down": "half_even", "down": "up",
+             "up": "down"}[mode]
     assert want != [round_frac(Fraction(m * n, 2), other) for m in ms]
 
 
@@ -206,12 +206,16 @@ def test_rescale_python_int_path_agrees_with_int64_path():
                 b = intmath.rescale(values, [m + eps], 1, mode)
             assert spy.called
             assert b.reshape(-1).tolist() == [round_frac(v * (m + eps), mode) for v in flat]
+            jump_den = 2 if mode.startswith("half") else 1      # where the mode's steps are
             for v, x, y in zip(flat, a.reshape(-1).tolist(), b.reshape(-1).tolist()):
-                if (v * m).denominator != 2:
+                if (v * m).denominator != jump_den:
                     assert x == y
-                else:
+                elif jump_den == 2:
                     # v eps pushes the tie towards the sign of v
                     assert y == round_frac(v * m, "half_up" if v > 0 else "half_down")
+                else:
+                    # at an integer v m, floor/ceil of v m +- tiny
+                    assert y == round_frac(v * m + (eps if v > 0 else -eps), mode)
 
 
 # ----- common_scale ---------------------------------------------------------------------------

@@ -186,5 +186,10 @@ def test_round_mode_dispatch():
     assert round_mode(t, 1).tolist() == up
     assert round_mode(t, "half_even").tolist() == even
     assert round_mode(t, 0).tolist() == even
-    with pytest.raises(KeyError):
-        round_mode(t, "half_down")
+    assert round_mode(t, "half_down").tolist() == round_mode(t, 2).tolist() == [-3.0, -1.0, 0.0, 1.0, 2.0, 0.0]
+    assert round_mode(t, "down").tolist() == round_mode(t, 3).tolist() == [-3.0, -1.0, 0.0, 1.0, 2.0, 0.0]
+    assert round_mode(t, "up").tolist() == round_mode(t, 4).tolist() == [-2.0, 0.0, 1.0, 2.0, 3.0, 1.0]
+    with pytest.raises(ValueError):
+        round_mode(t, "nearest")
+    with pytest.raises(ValueError):
+        round_mode(t, 5)

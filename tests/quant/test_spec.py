@@ -107,7 +107,7 @@ def test_zero_point_count_must_match_scales():
 
 def test_invalid_rounding():
     with pytest.raises(ValueError):
-        QuantSpec(8, rounding="half_down")
+        QuantSpec(8, rounding="floor")
     with pytest.raises(ValueError):
         QuantSpec(8, rounding="nearest")
 
