@@ -358,9 +358,9 @@ def check_verifiable(inst: Instance, config_path: Path | None) -> None:
 
 
 def _io_sizes(onnx_file: Path) -> tuple[int, int]:
-    import onnxruntime as ort
+    from .onnx.runtime import session      # lazy: the verifier stack (see the top of this module)
 
-    sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    sess = session(onnx_file)
     sizes = []
     for v in (sess.get_inputs()[0], sess.get_outputs()[0]):
         dims = [d for d in v.shape[1:]] if len(v.shape) > 1 else list(v.shape)
@@ -371,11 +371,10 @@ def _io_sizes(onnx_file: Path) -> tuple[int, int]:
 def ort_outputs(onnx_file: str | Path, x_flat: np.ndarray) -> np.ndarray:
     """onnxruntime's outputs (float64, flat) for a flat input, reshaped in C order to the model's
     input shape (dynamic dimensions become 1), as the VNN-COMP checker does."""
-    import onnxruntime as ort
-
     from .onnx import run_onnxruntime      # lazy: the verifier stack (see the top of this module)
+    from .onnx.runtime import session
 
-    sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    sess = session(onnx_file)
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in sess.get_inputs()[0].shape]
     x = np.asarray(x_flat, np.float32).reshape(shape)
     return np.asarray(run_onnxruntime(onnx_file, x), np.float64).reshape(-1)

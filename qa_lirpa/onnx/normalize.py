@@ -192,6 +192,12 @@ class _Rewrite:
         for name, v in self.new_consts.items():
             if name in used:
                 g.initializer.append(numpy_helper.from_array(np.asarray(v), name))
+        # older exporters list initializers among the graph inputs: drop those that went away
+        inits_now = {t.name for t in g.initializer}
+        originals = {t.name for t in self.model.graph.initializer}
+        keep_in = [i for i in g.input if i.name not in originals or i.name in inits_now]
+        del g.input[:]
+        g.input.extend(keep_in)
         if not any(o.domain in ("", "ai.onnx") for o in m.opset_import):
             m.opset_import.append(helper.make_opsetid("", 17))
         return m

@@ -33,6 +33,12 @@ def _session(path: str, optimize: bool):
     return sess
 
 
+def session(path: str | os.PathLike, *, optimize: bool = True):
+    """The (cached) onnxruntime CPU session that runs ``path`` as the VNN-COMP checker does
+    (QONNX files: their standard-op expansion, see :func:`qa_lirpa.onnx.normalize.runnable_bytes`)."""
+    return _session(os.fspath(path), optimize)
+
+
 def run_onnxruntime(path: str | os.PathLike, x, *, optimize: bool = True) -> np.ndarray:
     """Outputs of the ONNX model at ``path`` on ``x`` (its one input), computed by onnxruntime on CPU.
 
@@ -54,4 +60,4 @@ def run_onnxruntime(path: str | os.PathLike, x, *, optimize: bool = True) -> np.
     return sess.run(None, {inputs[0].name: arr})[0]
 
 
-__all__ = ["run_onnxruntime"]
+__all__ = ["run_onnxruntime", "session"]
