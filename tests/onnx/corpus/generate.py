@@ -423,8 +423,7 @@ def rows_1_2():
                    "torch.ao convert()ed int8 modules of: " + desc + f"; quantized engine {backend}; TorchScript "
                    "exporter, opset 13 (QuantizeLinear -> no-op Cast -> DequantizeLinear; weights as int8 "
                    "Constant+DequantizeLinear; bias DequantizeLinear of int32 with ConstantOfShape zero point)")
-        if name != "r1_qat_conv_fbgemm_perchannel":
-            run_step(f"row2 {name} convert()", converted)
+        run_step(f"row2 {name} convert()", converted)
 
     # dynamo exporter on the default (version=1) QAT qconfig: FusedMovingAvgObsFakeQuantize has no
     # data-dependent Python branch, so torch.export succeeds, but the ONNX translation may not
