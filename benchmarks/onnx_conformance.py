@@ -466,7 +466,7 @@ def report(records: list[dict], command: str, elapsed: float, manifest: Path, ma
     n_props = sum(len(r["props"]) for r in records)
     out = ["# ONNX conformance on the exporter corpus (onnxruntime is the referee)", "",
            f"Command: `{command}`", "",
-           f"Manifest: `{manifest.relative_to(ROOT) if manifest.resolve().is_relative_to(ROOT) else manifest}` "
+           f"Manifest: `{manifest.resolve().relative_to(ROOT) if manifest.resolve().is_relative_to(ROOT) else manifest}` "
            f"(sha256 {_sha(manifest)}); {len(records)} fixtures, {n_props} properties, {elapsed:.0f} s; "
            f"onnxruntime {_ort_version()} on {_cpu()}." + (f" Corpus: {source}." if source else ""), "",
            "Each accepted file gets properties whose truth is enumerated over every float32 input code of the box "

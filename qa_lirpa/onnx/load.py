@@ -54,6 +54,7 @@ from torch import nn
 
 from ..graph import OpDef, UnsupportedOp, as_graph, input_quantizer, op_for
 from ..nn.layers import QuantAct, QuantConv2d, QuantInput, QuantLinear
+from ..nn.pool import QuantAvgPool2d
 from ..quant.spec import QuantSpec
 from .errors import OnnxExactnessWarning, OnnxFloat32Warning, OnnxImportError
 from .export import F32_EXACT, accumulator_bounds
@@ -1084,6 +1085,41 @@ class _Converter:
         st.bound = st.exp = None
         return node.output[0]
 
+    def _avgpool(self, cur: str, node) -> str:
+        """``AveragePool``/``GlobalAveragePool`` right after a quantizer: the exact window sums at
+        scale ``s / k`` (:class:`~qa_lirpa.nn.QuantAvgPool2d`); a quantizer must follow."""
+        st, g = self.st, self.g
+        if node.input[0] != cur or not (st.integer and st.spec is not None and st.scale is not None
+                                        and len(st.scale) == 1):
+            raise self.err(node, "average pooling is supported right after a per-tensor quantizer", fallback=True)
+        a = g.attrs(node)
+        if node.op_type == "GlobalAveragePool":
+            shape = g.shapes.get(cur)
+            if not shape or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+                raise self.err(node, "the spatial size of a GlobalAveragePool input must be known")
+            kernel, stride, pads = (int(shape[2]), int(shape[3])), None, (0, 0)
+        else:
+            ks = list(a.get("kernel_shape", []))
+            if len(ks) != 2:
+                raise self.err(node, "only 2-d average pooling is supported", fallback=True)
+            auto = a.get("auto_pad", b"NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else auto
+            pads = list(a.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else [0, 0, 0, 0]
+            if auto not in ("NOTSET", "VALID") or a.get("ceil_mode", 0) or pads[0] != pads[2] or pads[1] != pads[3]:
+                raise self.err(node, "average pooling with ceil_mode, auto padding or asymmetric pads is not "
+                                     "supported", fallback=True)
+            if any(pads) and not a.get("count_include_pad", 0):
+                raise self.err(node, "padded average pooling must count the padding (count_include_pad=1)")
+            kernel, stride, pads = tuple(int(k) for k in ks), tuple(int(v) for v in a.get("strides", [1, 1])), \
+                (int(pads[0]), int(pads[1]))
+        self.layers.append(QuantAvgPool2d(kernel, stride=stride, padding=pads))
+        self.use(node)
+        k = kernel[0] * kernel[1]
+        st.spec, st.acc, st.scale = None, {"fused": False, "exact": False, "relu": False,
+                                           "acc_scale": [st.scale[0] / k]}, [st.scale[0] / k]
+        st.bound = st.exp = None
+        return node.output[0]
+
     def _flatten(self, cur: str, node) -> str:
         if node.input[0] != cur or int(self.g.attrs(node).get("axis", 1)) != 1:
             raise self.err(node, "only Flatten(axis=1) is supported", fallback=True)
@@ -1197,6 +1233,8 @@ TRANSLATE = {
     **{op: _Converter._elementwise for op in _ELEMENTWISE if op != "Add"},
     **{op: _Converter._affine for op in _AFFINE},
     "Flatten": _Converter._flatten,
+    "AveragePool": _Converter._avgpool,
+    "GlobalAveragePool": _Converter._avgpool,
     "Reshape": _Converter._reshape,
     **{op: _Converter._pass for op in _PASS},
 }
