@@ -788,11 +788,11 @@ class _Converter:
         # with accuracy_level 4, which quantizes the activations per block of 32 to int8 on the fly
         # (|error| <= max |a| / 254 per element, measured ~1.2e-3 relative)
         nbits = qw is not None and op in ("MatMul", "Gemm") and not fused
-        # float weights in a quantized group (DequantizeLinear input): onnxruntime 1.32 quantizes
-        # them itself (int8, per tensor, bias to int32) and fuses the group into QGemm/QLinearConv
-        # (measured on tf2onnx fake-quant exports): weights move by <= max |w| / 254, the bias by
-        # <= s_x max |w| / 254
-        ort_quantizes = qw is None and dq_in
+        # float weights in a quantized group (DequantizeLinear input, QuantizeLinear output):
+        # onnxruntime 1.32 quantizes them itself (int8, per tensor, bias to int32) and fuses the
+        # group into QGemm/QLinearConv (measured on tf2onnx fake-quant exports): weights move by
+        # <= max |w| / 254, the bias by <= s_x max |w| / 254
+        ort_quantizes = qw is None and dq_in and self._quantize_follows(tail, bits=8)
         w_residual = 0.0
         wspec = None
         if qw is not None:

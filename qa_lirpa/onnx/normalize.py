@@ -588,6 +588,8 @@ def _qonnx_quant(rw: _Rewrite, node) -> None:
             axis = dims[0] + xc.ndim - (s32.ndim if s32.size > 1 else z32.ndim)
             s_vec = np.broadcast_to(s32.reshape(-1), (xc.shape[axis],)) if s32.size > 1 else s32.reshape(())
             z_vec = np.broadcast_to(zi.reshape(-1), (xc.shape[axis],)) if zi.size > 1 else zi.reshape(())
+            if s32.size > 1 and zi.size == 1:       # onnxruntime wants one zero point per scale
+                z_vec = np.full(s_vec.shape, int(zi.reshape(-1)[0]))
         else:
             s_vec, z_vec = s32.reshape(()), zi.reshape(())
         if np.any(np.asarray(z_vec) != 0) and dt == np.int32:
@@ -614,6 +616,23 @@ def _qonnx_quant(rw: _Rewrite, node) -> None:
                       rw.node("Mul", [r, rw.add_const("s", s32)], node.output)])
 
 
+def _qonnx_bipolar(rw: _Rewrite, node) -> None:
+    """QONNX ``BipolarQuant(x, scale)`` = ``scale * (x >= 0 ? 1 : -1)``: on constants (binary
+    weights) the codes ``+-1`` through DequantizeLinear; on tensors refused."""
+    x, s = node.input[0], rw.const(_in(node, 1))
+    xc = rw.const(x)
+    if xc is None or s is None:
+        raise rw.fail(node, "bipolar (1-bit) quantization of a tensor has no integer format here "
+                            "(bipolar weights are supported)")
+    codes = np.where(xc.astype(np.float32) >= 0, 1, -1).astype(np.int8)
+    s32 = np.asarray(s, np.float32)
+    if s32.size > 1:
+        raise rw.fail(node, "per-channel scales of bipolar weights are not supported")
+    rw.replace(node, [rw.node("DequantizeLinear", [rw.add_const(x + "_bipolar", codes),
+                                                   rw.add_const("s", s32.reshape(())),
+                                                   rw.add_const("z", np.zeros((), np.int8))], node.output)])
+
+
 def _qonnx_refuse(rw: _Rewrite, node) -> None:
     why = {"BipolarQuant": "bipolar (1-bit) quantization has no integer format here",
            "Trunc": "QONNX Trunc (truncation of low bits) is not supported yet"}.get(
@@ -624,7 +643,7 @@ def _qonnx_refuse(rw: _Rewrite, node) -> None:
 for _d in QONNX_DOMAINS:
     REWRITES[(_d, "Quant")] = _qonnx_quant
     REWRITES[(_d, "IntQuant")] = _qonnx_quant
-    REWRITES[(_d, "BipolarQuant")] = _qonnx_refuse
+    REWRITES[(_d, "BipolarQuant")] = _qonnx_bipolar
     REWRITES[(_d, "Trunc")] = _qonnx_refuse
 
 

@@ -1,12 +1,14 @@
 """Broken or unsupported ONNX files give one clear error naming the file (and the node)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from onnx import TensorProto as T
 from onnx import helper as h
 
 from qa_lirpa import QuantSpec
-from qa_lirpa.onnx import OnnxImportError, load_onnx
+from qa_lirpa.onnx import OnnxImportError, load_onnx, run_onnxruntime
 
 import onnx_graphs as graphs
 from onnx_helpers import make_model, save
@@ -75,20 +77,32 @@ def test_unsupported_op_names_node_and_op():
 
 
 def test_patterns_without_exact_meaning():
-    # a Floor with no Add(0.5) in front rounds down: no supported rounding mode
+    # a Floor with no Add(0.5) in front rounds down: a first-class quantizer, equal to onnxruntime
     floor = make_model([h.make_node("Mul", ["x", "k"], ["v"], name="m"), h.make_node("Floor", ["v"], ["f"], name="fl"),
                         h.make_node("Clip", ["f", "lo", "hi"], ["out"], name="c")],
                        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3])],
                        [h.make_tensor_value_info("out", T.FLOAT, ["N", 3])],
                        [h.make_tensor("k", T.FLOAT, [], [4.0]), h.make_tensor("lo", T.FLOAT, [], [0.0]),
                         h.make_tensor("hi", T.FLOAT, [], [255.0])])
-    assert "(op Floor)" in _err(save(floor, "floor.onnx"))
+    path = save(floor, "floor.onnx")
+    m = load_onnx(path)
+    assert m[0].spec.rounding == "down"
+    xs = np.linspace(-1.0, 70.0, 2001, dtype=np.float32).reshape(-1, 3)[:600]
+    with torch.no_grad():
+        mine = m(torch.tensor(xs, dtype=torch.float64)).numpy()
+    assert np.array_equal(mine, run_onnxruntime(path, xs).astype(np.float64))
     # a Clip range that is no integer format
     odd = make_model([h.make_node("Round", ["x"], ["r"], name="rd"), h.make_node("Clip", ["r", "lo", "hi"], ["out"], name="c")],
                      [h.make_tensor_value_info("x", T.FLOAT, ["N", 3])],
                      [h.make_tensor_value_info("out", T.FLOAT, ["N", 3])],
                      [h.make_tensor("lo", T.FLOAT, [], [0.0]), h.make_tensor("hi", T.FLOAT, [], [200.0])])
-    assert "not an integer format" in _err(save(odd, "odd.onnx"))
+    # an input saturation range that is no integer format: the clip runs before the rounding
+    path = save(odd, "odd.onnx")
+    m = load_onnx(path)
+    xs = np.linspace(-3.0, 230.0, 1800, dtype=np.float32).reshape(-1, 3)
+    with torch.no_grad():
+        mine = m(torch.tensor(xs, dtype=torch.float64)).numpy()
+    assert np.array_equal(mine, run_onnxruntime(path, xs).astype(np.float64))
     # an input quantizer on a model that quantizes its input already
     assert "quantizes its input already" in _err(save(graphs.qcdq_mlp(True), "q2.onnx"),
                                                  input_quant=QuantSpec(8, False, 1.0))
