@@ -782,12 +782,14 @@ class _Converter:
         # onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into its int8 kernels only for
         # 8-bit activations and weights (16-bit groups run unfused)
         dq_in = self._dequantized_input(cur)
-        fused = (qw is not None and dq_in and self._quantize_follows(tail, bits=8)
-                 and qw.bits <= 8 and st.spec is not None and st.spec.bits <= 8)
-        # unfused MatMul/Gemm with DequantizeLinear weights: onnxruntime 1.32 runs them as MatMulNBits
-        # with accuracy_level 4, which quantizes the activations per block of 32 to int8 on the fly
-        # (|error| <= max |a| / 254 per element, measured ~1.2e-3 relative)
-        nbits = qw is not None and op in ("MatMul", "Gemm") and not fused
+        # 8-bit codes in, 8-bit weights: onnxruntime's u8*s8 integer kernels (QLinearMatMul, QGemm,
+        # QLinearConv with an output quantizer, MatMulIntegerToFloat without one)
+        int8_kernel = (qw is not None and dq_in and qw.bits <= 8 and st.spec is not None and st.spec.bits <= 8)
+        fused = int8_kernel and self._quantize_follows(tail, bits=8)
+        # other MatMul/Gemm with DequantizeLinear weights (e.g. 16-bit activations): onnxruntime
+        # 1.32 runs them as MatMulNBits with accuracy_level 4, which quantizes the activations per
+        # block of 32 to int8 on the fly (|error| <= max |a| / 254 per element, ~1.2e-3 measured)
+        nbits = qw is not None and op in ("MatMul", "Gemm") and not int8_kernel
         # float weights in a quantized group (DequantizeLinear input, QuantizeLinear output):
         # onnxruntime 1.32 quantizes them itself (int8, per tensor, bias to int32) and fuses the
         # group into QGemm/QLinearConv (measured on tf2onnx fake-quant exports): weights move by
@@ -927,7 +929,7 @@ class _Converter:
                     st.bound, st.exp = max(bd << (u - e0) for bd, u in zip(bounds, units)), e0
         if not exact:
             st.bound = st.exp = None
-        if fused and integer and qw.signed and _pair_can_saturate(orient(qw.codes - qw._bcast(qw.zero_point))):
+        if int8_kernel and integer and qw.signed and _pair_can_saturate(orient(qw.codes - qw._bcast(qw.zero_point))):
             # the int16 pair saturation of the u8*s8 kernel (x86 without VNNI) moves the accumulator
             # by at most _saturation_bound codes per output; the float32 envelope carries it
             ws = list(wspec.scale) * (out_ch if len(wspec.scale) == 1 else 1)
