@@ -895,10 +895,20 @@ class _Converter:
         if ort_quantizes and integer:
             wmax = float(np.max(np.abs(w_exact))) if w_exact.size else 0.0
             layer.weight_residual = max(float(layer.weight_residual), wmax / 254 * 1.01)
+            dev = np.zeros(out_ch)
             if bname:
-                prev = getattr(layer, "bias_residual", None)
-                dev = np.full(out_ch, st.scale[0] * wmax / 254 * 1.01)
-                layer.bias_residual = dev + (0.0 if prev is None else np.asarray(prev, np.float64))
+                dev += st.scale[0] * wmax / 254 * 1.01
+            # ... and runs them in the u8*s8 kernel: its pair saturation, on codes estimated as
+            # onnxruntime makes them (asymmetric int8 over [min(w, 0), max(w, 0)]), one code wider
+            lo_w, hi_w = min(float(np.min(w_exact)), 0.0), max(float(np.max(w_exact)), 0.0)
+            if hi_w > lo_w:
+                sc_w = (hi_w - lo_w) / 255
+                est = np.clip(np.round(w_exact / sc_w) + np.round(-128 - lo_w / sc_w), -128, 127)
+                wide = np.sign(est) * np.minimum(np.abs(est) + 1, 128)
+                dev += _saturation_bound(wide.reshape(out_ch, -1), consecutive=op != "Conv") \
+                    * st.scale[0] * sc_w * 1.01
+            prev = getattr(layer, "bias_residual", None)
+            layer.bias_residual = dev + (0.0 if prev is None else np.asarray(prev, np.float64))
         kernel = self.int8_kernels.get(node.name) if node.name else None
         if kernel is not None and integer:       # MatMulInteger/ConvInteger: the u8*s8 kernel's pairs
             sat = _saturation_bound(kernel[0], consecutive=op != "Conv") * kernel[1]
