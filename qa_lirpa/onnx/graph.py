@@ -1,5 +1,5 @@
-"""Reading and indexing an ONNX graph: validation with clear errors, constants (with folding of
-constant sub-graphs as onnxruntime computes them), producers and consumers."""
+"""Reading and indexing an ONNX graph: validation with clear errors, constants, producers and
+consumers (of the canonical form that :mod:`qa_lirpa.onnx.normalize` made)."""
 from __future__ import annotations
 
 import os
@@ -194,7 +194,9 @@ class Graph:
                           axis, signed, bits, lo, hi)
 
     def _fold(self, node, name: str) -> np.ndarray | None:
-        """Evaluate a node whose inputs are all constants (the ops constant weights pass through)."""
+        """The value of a ``Constant`` node, of the ``Clip`` on weight codes, or of a
+        ``DequantizeLinear`` of constants (as onnxruntime computes it, float32). Every other constant sub-graph was evaluated by
+        :func:`qa_lirpa.onnx.normalize.normalize` (``onnx.reference``) before translation."""
         from onnx import numpy_helper
 
         op = node.op_type
@@ -210,67 +212,19 @@ class Graph:
         ins = [self.const(i) if i else None for i in node.input]
         if any(v is None for i, v in zip(node.input, ins) if i):
             return None
-        x = ins[0] if ins else None
-        if op in ("Identity", "Dropout") and name == node.output[0]:
-            return x
-        if op == "Cast":
-            from onnx import helper
-
-            return x.astype(helper.tensor_dtype_to_np_dtype(a["to"]))
-        if op == "Transpose":
-            return np.transpose(x, a.get("perm"))
-        if op == "Reshape":
-            shape = [int(d) for d in ins[1]]
-            shape = [x.shape[i] if d == 0 and not a.get("allowzero", 0) else d for i, d in enumerate(shape)]
-            return x.reshape(shape)
-        if op == "Unsqueeze":
-            axes = a.get("axes") if "axes" in a else [int(v) for v in ins[1]]
-            out = x
-            for ax in sorted(int(v) % (x.ndim + len(axes)) for v in axes):
-                out = np.expand_dims(out, ax)
-            return out
-        if op == "Squeeze":
-            axes = a.get("axes") if "axes" in a else ([int(v) for v in ins[1]] if len(ins) > 1 and ins[1] is not None else None)
-            return np.squeeze(x, axis=tuple(axes) if axes is not None else None)
-        if op == "QuantizeLinear":
-            s = ins[1].astype(np.float32)
-            z = ins[2] if len(ins) > 2 and ins[2] is not None else np.zeros((), np.uint8)
-            axis = int(a.get("axis", 1))
-            if s.size > 1:
-                shape = [1] * x.ndim
-                shape[axis % x.ndim] = s.size
-                s, zz = s.reshape(shape), z.astype(np.int64).reshape(shape)
-            else:
-                s, zz = s.reshape(()), z.astype(np.int64).reshape(())
-            info = np.iinfo(z.dtype)
-            q = np.round((x.astype(np.float32) / s).astype(np.float32)).astype(np.int64) + zz
-            return np.clip(q, info.min, info.max).astype(z.dtype)
-        if op == "DequantizeLinear":
-            if np.dtype(x.dtype) not in QUANT_TYPES:
-                return None
-            qc = self._qconst(node, x, ins[1], ins[2] if len(ins) > 2 and ins[2] is not None
-                              else np.zeros((), x.dtype))
+        if op == "Clip":              # the codes of QCDQ weights (the Clip is kept: it is their format)
+            a_lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+            a_hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+            out = ins[0]
+            if a_lo is not None:
+                out = np.maximum(out, np.asarray(a_lo, dtype=out.dtype))
+            if a_hi is not None:
+                out = np.minimum(out, np.asarray(a_hi, dtype=out.dtype))
+            return out.astype(ins[0].dtype)
+        if op == "DequantizeLinear" and np.dtype(ins[0].dtype) in QUANT_TYPES:
+            qc = self._qconst(node, ins[0], ins[1], ins[2] if len(ins) > 2 and ins[2] is not None
+                              else np.zeros((), ins[0].dtype))
             return qc.real()
-        if op == "Clip":
-            lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
-            hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
-            out = x
-            if lo is not None:
-                out = np.maximum(out, np.asarray(lo, dtype=x.dtype))
-            if hi is not None:
-                out = np.minimum(out, np.asarray(hi, dtype=x.dtype))
-            return out.astype(x.dtype)
-        if op in ("Add", "Sub", "Mul", "Div") and len(ins) == 2:
-            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
-            if np.issubdtype(x.dtype, np.integer) and op == "Div":
-                return None
-            return f(x, ins[1]).astype(x.dtype)
-        if op == "Neg":
-            return -x
-        if op == "Concat":
-            return np.concatenate([v for v in ins if v is not None], axis=int(a.get("axis", 0)))
-        if op == "Gather":
-            return np.take(x, ins[1], axis=int(a.get("axis", 0)))
         return None
 
 

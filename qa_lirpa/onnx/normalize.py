@@ -667,14 +667,14 @@ def _rewrite_nodes(rw: _Rewrite, only_qonnx: bool = False) -> None:
             return
 
 
-_FOLD_SKIP = {"DequantizeLinear", "QuantizeLinear"}
+_FOLD_SKIP = {"DequantizeLinear"}
 
 
 def _fold_constants(rw: _Rewrite) -> None:
     """Evaluate nodes whose inputs are all constants with ``onnx.reference`` (onnx's executable
-    semantics), except the quantizer structure of weights (DequantizeLinear, a Clip feeding one,
-    QuantizeLinear, which :class:`~qa_lirpa.onnx.graph.Graph` folds with onnxruntime's float32
-    arithmetic)."""
+    semantics; its QuantizeLinear of float32 weights equals onnxruntime's bit for bit, checked on
+    ties), except the quantizer structure of weights: a DequantizeLinear and a Clip feeding one
+    stay, so that the translator sees integer codes, their scale and their format."""
     from onnx.reference import ReferenceEvaluator
 
     for node in list(rw.nodes):
