@@ -564,12 +564,7 @@ def main(argv=None) -> int:
     records = run(manifest, a.props, a.seed, a.timeout, a.jobs, a.keep, a.only)
     cmd = "python benchmarks/onnx_conformance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(records, cmd.strip(), time.monotonic() - t0, manifest, a.max_undecided, a.source)
-    print(text)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(text)
-    with open(Path(a.out).with_suffix(".jsonl"), "w") as f:
-        for r in records:
-            f.write(json.dumps(r, default=str) + "\n")
+    onnx_soundness.write_report(a.out, text, records)
     return 0
 
 

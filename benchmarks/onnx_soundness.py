@@ -196,13 +196,18 @@ def main(argv=None) -> int:
     records.sort(key=lambda r: r["seed"])
     cmd = "python benchmarks/onnx_soundness.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(records, cmd.strip(), time.monotonic() - t0)
+    write_report(a.out, text, records)
+    return 0
+
+
+def write_report(out: str, text: str, records: list) -> None:
+    """Print the markdown report, write it to ``out`` and the records beside it (``.jsonl``)."""
     print(text)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(text)
-    with open(Path(a.out).with_suffix(".jsonl"), "w") as f:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    with open(Path(out).with_suffix(".jsonl"), "w") as f:
         for r in records:
             f.write(json.dumps(r, default=str) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -124,6 +124,16 @@ def _check_float32(values: np.ndarray, what: str) -> np.ndarray:
     return f
 
 
+def _exact_half(b, v: str, base: str, step: str, combine: str) -> str:
+    """Round half up (``step="Floor"``, ``combine="Add"``) or half down (``"Ceil"``, ``"Sub"``)
+    exactly in float32: ``f = step(v)``, then ``f`` combined with ``[|v - f| >= 1/2]``."""
+    f = b.node(step, [v], base)
+    frac = b.node("Sub", [v, f] if step == "Floor" else [f, v], base)
+    ge = b.node("GreaterOrEqual", [frac, b.const(f"{base}.half", np.asarray(0.5, np.float32))], base)
+    flag = b.node("Cast", [ge], base, to=b.TP.FLOAT)
+    return b.node(combine, [f, flag], base)
+
+
 def _emit_quantizer(b: _Builder, x: str, spec: QuantSpec, out_scales: Sequence[float], rank: int,
                     base: str, qdq: bool) -> str:
     """Nodes computing ``(clamp(R(x/s) + z, qmin, qmax) - z) * s_out`` exactly (QuantizeLinear/
@@ -164,19 +174,12 @@ def _emit_quantizer(b: _Builder, x: str, spec: QuantSpec, out_scales: Sequence[f
     if spec.rounding == "half_even":
         c = b.node("Round", [v], base)
     elif spec.rounding == "half_up":
-        f = b.node("Floor", [v], base)
-        frac = b.node("Sub", [v, f], base)
-        ge = b.node("GreaterOrEqual", [frac, b.const(f"{base}.half", np.asarray(0.5, np.float32))], base)
-        up = b.node("Cast", [ge], base, to=b.TP.FLOAT)
-        c = b.node("Add", [f, up], base)
+        # floor(v + 1/2) = floor(v) + [v - floor(v) >= 1/2]
+        c = _exact_half(b, v, base, "Floor", "Add")
     elif spec.rounding == "half_down":
         # ceil(v - 1/2) = ceil(v) - [ceil(v) - v >= 1/2]; ceil(v) - v rounds monotonically, so it
         # never crosses the representable 1/2 in float32
-        f = b.node("Ceil", [v], base)
-        frac = b.node("Sub", [f, v], base)
-        ge = b.node("GreaterOrEqual", [frac, b.const(f"{base}.half", np.asarray(0.5, np.float32))], base)
-        dn = b.node("Cast", [ge], base, to=b.TP.FLOAT)
-        c = b.node("Sub", [f, dn], base)
+        c = _exact_half(b, v, base, "Ceil", "Sub")
     elif spec.rounding == "down":
         c = b.node("Floor", [v], base)
     elif spec.rounding == "up":

@@ -413,29 +413,27 @@ def _unit_dq(rw: _Rewrite, node, x: str, zp: str, axis: int | None = None) -> tu
     return _dq(rw, x, one, zp or None, axis=axis)
 
 
+def _integer_product(rw: _Rewrite, node, float_op: str, w_axis: int, out_axis: int, **attrs) -> None:
+    """MatMulInteger/ConvInteger ``(a, w, a_zero_point, w_zero_point)``: DequantizeLinear with
+    scale 1 and the zero points into the float op (the integer products are exact either way)."""
+    a, w, az, wz = (_in(node, i) for i in range(4))
+    nodes, af = _unit_dq(rw, node, a, az)
+    wz_c = rw.const(wz) if wz else None
+    wn, wf = _unit_dq(rw, node, w, wz, axis=w_axis if wz_c is not None and wz_c.size > 1 else None)
+    nodes += wn + [rw.node(float_op, [af, wf], node.output, name=node.name or rw.fresh(node.op_type), **attrs)]
+    rw.types[node.output[0]] = 1
+    _note_kernel(rw, nodes[-1].name, rw.const(w), out_axis=out_axis)
+    rw.replace(node, nodes)
+
+
 @rewrites(("ai.onnx", "MatMulInteger"))
 def _matmul_integer(rw: _Rewrite, node) -> None:
-    a, b, az, bz = (_in(node, i) for i in range(4))
-    nodes, af = _unit_dq(rw, node, a, az)
-    bz_c = rw.const(bz) if bz else None
-    bn, bf = _unit_dq(rw, node, b, bz, axis=1 if bz_c is not None and bz_c.size > 1 else None)
-    nodes += bn + [rw.node("MatMul", [af, bf], node.output, name=node.name or rw.fresh("MatMulInteger"))]
-    rw.types[node.output[0]] = 1
-    _note_kernel(rw, nodes[-1].name, rw.const(b), out_axis=1)
-    rw.replace(node, nodes)
+    _integer_product(rw, node, "MatMul", w_axis=1, out_axis=1)
 
 
 @rewrites(("ai.onnx", "ConvInteger"))
 def _conv_integer(rw: _Rewrite, node) -> None:
-    x, w, xz, wz = (_in(node, i) for i in range(4))
-    nodes, xf = _unit_dq(rw, node, x, xz)
-    wz_c = rw.const(wz) if wz else None
-    wn, wf = _unit_dq(rw, node, w, wz, axis=0 if wz_c is not None and wz_c.size > 1 else None)
-    nodes += wn + [rw.node("Conv", [xf, wf], node.output, name=node.name or rw.fresh("ConvInteger"),
-                           **_copy_attrs(node))]
-    rw.types[node.output[0]] = 1
-    _note_kernel(rw, nodes[-1].name, rw.const(w), out_axis=0)
-    rw.replace(node, nodes)
+    _integer_product(rw, node, "Conv", w_axis=0, out_axis=0, **_copy_attrs(node))
 
 
 def _note_kernel(rw: _Rewrite, name: str, w: np.ndarray | None, out_axis: int) -> None:
