@@ -36,8 +36,8 @@ def _judge(inst: dg.Instance, tmp_path, name: str = "inst") -> str:
 
 # -- the random sweep: every style x property kind -------------------------------------------------
 
-_SWEEP = [(style, kind, 1000 + 10 * i + j) for i, style in enumerate(dg.STYLES) for j, kind in
-          enumerate(dg.KINDS * 3) if style != "torch_qat" or j < 3]
+_SWEEP = [(style, kind, 1000 + 10 * i + j) for i, style in enumerate(dg.STYLES + dg.EXTRA_STYLES)
+          for j, kind in enumerate(dg.KINDS * 3) if style not in ("torch_qat", "matmul_qadd") or j < 3]
 
 
 @pytest.mark.parametrize("style,kind,seed", [
