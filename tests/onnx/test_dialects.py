@@ -410,6 +410,15 @@ def case_cast_dq_hidden_scale():
     return g.model(g.n("MatMul", [d2, g.c("w2", np.ones((3, 2), np.float32))]), x_shape=(1, 4)), None, None, None
 
 
+def case_qlinearmatmul_u8_output():
+    """QLinearMatMul whose uint8 codes are the graph output (no DequantizeLinear)."""
+    g = G()
+    q, xs, xz = _u8_input(g)
+    y = g.n("QLinearMatMul", [q, xs, xz, g.c("w", np.ones((4, 3), np.int8)), g.c("ws", np.float32(0.02)),
+                              g.c("wz", np.int8(0)), g.c("ys", np.float32(0.05)), g.c("yz", np.uint8(100))], name="qmm_out")
+    return g.model(y, out_type=TensorProto.UINT8), None, None, None
+
+
 def case_int8_graph_input():
     g = G()
     d = g.n("DequantizeLinear", ["x", g.c("s", np.float32(0.1)), g.c("z", np.int8(0))], name="dq_input")
@@ -426,7 +435,7 @@ REFUSALS = {f.__name__[5:]: f for f in [
     case_qonnx_trunc, case_dynamic_quantize_linear, case_unknown_custom_op, case_cast_not_integral,
     case_cast_out_of_range, case_int8_graph_input, case_qgemm_no_a_zero_point, case_matmulinteger_float_input,
     case_qonnx_zero_scale, case_qonnx_negative_scale, case_qonnx_scale_two_axes, case_qonnx_multithreshold,
-    case_two_inputs, case_cast_dq_hidden_scale]}
+    case_two_inputs, case_cast_dq_hidden_scale, case_qlinearmatmul_u8_output]}
 
 #: refusals whose message is currently wrong (bugs found by this file; see the reasons)
 REFUSAL_XFAIL: dict[str, str] = {
@@ -440,6 +449,8 @@ REFUSAL_XFAIL: dict[str, str] = {
     "qonnx_negative_scale": "bad message: names the rewrite's node 'Div__qa5' (not in the file) instead of the Quant",
     "cast_dq_hidden_scale": "bad message: names the rewrite's node 'Mul__qa2' (the Cast + DequantizeLinear "
                             "rewrite's Mul), which is not in the file",
+    "qlinearmatmul_u8_output": "bad message: names the rewrite's node 'QuantizeLinear__qa..' (not in the file) "
+                               "instead of the QLinearMatMul",
     "two_inputs": "bad message: 'expected exactly one graph input' names no node (the harness's message_problem "
                   "rule: a refusal names a node of the graph with its op and domain)",
 }
@@ -995,7 +1006,13 @@ BUILDERS = {
     "affine_tail": build_affine_tail,
 }
 #: (dialect, seed) pairs that fail today (bugs found by this file)
-DIFF_XFAIL: dict[tuple[str, int], str] = {}
+DIFF_XFAIL: dict[tuple[str, int], str] = {
+    ("qgemm_float_out", 8): "QGemm without y_scale: onnxruntime's u8*s8 kernel saturates int16 pairs; the imported "
+                            "model differs from onnxruntime by 0.089 > envelope 0.0066 (see "
+                            "test_qgemm_float_output_saturation)",
+}
+#: extra seeds found by a wider sweep (run with every session)
+EXTRA_SEEDS = [("qgemm_float_out", 8)]
 
 
 def _params():
@@ -1006,6 +1023,9 @@ def _params():
             if (name, seed) in DIFF_XFAIL:
                 marks.append(pytest.mark.xfail(strict=True, reason=DIFF_XFAIL[(name, seed)]))
             out.append(pytest.param(name, seed, marks=marks, id=f"{name}-{seed}"))
+    for name, seed in EXTRA_SEEDS:
+        marks = [pytest.mark.xfail(strict=True, reason=DIFF_XFAIL[(name, seed)])] if (name, seed) in DIFF_XFAIL else []
+        out.append(pytest.param(name, seed, marks=marks, id=f"{name}-{seed}"))
     return out
 
 
@@ -1257,3 +1277,67 @@ def test_qoperator_saturation_requantized(kind, tmp_path):
     m = g.model(y, x_shape=shape)
     for ge in (True, False):
         _point_judge(m, shape[1:], np.full(4, 255.0), 0, ge, tmp_path, f"{kind}_{int(ge)}")
+
+
+@pytest.mark.xfail(strict=True, reason="accepted, then run_instance answers error: a per-channel (axis=1) input "
+                                       "QuantizeLinear imports as Float32QuantInput + plain Linear, and interval "
+                                       "propagation raises 'layer 1 (Linear) is not supported'")
+def test_per_channel_input_quantizer(tmp_path):
+    """x -> QuantizeLinear/DequantizeLinear with per-feature scales (axis 1) -> MatMul(float weights):
+    either refused with one line, or verified (never 'error')."""
+    from qa_lirpa.onnx.errors import OnnxImportError
+
+    g = G()
+    sn, zn = g.c("xs", np.array([0.5, 0.25], np.float32)), g.c("xz", np.array([0, 0], np.uint8))
+    d = g.n("DequantizeLinear", [g.n("QuantizeLinear", ["x", sn, zn], axis=1, name="quant_x"), sn, zn], axis=1)
+    m = g.model(g.n("MatMul", [d, g.c("w", np.array([[1, 2], [3, -1]], np.float32))]), x_shape=(1, 2))
+    try:
+        _load(_save(m, tmp_path, "pc.onnx"))
+    except OnnxImportError:
+        return
+    case = _case("per_channel_input", 0, (m, (2,)))
+    inst = dg.instance_from(case, "thr_max", [0.0, 0.0], [1.0, 1.0], [dg.threshold_disjunct(2, 0, 100.0)], "far")
+    assert _judge(inst, tmp_path, "pc") in ("unsat", "unknown", "timeout")
+
+
+@pytest.mark.parametrize("mode", ["ROUND", "FLOOR", "CEIL"])
+def test_qonnx_weight_codes(mode, tmp_path):
+    """QONNX Quant on a constant weight with arbitrary per-channel scales, ties included: the
+    imported layer's weights are qonnx's integer codes R(clip(fl32(w / s))) times the scale."""
+    import torch
+
+    rng = np.random.default_rng(len(mode))
+    n, h, bits = 5, 4, 4
+    s = rng.uniform(0.05, 0.3, (1, h)).astype(np.float32)
+    codes = rng.integers(-9, 9, (n, h)).astype(np.float32)
+    w = ((codes + rng.choice([0.0, 0.5, 0.25], (n, h))) * s).astype(np.float32)   # ties at x.5 (up to float32)
+    g = G()
+    xq = _quant(g, "x", 1.0, 0.0, 8.0, "quant_in", signed=1, narrow=0, rounding_mode="ROUND")
+    wq = g.n("Quant", [g.c("w", w), g.c("qs", s), g.c("qz", np.zeros((1, h), np.float32)), g.c("qb", np.float32(bits))],
+             domain=QONNX, name="quant_w", signed=1, narrow=1, rounding_mode=mode)
+    path = _save(g.model(g.n("MatMul", [xq, wq]), x_shape=(1, n), domains=[QONNX]), tmp_path)
+    model = _load(path)
+    with torch.no_grad():
+        rows = model(torch.eye(n, dtype=torch.float64)).numpy()
+    expect = qonnx_quant_np(w, s, 0, bits, True, True, mode).astype(np.float64) / s.astype(np.float64)
+    np.testing.assert_allclose(rows / s.astype(np.float64), np.round(expect), rtol=0, atol=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason="WRONG ANSWER: onnxruntime (default options) removes a Relu in front of an int4 "
+                                       "QuantizeLinear with zero point 0 (as if the codes could not be negative); the "
+                                       "importer keeps the Relu and answers unsat where onnxruntime gives -5")
+def test_relu_before_int4_activation_quantizer(tmp_path):
+    """x -> uint8 codes (scale 1, zero point 128) -> MatMul(1) -> Relu -> int4 Q/DQ (scale 1, zp 0):
+    at x = -5 onnxruntime outputs -5 (its optimizer drops the Relu), so ``Y_0 <= -5`` is violated."""
+    i4 = helper.tensor_dtype_to_np_dtype(TensorProto.INT4)
+    g = G()
+    sn, zn = g.c("xs", np.float32(1)), g.c("xz", np.uint8(128))
+    d = g.n("DequantizeLinear", [g.n("QuantizeLinear", ["x", sn, zn], name="quant_x"), sn, zn])
+    wd = g.n("DequantizeLinear", [g.c("w", np.array([[1]], np.int8)), g.c("ws", np.float32(1)), g.c("wz", np.int8(0))])
+    r = g.n("Relu", [g.n("MatMul", [d, wd])], name="relu")
+    s4, z4 = g.c("s4", np.float32(1)), g.c("z4", np.array(0, i4))
+    y = g.n("DequantizeLinear", [g.n("QuantizeLinear", [r, s4, z4], name="q_int4"), s4, z4])
+    m = g.model(y, x_shape=(1, 1), opset=21)
+    case = _case("relu_int4", 0, (m, (1,)))
+    assert float(case.run(np.array([[-5.0]], np.float32))[0, 0]) == -5.0      # onnxruntime drops the Relu
+    _point_judge(m, (1,), [-5.0], 0, False, tmp_path, "relu_int4")
