@@ -1249,15 +1249,37 @@ def test_qgemm_float_output_saturation(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason="WRONG ANSWER: DequantizeLinear(uint8) x DequantizeLinear(int8 weights) -> MatMul "
-                                       "with a float output is fused by onnxruntime into a u8*s8 integer kernel that "
-                                       "saturates int16 pairs (65534 instead of 129540); run_instance answers unsat")
-def test_qdq_matmul_float_output_saturation(tmp_path):
+                                       "or Gemm (no bias / int32 DQ bias) with a float output is fused by onnxruntime "
+                                       "into a u8*s8 integer kernel that saturates int16 pairs (65534 instead of "
+                                       "129540); run_instance answers unsat")
+@pytest.mark.parametrize("op", ["matmul", "gemm_nobias", "gemm_int32_bias"])
+def test_qdq_float_output_saturation(op, tmp_path):
     g = G()
     q = g.n("QuantizeLinear", ["x", g.c("xs", np.float32(1)), g.c("xz", np.uint8(0))], name="quant_x")
     d = g.n("DequantizeLinear", [q, g.c("xs", np.float32(1)), g.c("xz", np.uint8(0))])
-    wd = g.n("DequantizeLinear", [g.c("w", np.full((4, 1), 127, np.int8)), g.c("ws", np.float32(1)), g.c("wz", np.int8(0))])
-    m = g.model(g.n("MatMul", [d, wd]), x_shape=(1, 4))
-    _point_judge(m, (4,), np.full(4, 255.0), 0, False, tmp_path, "qdq_mm_sat")
+    if op == "matmul":
+        wd = g.n("DequantizeLinear", [g.c("w", np.full((4, 1), 127, np.int8)), g.c("ws", np.float32(1)), g.c("wz", np.int8(0))])
+        y = g.n("MatMul", [d, wd])
+    else:
+        wd = g.n("DequantizeLinear", [g.c("w", np.full((1, 4), 127, np.int8)), g.c("ws", np.float32(1)), g.c("wz", np.int8(0))])
+        ins = [d, wd]
+        if op == "gemm_int32_bias":
+            ins.append(g.n("DequantizeLinear", [g.c("bq", np.zeros(1, np.int32)), g.c("bs", np.float32(1)),
+                                                g.c("bz", np.int32(0))]))
+        y = g.n("Gemm", ins, transB=1)
+    m = g.model(y, x_shape=(1, 4))
+    _point_judge(m, (4,), np.full(4, 255.0), 0, False, tmp_path, f"qdq_{op}_sat")
+
+
+def test_qdq_gemm_float_bias_no_saturation(tmp_path):
+    """The same Gemm with a float bias initializer is not fused (onnxruntime gives the exact 129540):
+    the violated property is answered sat."""
+    g = G()
+    q = g.n("QuantizeLinear", ["x", g.c("xs", np.float32(1)), g.c("xz", np.uint8(0))], name="quant_x")
+    d = g.n("DequantizeLinear", [q, g.c("xs", np.float32(1)), g.c("xz", np.uint8(0))])
+    wd = g.n("DequantizeLinear", [g.c("w", np.full((1, 4), 127, np.int8)), g.c("ws", np.float32(1)), g.c("wz", np.int8(0))])
+    m = g.model(g.n("Gemm", [d, wd, g.c("b", np.zeros(1, np.float32))], transB=1), x_shape=(1, 4))
+    _point_judge(m, (4,), np.full(4, 255.0), 0, False, tmp_path, "qdq_gemm_fbias")
 
 
 @pytest.mark.parametrize("kind", ["qlinearmatmul", "qlinearconv"])
