@@ -1011,11 +1011,7 @@ BUILDERS = {
     "affine_tail": build_affine_tail,
 }
 #: (dialect, seed) pairs that fail today (bugs found by this file)
-DIFF_XFAIL: dict[tuple[str, int], str] = {
-    ("qgemm_float_out", 8): "QGemm without y_scale: onnxruntime's u8*s8 kernel saturates int16 pairs; the imported "
-                            "model differs from onnxruntime by 0.089 > envelope 0.0066 (see "
-                            "test_qgemm_float_output_saturation)",
-}
+DIFF_XFAIL: dict[tuple[str, int], str] = {}
 #: extra seeds found by a wider sweep (run with every session)
 EXTRA_SEEDS = [("qgemm_float_out", 8)]
 
@@ -1155,9 +1151,6 @@ def test_qonnx_quant_expansion_matches_numpy(mode, bits, signed, narrow, tmp_pat
     _load(path)  # and the importer accepts it
 
 
-@pytest.mark.xfail(strict=True, reason="runnable_bytes gives a DequantizeLinear with per-channel scales and a scalar "
-                                       "zero point for a QONNX per-channel weight Quant with a scalar zeropt (Brevitas' "
-                                       "usual form), which onnxruntime refuses to run")
 def test_qonnx_per_channel_weight_scalar_zero_point(tmp_path):
     """Quant(W; scale [1, 3], zeropt scalar 0): the expansion must run in onnxruntime and a violated
     property must be answered sat with a counterexample confirmed there."""
@@ -1246,17 +1239,10 @@ def test_qgemm_saturation_requantized(tmp_path):
     _point_judge(_saturating_qgemm(True), (2,), [255.0, 255.0], 0, False, tmp_path, "qgemm_sat_q")
 
 
-@pytest.mark.xfail(strict=True, reason="WRONG ANSWER: QGemm without y_scale (float output) runs onnxruntime's u8*s8 "
-                                       "kernel whose int16 pair sums saturate (32767 instead of 64770); the importer "
-                                       "models an exact float Gemm and answers unsat on a violated property")
 def test_qgemm_float_output_saturation(tmp_path):
     _point_judge(_saturating_qgemm(False), (2,), [255.0, 255.0], 0, False, tmp_path, "qgemm_sat_f")
 
 
-@pytest.mark.xfail(strict=True, reason="WRONG ANSWER: DequantizeLinear(uint8) x DequantizeLinear(int8 weights) -> MatMul "
-                                       "or Gemm (no bias / int32 DQ bias) with a float output is fused by onnxruntime "
-                                       "into a u8*s8 integer kernel that saturates int16 pairs (65534 instead of "
-                                       "129540); run_instance answers unsat")
 @pytest.mark.parametrize("op", ["matmul", "gemm_nobias", "gemm_int32_bias"])
 def test_qdq_float_output_saturation(op, tmp_path):
     g = G()
