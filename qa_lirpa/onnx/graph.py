@@ -3,6 +3,7 @@ consumers (of the canonical form that :mod:`qa_lirpa.onnx.normalize` made)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,13 +45,18 @@ def read_model(path: str | os.PathLike):
     except Exception as e:  # noqa: BLE001 - ValidationError and friends
         msg = " ".join(str(e).split()) or type(e).__name__
         msg = msg if len(msg) <= 400 else msg[:400] + " ..."
-        raise OnnxImportError(f"{path}: invalid ONNX model: {msg}") from None
+        named = re.search(r"Name: (\S+) OpType:", msg) or re.search(r"Node \(([^)]*)\)", msg)
+        bad = next((n for n in model.graph.node if named and n.name == named.group(1)), None)
+        where = f"{node_label(bad)}: " if bad is not None else ""
+        raise OnnxImportError(f"{path}: {where}invalid ONNX model: {msg}") from None
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     outputs = list(model.graph.output)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
-        raise OnnxImportError(f"{path}: expected exactly one graph input, found {len(inputs)} ({names})")
+        reader = next((n for i in inputs[1:] for n in model.graph.node if i.name in n.input), None)
+        where = f"{node_label(reader)} reads another graph input; " if reader is not None else ""
+        raise OnnxImportError(f"{path}: {where}expected exactly one graph input, found {len(inputs)} ({names})")
     if len(outputs) != 1:
         names = ", ".join(o.name for o in outputs) or "none"
         raise OnnxImportError(f"{path}: expected exactly one graph output, found {len(outputs)} ({names})")
@@ -221,7 +227,7 @@ class Graph:
             if a_hi is not None:
                 out = np.minimum(out, np.asarray(a_hi, dtype=out.dtype))
             return out.astype(ins[0].dtype)
-        if op == "DequantizeLinear" and np.dtype(ins[0].dtype) in QUANT_TYPES:
+        if op == "DequantizeLinear" and ins[1] is not None and np.dtype(ins[0].dtype) in QUANT_TYPES:
             qc = self._qconst(node, ins[0], ins[1], ins[2] if len(ins) > 2 and ins[2] is not None
                               else np.zeros((), ins[0].dtype))
             return qc.real()

@@ -227,18 +227,25 @@ class _Converter:
         self.st = _State(rank=len(g.shapes.get(g.input_name, [])) or None)
         self.pending_pre = None
         self.int8_kernels: dict = {}
+        self.origin: dict = {}
+        self.ort_optimized = True        # False: the referee runs the graph op by op (QONNX files)
         if input_quant is not None:
             self.layers.append(QuantInput(input_quant))
             self._after_quantizer(input_quant, [float(s) for s in input_quant.scale])
             self.st.started = True
 
     # ----- helpers -----------------------------------------------------------------------------
+    def label(self, node) -> str:
+        """How messages name ``node``: the file's node it came from (the normaliser's rewrites
+        make new nodes)."""
+        return self.origin.get(node.name) or node_label(node)
+
     def err(self, node, msg: str, fallback: bool = False) -> OnnxImportError:
         cls = _ChainError if fallback else OnnxImportError
-        return cls(f"{self.g.path}: {node_label(node)}: {msg}")
+        return cls(f"{self.g.path}: {self.label(node)}: {msg}")
 
     def unsupported(self, node) -> OnnxImportError:
-        return _ChainError(f"{self.g.path}: {node_label(node)} is not supported")
+        return _ChainError(f"{self.g.path}: {self.label(node)} is not supported")
 
     def use(self, *nodes) -> None:
         for n in nodes:
@@ -284,7 +291,7 @@ class _Converter:
                 raise OnnxImportError(f"{g.path}: tensor '{cur}' is not used and is not the graph output")
             ops = sorted(n.op_type for n in cons)
             if len(cons) > 1 and ops != ["Floor", "Sub"]:
-                names = ", ".join(node_label(n) for n in cons)
+                names = ", ".join(self.label(n) for n in cons)
                 raise _ChainError(f"{g.path}: tensor '{cur}' feeds several nodes ({names}); only chains "
                                   f"of layers are supported")
             node = cons[0] if len(cons) == 1 else next(n for n in cons if n.op_type == "Floor")
@@ -302,7 +309,7 @@ class _Converter:
         left = [n for n in g.model.graph.node
                 if id(n) not in self.consumed and any(o in g.dynamic for o in n.output)]
         if left:
-            raise _ChainError(f"{g.path}: {node_label(left[0])} is not part of the input-to-output chain")
+            raise _ChainError(f"{g.path}: {self.label(left[0])} is not part of the input-to-output chain")
         return self.layers
 
     # ----- QuantizeLinear -> [Clip] -> DequantizeLinear ----------------------------------------
@@ -404,7 +411,7 @@ class _Converter:
                 # envelope covers onnxruntime's multipliers either way
                 layer = QuantAct(spec) if spec.per_channel else Float32Requant(spec, acc["acc_scale"])
             elif not fused and not acc["exact"]:
-                warnings.warn(f"{self.g.path}: {node_label(node)}: onnxruntime computes the layer before "
+                warnings.warn(f"{self.g.path}: {self.label(node)}: onnxruntime computes the layer before "
                               f"this quantizer in float32, which is not provably exact here (non-power-of-two "
                               f"scales or large accumulators); the imported model's exact semantics can "
                               f"differ from onnxruntime next to rounding ties (the verifier covers this)",
@@ -702,7 +709,7 @@ class _Converter:
         if not np.array_equal(np.asarray(s_out_l), np.asarray(nominal)):
             raise self.err(nodes[-1], "the output scale of a hidden quantizer must equal its input scale")
         if impl == "add_half_floor" and not self._add_half_exact(a):
-            warnings.warn(f"{self.g.path}: {node_label(node0)}: Add(0.5) -> Floor is exact in float32 only while "
+            warnings.warn(f"{self.g.path}: {self.label(node0)}: Add(0.5) -> Floor is exact in float32 only while "
                           f"|v| + 0.5 needs at most 24 bits; this cannot be proved here", OnnxFloat32Warning,
                           stacklevel=3)
         self._act(spec, node0, via_qdq=False)
@@ -784,17 +791,18 @@ class _Converter:
         dq_in = self._dequantized_input(cur)
         # 8-bit codes in, 8-bit weights: onnxruntime's u8*s8 integer kernels (QLinearMatMul, QGemm,
         # QLinearConv with an output quantizer, MatMulIntegerToFloat without one)
-        int8_kernel = (qw is not None and dq_in and qw.bits <= 8 and st.spec is not None and st.spec.bits <= 8)
+        int8_kernel = (self.ort_optimized and qw is not None and dq_in and qw.bits <= 8
+                       and st.spec is not None and st.spec.bits <= 8)
         fused = int8_kernel and self._quantize_follows(tail, bits=8)
         # other MatMul/Gemm with DequantizeLinear weights (e.g. 16-bit activations): onnxruntime
         # 1.32 runs them as MatMulNBits with accuracy_level 4, which quantizes the activations per
         # block of 32 to int8 on the fly (|error| <= max |a| / 254 per element, ~1.2e-3 measured)
-        nbits = qw is not None and op in ("MatMul", "Gemm") and not int8_kernel
+        nbits = self.ort_optimized and qw is not None and op in ("MatMul", "Gemm") and not int8_kernel
         # float weights in a quantized group (DequantizeLinear input, QuantizeLinear output):
         # onnxruntime 1.32 quantizes them itself (int8, per tensor, bias to int32) and fuses the
         # group into QGemm/QLinearConv (measured on tf2onnx fake-quant exports): weights move by
         # <= max |w| / 254, the bias by <= s_x max |w| / 254
-        ort_quantizes = qw is None and dq_in and self._quantize_follows(tail, bits=8)
+        ort_quantizes = self.ort_optimized and qw is None and dq_in and self._quantize_follows(tail, bits=8)
         w_residual = 0.0
         wspec = None
         if qw is not None:
@@ -879,6 +887,9 @@ class _Converter:
                     elif qw is not None:
                         # weights through DequantizeLinear: onnxruntime may fuse and round the bias
                         float_bias = bias_float.astype(np.float64)
+        if st.integer and st.scale is not None and len(st.scale) > 1:
+            raise self.err(node, "an affine layer after a per-channel quantizer (one scale per input feature) "
+                                 "is not supported")
         integer = (st.integer and wspec is not None and (not bname or bspec is not None)
                    and st.scale is not None and len(st.scale) == 1 and st.spec is not None)
         layer = self._make_affine(node, op, a, w_exact if integer else w_float, bias_exact if integer else bias_float,
@@ -946,7 +957,7 @@ class _Converter:
             sat = _saturation_bound(orient(qw.codes), consecutive=op != "Conv") * np.asarray([st.scale[0] * w for w in ws], np.float64)
             prev = getattr(layer, "bias_residual", None)
             layer.bias_residual = sat * (1 + 2.0 ** -40) + (0.0 if prev is None else np.asarray(prev, np.float64))
-            warnings.warn(f"{g.path}: {node_label(node)}: onnxruntime fuses this layer into an int8 kernel; on "
+            warnings.warn(f"{g.path}: {self.label(node)}: onnxruntime fuses this layer into an int8 kernel; on "
                           f"x86 CPUs without VNNI (AVX2) that kernel adds pairs of u8*s8 products in int16 with "
                           f"saturation, which these weights can overflow (two codes with |w1| + |w2| > 128), so "
                           f"onnxruntime's results there can differ from the exact ONNX semantics (the verifier "
@@ -1089,6 +1100,10 @@ class _Converter:
         layer = self._make_affine(node, op, {}, w if op == "Conv" else w, bias_exact, wspec, bspec, n)
         if not np.array_equal(bias_exact, bvec):
             layer.bias_float = bvec
+        # onnxruntime fuses this group into QLinearAdd, which rounds v / s_y + z_y (not
+        # round(v / s_y) + z_y): at a tie with an odd zero point the code differs by one. A
+        # nonzero deviation makes the envelope's quantizer tolerance positive, so ties are open.
+        layer.bias_residual = np.full(n, float(ws[0]) * 2.0 ** -30)
         self.layers.append(layer)
         self.use(node)
         st.acc = {"fused": False, "exact": False, "relu": False, "acc_scale": [st.scale[0]] * n}
@@ -1322,6 +1337,8 @@ def load_onnx(path: str | os.PathLike, *, input_quant: QuantSpec | None = None,
                                   f"do not pass input_quant")
     conv = _Converter(g, input_quant, requant)
     conv.int8_kernels = canon.int8_kernels
+    conv.origin = canon.origin
+    conv.ort_optimized = not canon.qonnx
     if rank1:
         conv.st.rank = 2
     try:

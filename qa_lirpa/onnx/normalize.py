@@ -93,6 +93,9 @@ class _Rewrite:
                 self.types[vi.name] = vi.type.tensor_type.elem_type
         self._n = 0
         self.changed = False
+        self.file_names = {n.name for n in model.graph.node if n.name}
+        #: name of a node a rewrite made -> the label of the file's node it replaces
+        self.origin: dict[str, str] = {}
         # layers onnxruntime runs in its u8*s8 integer kernel although the canonical form shows a
         # float op (MatMulInteger/ConvInteger): node name -> (raw s8 weight codes [out, ...],
         # per-output factor from accumulator codes to the layer's real output)
@@ -166,9 +169,17 @@ class _Rewrite:
         i = next(k for k, n in enumerate(self.nodes) if n is old)
         self.nodes[i:i + 1] = new
         self.changed = True
+        source = self.label(old)
+        for n in new:                       # messages name the file's node, not the rewrite's
+            if n.name not in self.file_names:
+                self.origin.setdefault(n.name, source)
+
+    def label(self, node) -> str:
+        """How messages name ``node``: the node of the file it came from."""
+        return self.origin.get(node.name) or node_text(node)
 
     def fail(self, node, why: str) -> OnnxImportError:
-        return refusal(self.path, node, why)
+        return OnnxImportError(f"{self.path}: {self.label(node)}: {why}")
 
     def attrs(self, node) -> dict:
         from onnx import helper
@@ -278,6 +289,12 @@ def _q_std(rw: _Rewrite, node) -> None:
         return
     z4 = _int4_codes(rw, zp) if zp else None
     if z4 is not None:
+        relu = rw.producer(node.input[0])
+        if (z4[1][0] < 0 and not np.any(rw.const(z4[0])) and relu is not None and relu.op_type == "Relu"
+                and len(rw.consumers(relu.output[0])) == 1):
+            # measured (onnxruntime 1.32, default options): a Relu in front of an int4
+            # QuantizeLinear with zero point 0 is removed, as if 0 were the type's minimum
+            _bypass(rw, relu)
         _q_narrow(rw, node, z4[0], *z4[1])
 
 
@@ -335,6 +352,16 @@ def _dq_std(rw: _Rewrite, node) -> None:
     rw.replace(node, pre + [rw.node("DequantizeLinear", ins, node.output, name=node.name, **kw)])
 
 
+def _require(rw: _Rewrite, node, *indices: int) -> None:
+    """Refuse a node whose required inputs are missing or not constants where they must be."""
+    for i in indices:
+        if not _in(node, i):
+            raise rw.fail(node, f"input {i} is missing")
+        if i > 0 and rw.const(_in(node, i)) is None:
+            raise rw.fail(node, f"input {i} ('{_in(node, i)}') must be a constant (weights, scales and zero "
+                                f"points; two quantized tensors meeting in one op are not supported)")
+
+
 def _copy_attrs(node, skip=()) -> dict:
     from onnx import helper
 
@@ -343,6 +370,7 @@ def _copy_attrs(node, skip=()) -> dict:
 
 @rewrites(("ai.onnx", "QLinearConv"), (MS, "QLinearConv"))
 def _qlinear_conv(rw: _Rewrite, node) -> None:
+    _require(rw, node, 0, 1, 3, 4, 6)
     x, xs, xz, w, ws, wz, ys, yz = (_in(node, i) for i in range(8))
     nodes, xf = _dq(rw, x, xs, xz)
     wn, wf = _dq(rw, w, ws, wz, axis=0)
@@ -364,6 +392,7 @@ def _qlinear_conv(rw: _Rewrite, node) -> None:
 
 @rewrites(("ai.onnx", "QLinearMatMul"), (MS, "QLinearMatMul"))
 def _qlinear_matmul(rw: _Rewrite, node) -> None:
+    _require(rw, node, 0, 1, 3, 4, 6)
     a, as_, az, b, bs, bz, ys, yz = (_in(node, i) for i in range(8))
     nodes, af = _dq(rw, a, as_, az)
     bn, bf = _dq(rw, b, bs, bz, axis=1)
@@ -374,6 +403,7 @@ def _qlinear_matmul(rw: _Rewrite, node) -> None:
 
 @rewrites((MS, "QGemm"))
 def _qgemm(rw: _Rewrite, node) -> None:
+    _require(rw, node, 0, 1, 3, 4)
     a_, as_, az, b, bs, bz, c, ys, yz = (_in(node, i) for i in range(9))
     at = rw.attrs(node)
     if at.get("alpha", 1.0) != 1.0 or at.get("transA", 0):
@@ -400,6 +430,7 @@ def _qgemm(rw: _Rewrite, node) -> None:
 
 @rewrites((MS, "QLinearAdd"))
 def _qlinear_add(rw: _Rewrite, node) -> None:
+    _require(rw, node, 0, 1, 3, 4, 6)
     a, as_, az, b, bs, bz, cs, cz = (_in(node, i) for i in range(8))
     nodes, af = _dq(rw, a, as_, az)
     bn, bf = _dq(rw, b, bs, bz)
@@ -891,12 +922,18 @@ class Normalized:
     model: object
     #: node name -> (raw s8 weight codes [out, ...], factor from accumulator codes to real output)
     int8_kernels: dict = field(default_factory=dict)
+    #: a QONNX file: its meaning is qonnx's executable semantics, which onnxruntime computes by
+    #: running the expansion op by op (``runnable_bytes``; no fused kernels)
+    qonnx: bool = False
+    #: node name -> label of the file's node it came from (for messages)
+    origin: dict = field(default_factory=dict)
 
 
 def normalize(model, path: str | os.PathLike) -> Normalized:
     """The canonical form of ``model`` (see the module docstring); raises the one-line
     :class:`OnnxImportError` for what cannot be bounded."""
     rw = _Rewrite(model, os.fspath(path))
+    qonnx = any(domain_of(n) in QONNX_DOMAINS for n in model.graph.node)
     _rewrite_nodes(rw)
     _fold_constants(rw)
     _scale_before_relu(rw)
@@ -908,7 +945,7 @@ def normalize(model, path: str | os.PathLike) -> Normalized:
         out = onnx.shape_inference.infer_shapes(out)
     except Exception:  # noqa: BLE001 - shapes are a convenience only
         pass
-    return Normalized(out, dict(rw.int8_kernels))
+    return Normalized(out, dict(rw.int8_kernels), qonnx, dict(rw.origin))
 
 
 def runnable_bytes(path: str | os.PathLike) -> bytes | None:

@@ -22,10 +22,13 @@ def _session(path: str, optimize: bool):
         if sess is None:
             so = ort.SessionOptions()
             so.log_severity_level = 3
-            if not optimize:
+            # QONNX files (custom ops onnxruntime cannot run) mean qonnx's executable semantics:
+            # their standard-op expansion, run op by op (onnxruntime's fusions, e.g. MatMulNBits,
+            # would compute something else)
+            expansion = runnable_bytes(path)
+            if not optimize or expansion is not None:
                 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            # QONNX files (custom ops onnxruntime cannot run) run as their standard-op expansion
-            source = runnable_bytes(path) or path
+            source = expansion or path
             sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
             if len(_CACHE) > 16:
                 _CACHE.clear()

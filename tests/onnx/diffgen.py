@@ -123,18 +123,19 @@ def ort_feed(sess, x: np.ndarray) -> np.ndarray:
     return x.astype(_ORT_FLOAT[t])
 
 
-def ort_run(model_bytes: bytes, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """onnxruntime on a batch ``x`` ([M, ...], converted to float32); the output as [M, -1].
+def ort_run(model_bytes: bytes, x: np.ndarray, chunk: int = 4096, batched: bool = False) -> np.ndarray:
+    """onnxruntime on samples ``x`` ([M, ...], converted to float32); the output as [M, -1].
 
-    A graph input whose first dimension is symbolic runs in chunks of the batch; one with a fixed
-    first dimension (e.g. ``[1, n]``) runs one sample ``x[i:i+1]`` at a time, and one whose rank is
-    that of a sample (no batch dimension, e.g. a rank-1 ``[n]`` input) one ``x[i]`` at a time."""
+    Every sample runs on its own (``x[i:i+1]``, or ``x[i]`` for an input without a batch
+    dimension), as the VNN-COMP checker runs it: onnxruntime's float MatMul/Gemm use other kernels
+    (another summation order) for a batch than for one row. ``batched=True`` (for batch-independent
+    graphs such as the elementwise input probe) runs a symbolic-batch input in chunks."""
     sess = ort_session(model_bytes)
     inp = sess.get_inputs()[0]
     name = inp.name
     x = np.ascontiguousarray(np.asarray(x, np.float32))
     shape = list(inp.shape) if inp.shape is not None else []
-    if len(shape) == x.ndim and not isinstance(shape[0], int):
+    if batched and len(shape) == x.ndim and not isinstance(shape[0], int):
         outs = [sess.run(None, {name: ort_feed(sess, x[i:i + chunk])})[0] for i in range(0, x.shape[0], chunk)]
         out = np.concatenate(outs, axis=0)
         return out.reshape(x.shape[0], -1)
@@ -759,7 +760,7 @@ class InputGrid:
 
     def _codes(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32).reshape(-1, *self.in_shape)
-        c = ort_run(self.probe, x)
+        c = ort_run(self.probe, x, batched=True)
         if c.dtype.kind == "f":  # Round/Floor/Ceil codes: integral float values
             if not np.all(np.isfinite(c)):
                 raise CannotEnumerate("the input's rounding node gives non-finite codes (unbounded)")

@@ -443,22 +443,7 @@ REFUSALS = {f.__name__[5:]: f for f in [
     case_two_inputs, case_cast_dq_hidden_scale, case_qlinearmatmul_u8_output]}
 
 #: refusals whose message is currently wrong (bugs found by this file; see the reasons)
-REFUSAL_XFAIL: dict[str, str] = {
-    "qlinearmatmul_missing_inputs": "bad message: onnx.checker's text is passed through, naming the node without "
-                                    "'(op QLinearMatMul, domain ai.onnx)'",
-    "qlinearadd_missing_inputs": "crash: AttributeError ('NoneType' object has no attribute 'size') instead of "
-                                 "OnnxImportError for a QLinearAdd whose b_scale is ''",
-    "qgemm_no_a_zero_point": "bad message: names the rewrite's node 'DequantizeLinear__qa2', which is not in the file",
-    "matmulinteger_float_input": "bad message: names the rewrite's node 'DequantizeLinear__qa3', which is not in the file",
-    "qonnx_zero_scale": "bad message: names the rewrite's node 'Div__qa5' (not in the file) instead of the Quant",
-    "qonnx_negative_scale": "bad message: names the rewrite's node 'Div__qa5' (not in the file) instead of the Quant",
-    "cast_dq_hidden_scale": "bad message: names the rewrite's node 'Mul__qa2' (the Cast + DequantizeLinear "
-                            "rewrite's Mul), which is not in the file",
-    "qlinearmatmul_u8_output": "bad message: names the rewrite's node 'QuantizeLinear__qa..' (not in the file) "
-                               "instead of the QLinearMatMul",
-    "two_inputs": "bad message: 'expected exactly one graph input' names no node (the harness's message_problem "
-                  "rule: a refusal names a node of the graph with its op and domain)",
-}
+REFUSAL_XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(k, marks=[pytest.mark.xfail(strict=True, reason=REFUSAL_XFAIL[k])]
@@ -1088,19 +1073,21 @@ def _qonnx_mlp_case(seed: int, tmp_path):
 
 QONNX_SEEDS = range(6)
 #: seeds whose expansion onnxruntime runs differently from qonnx (default session options)
-QONNX_ORT_XFAIL = {0, 1}
 QONNX_DIFF_XFAIL: dict[int, str] = {}
 
 
-@pytest.mark.parametrize("seed", [pytest.param(s, marks=([] if s < 3 else [pytest.mark.slow]) + (
-    [pytest.mark.xfail(strict=True, reason="runnable_bytes' expansion is not qonnx's semantics under onnxruntime's "
-                       "default options: DequantizeLinear(weights) -> MatMul is fused into MatMulNBits, which "
-                       "re-quantizes the activations")] if s in QONNX_ORT_XFAIL else [])) for s in QONNX_SEEDS])
-def test_qonnx_expansion_in_default_onnxruntime(seed, tmp_path):
-    """``runnable_bytes`` (what the verifier's referee runs for a QONNX file) computes qonnx's
-    ``Quant`` semantics in onnxruntime with default session options, on grid points."""
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=[] if s < 3 else [pytest.mark.slow]) for s in QONNX_SEEDS])
+def test_qonnx_referee_is_qonnx_semantics(seed, tmp_path):
+    """What the verifier's referee runs for a QONNX file (``run_onnxruntime`` on the file: the
+    expansion, op by op; with default options onnxruntime would fuse DequantizeLinear -> MatMul
+    into MatMulNBits) computes qonnx's ``Quant`` semantics, on grid points."""
+    from qa_lirpa.onnx import run_onnxruntime
+
     case, expanded, pts, forward = _qonnx_mlp_case(seed, tmp_path)
-    np.testing.assert_array_equal(dg.ort_run(expanded, pts), forward(pts))
+    path = tmp_path / "qonnx_file.onnx"
+    path.write_bytes(case.model)
+    got = np.concatenate([run_onnxruntime(str(path), p[None]) for p in pts[:600]])     # batch 1
+    np.testing.assert_array_equal(got, forward(pts[:600]))
 
 
 @pytest.mark.parametrize("seed", [pytest.param(s, marks=([] if s < 3 else [pytest.mark.slow]) + (
@@ -1113,8 +1100,6 @@ def test_qonnx_differential(seed, tmp_path):
     _differential(case, tmp_path, seed)
 
 
-@pytest.mark.xfail(strict=True, reason="wrong answer vs qonnx's semantics: unsat on a point where qonnx's Quant "
-                                       "violates the property (the referee runs the MatMulNBits-fused expansion)")
 def test_qonnx_point_property_qonnx_semantics(tmp_path):
     """The QONNX MLP of seed 1 at a point where qonnx gives Y_1 = 0.75 (onnxruntime's fused expansion
     gives 1.0): ``Y_1 <= 0.75`` is violated in qonnx's semantics."""
@@ -1174,9 +1159,6 @@ def test_qonnx_per_channel_weight_scalar_zero_point(tmp_path):
     assert run_instance("dialects", path, vnn, res, TIMEOUT) == "sat"
 
 
-@pytest.mark.xfail(strict=True, reason="diffgen.InputGrid.enumerate runs a symbolic-batch model on whole batches, but "
-                                       "onnxruntime's float MatMul/Gemm results for one row differ from those for a "
-                                       "batch, so the enumerated truth is not the single-sample (VNN-COMP) truth")
 def test_enumeration_batch_independent():
     """The helper's enumeration of a symbolic-batch model (QDQ MLP with a float output layer)
     equals onnxruntime run one sample at a time."""
@@ -1292,9 +1274,6 @@ def test_qoperator_saturation_requantized(kind, tmp_path):
         _point_judge(m, shape[1:], np.full(4, 255.0), 0, ge, tmp_path, f"{kind}_{int(ge)}")
 
 
-@pytest.mark.xfail(strict=True, reason="accepted, then run_instance answers error: a per-channel (axis=1) input "
-                                       "QuantizeLinear imports as Float32QuantInput + plain Linear, and interval "
-                                       "propagation raises 'layer 1 (Linear) is not supported'")
 def test_per_channel_input_quantizer(tmp_path):
     """x -> QuantizeLinear/DequantizeLinear with per-feature scales (axis 1) -> MatMul(float weights):
     either refused with one line, or verified (never 'error')."""
@@ -1336,9 +1315,6 @@ def test_qonnx_weight_codes(mode, tmp_path):
     np.testing.assert_allclose(rows / s.astype(np.float64), np.round(expect), rtol=0, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="WRONG ANSWER: onnxruntime (default options) removes a Relu in front of an int4 "
-                                       "QuantizeLinear with zero point 0 (as if the codes could not be negative); the "
-                                       "importer keeps the Relu and answers unsat where onnxruntime gives -5")
 def test_relu_before_int4_activation_quantizer(tmp_path):
     """x -> uint8 codes (scale 1, zero point 128) -> MatMul(1) -> Relu -> int4 Q/DQ (scale 1, zp 0):
     at x = -5 onnxruntime outputs -5 (its optimizer drops the Relu), so ``Y_0 <= -5`` is violated."""
@@ -1356,10 +1332,6 @@ def test_relu_before_int4_activation_quantizer(tmp_path):
     _point_judge(m, (1,), [-5.0], 0, False, tmp_path, "relu_int4")
 
 
-@pytest.mark.xfail(strict=True, reason="WRONG ANSWER: onnxruntime's QLinearAdd kernel rounds half-even after adding the "
-                                       "output zero point, round(v + z_c), while the importer models QuantizeLinear's "
-                                       "round(v) + z_c; they differ at ties when z_c is odd (x = 0: onnxruntime 1, "
-                                       "imported 0) and the envelope claims exactness")
 def test_qlinearadd_tie_odd_zero_point(tmp_path):
     """x -> uint8 codes (scale 1, zp 128) -> com.microsoft QLinearAdd with the constant 0.5 (code 129,
     scale 0.5, zp 128), output scale 1 and zero point 1 -> DQ: onnxruntime gives 1 at x = 0, so
