@@ -40,10 +40,15 @@ from qa_lirpa.aaai21 import benchmark_eps, published_verdicts  # noqa: E402
 WORDS = ("robust", "vulnerable", "timeout", "misclassified")
 BAB_WORD = {"robust": "robust", "falsified": "vulnerable", "timeout": "timeout",
             "misclassified": "misclassified", "unknown": "timeout"}
-CSV = {"combined": "combined_all.csv", "bab": "bab_all.csv"}
+CSV = {"combined": "combined_all.csv", "bab": "bab_all.csv", "portfolio": "portfolio_all.csv",
+       "landed": "landed_rerun.csv"}
 COMBINED_FIELDS = ["index", "eps", "label", "predicted", "verdict", "time_s", "boxes", "milp_calls",
                    "time_milp_s", "exact"]
-NAMES = {"bab": "qa-lirpa bab", "milp": "exact MILP (HiGHS)", "combined": "qa-lirpa bab + MILP"}
+NAMES = {"bab": "qa-lirpa bab", "milp": "exact MILP (HiGHS)", "combined": "qa-lirpa bab + MILP",
+         "landed": "bab + MILP (re-run beside portfolio)", "portfolio": "portfolio (bab + MILP | CP-SAT process)"}
+#: the verifier settings of each --run strategy (besides device cpu and exact_threads)
+STRATEGY = {"combined": dict(exact_fallback="milp"), "landed": dict(exact_fallback="milp"),
+            "bab": dict(exact_fallback="none"), "portfolio": dict(exact_fallback="milp", portfolio="auto")}
 
 Results = dict  # index -> (verdict word, seconds)
 
@@ -81,7 +86,11 @@ def read_combined(path: Path) -> Results:
 
 # ----- running the combined strategy -------------------------------------------------------------
 
-def run_verifier(path: Path, strategy: str, indices: list[int], timeout: float, threads: int, weights: str) -> None:
+def run_verifier(folder: Path, strategies: list[str], indices: list[int], timeout: float, threads: int,
+                 weights: str) -> None:
+    """Run the verifier with each of ``strategies`` on the samples missing from its CSV; with
+    several strategies they take turns on each sample (the same machine conditions for all, so
+    per-instance time ratios compare like with like)."""
     import torch
 
     from qa_lirpa.aaai21 import load_aaai21
@@ -91,44 +100,52 @@ def run_verifier(path: Path, strategy: str, indices: list[int], timeout: float, 
 
     if threads:
         torch.set_num_threads(threads)
-    done = set(read_combined(path))
-    todo = [i for i in indices if i not in done]
-    if not todo:
-        return
     model = load_aaai21(weights, dtype=torch.float64)
     ds = load_dataset("mnist", "test")
-    cfg = VerifierConfig(exact_fallback="milp" if strategy == "combined" else "none", exact_threads=threads,
-                         device="cpu")
-    verifier = Verifier(model, cfg, input_shape=tuple(ds.images.shape[1:]), device="cpu")
-    last = {}
-    verify = verifier.verify
-
-    def recording(spec, timeout):
-        last["r"] = verify(spec, timeout)
-        return last["r"]
-
-    verifier.verify = recording
     unit = pixel_unit(model)
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t_all = time.monotonic()
-    with open(path, "a", newline="") as fh:
+    runs = []
+    for strategy in strategies:
+        path = folder / CSV[strategy]
+        done = set(read_combined(path))
+        cfg = VerifierConfig(exact_threads=threads, device="cpu", **STRATEGY[strategy])
+        verifier = Verifier(model, cfg, input_shape=tuple(ds.images.shape[1:]), device="cpu")
+        last = {}
+
+        def recording(spec, timeout, verify=verifier.verify, last=last):
+            last["r"] = verify(spec, timeout)
+            return last["r"]
+
+        verifier.verify = recording
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a", newline="")
         w = csv.DictWriter(fh, fieldnames=COMBINED_FIELDS)
         if new:
             w.writeheader()
+        runs.append((strategy, verifier, last, done, fh, w))
+    t_all = time.monotonic()
+    todo = [i for i in indices if any(i not in r[3] for r in runs)]
+    try:
         for n, i in enumerate(todo, 1):
-            last.clear()
-            r = certify_sample(verifier, ds.images[i], int(ds.labels[i]), benchmark_eps(i), unit, timeout, index=i)
-            st = last["r"].stats if "r" in last else None
-            w.writerow({"index": i, "eps": benchmark_eps(i), "label": r.label, "predicted": r.predicted,
-                        "verdict": r.verdict, "time_s": f"{r.time_s:.4f}", "boxes": r.boxes,
-                        "milp_calls": st.milp_calls if st else 0,
-                        "time_milp_s": f"{st.time_milp:.3f}" if st else "0.000",
-                        "exact": st.exact if st else ""})
-            fh.flush()
-            print(f"[{n}/{len(todo)}] sample {i}: {r.verdict} {r.time_s:.2f} s"
-                  + (f" ({st.exact})" if st and st.exact else ""), file=sys.stderr, flush=True)
-    print(f"{strategy}: {len(todo)} samples in {time.monotonic() - t_all:.1f} s wall", file=sys.stderr)
+            for strategy, verifier, last, done, fh, w in runs:
+                if i in done:
+                    continue
+                last.clear()
+                r = certify_sample(verifier, ds.images[i], int(ds.labels[i]), benchmark_eps(i), unit, timeout,
+                                   index=i)
+                st = last["r"].stats if "r" in last else None
+                exact = (st.exact + (" | portfolio: " + st.portfolio if st.portfolio else "")) if st else ""
+                w.writerow({"index": i, "eps": benchmark_eps(i), "label": r.label, "predicted": r.predicted,
+                            "verdict": r.verdict, "time_s": f"{r.time_s:.4f}", "boxes": r.boxes,
+                            "milp_calls": st.milp_calls if st else 0,
+                            "time_milp_s": f"{st.time_milp:.3f}" if st else "0.000", "exact": exact})
+                fh.flush()
+                print(f"[{n}/{len(todo)}] {strategy} sample {i}: {r.verdict} {r.time_s:.2f} s"
+                      + (f" ({exact})" if exact else ""), file=sys.stderr, flush=True)
+    finally:
+        for run in runs:
+            run[4].close()
+    print(f"{'+'.join(strategies)}: {len(todo)} samples in {time.monotonic() - t_all:.1f} s wall", file=sys.stderr)
 
 
 # ----- tables --------------------------------------------------------------------------------------
@@ -221,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folder", default="benchmarks/results/aaai21")
-    p.add_argument("--run", choices=["combined", "bab"], action="append", default=[],
+    p.add_argument("--run", choices=sorted(CSV), action="append", default=[],
                    help="first run the verifier (combined: exact_fallback milp, bab: none) on the samples "
                         "missing from combined_all.csv / bab_all.csv")
     p.add_argument("--run-combined", dest="run", action="append_const", const="combined",
@@ -233,14 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cactus", default=None, help="write the cactus plot to this PNG")
     args = p.parse_args(argv)
     folder = Path(args.folder)
-    for strategy in args.run:
+    if args.run:
         a, b = (int(v) for v in args.samples.split(":"))
-        run_verifier(folder / CSV[strategy], strategy, list(range(a, b)), args.timeout, args.threads, args.weights)
+        run_verifier(folder, list(dict.fromkeys(args.run)), list(range(a, b)), args.timeout, args.threads,
+                     args.weights)
 
     published = published_verdicts()
     pub = {i: (v, 0.0) for i, v in published.items()}
     runs = {"bab": read_bab(folder), "milp": read_milp(folder / "milp_all.csv"),
-            "combined": read_combined(folder / CSV["combined"])}
+            "combined": read_combined(folder / CSV["combined"]),
+            "landed": read_combined(folder / CSV["landed"]),
+            "portfolio": read_combined(folder / CSV["portfolio"])}
     limit = args.timeout
     print("| procedure | eps | instances | robust | vulnerable | timeout | misclassified "
           "| median s | p90 s | max s |")
@@ -273,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| ratio | both decided | median | geometric mean | first faster | second faster | only first / only second |")
     print("|---|---|---|---|---|---|---|")
-    pairs = [("milp", "bab"), ("combined", "bab"), ("combined", "milp")]
+    pairs = [("milp", "bab"), ("combined", "bab"), ("combined", "milp"), ("portfolio", "landed")]
     for a, b in pairs:
         if runs[a] and runs[b]:
             print(ratio_row(runs[a], runs[b], a, b))

@@ -82,6 +82,15 @@ class VerifierConfig:
     #: by then, branch and bound continues with the rest (the MILP on a conv net can need longer
     #: than branch and bound would)
     exact_share: float = 0.75
+    #: the exact procedure run in a second (forked) process beside branch and bound, on the whole
+    #: property, once the root box has not decided it (qa_lirpa.verify.portfolio): "auto" (CP-SAT
+    #: where OR-Tools is importable, else the MILP), "cpsat", "milp" or "none". The first
+    #: definitive answer wins; the other side is stopped. Independent of exact_fallback (which
+    #: still runs in this process at exact_after). Uses a second core while it runs.
+    portfolio: Literal["none", "auto", "cpsat", "milp"] = "none"
+    #: start the portfolio's process only after this many seconds of branch and bound (0: right
+    #: after the root box), so that easy properties never fork
+    portfolio_after: float = 0.0
     #: HiGHS threads for the MILP (0: HiGHS's default, half the cores); CP-SAT workers (0: one)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
@@ -100,6 +109,9 @@ class VerifierConfig:
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
                   (self.exact_fallback in ("none", "milp", "cpsat"),
                    "exact_fallback must be 'none', 'milp' or 'cpsat'"),
+                  (self.portfolio in ("none", "auto", "cpsat", "milp"),
+                   "portfolio must be 'none', 'auto', 'cpsat' or 'milp'"),
+                  (self.portfolio_after >= 0, "portfolio_after must be >= 0"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
                   (0.0 < self.exact_share <= 1.0, "exact_share must be in (0, 1]"),
                   (self.exact_max_boxes >= 0 and self.exact_threads >= 0,
@@ -113,7 +125,8 @@ class VerifierConfig:
         if self.method != "paper":
             return self
         return replace(self, batch_size=1, crown="never", alpha_root=False, branching="widest",
-                       attack_every=1, attack_boxes=1, exact_fallback="none", leaf_points=1)
+                       attack_every=1, attack_boxes=1, exact_fallback="none", portfolio="none",
+                       leaf_points=1)
 
 
 __all__ = ["VerifierConfig"]
