@@ -41,14 +41,23 @@ WORDS = ("robust", "vulnerable", "timeout", "misclassified")
 BAB_WORD = {"robust": "robust", "falsified": "vulnerable", "timeout": "timeout",
             "misclassified": "misclassified", "unknown": "timeout"}
 CSV = {"combined": "combined_all.csv", "bab": "bab_all.csv", "portfolio": "portfolio_all.csv",
-       "landed": "landed_rerun.csv"}
+       "landed": "landed_rerun.csv", "portfolio_milp": "portfolio_milp.csv",
+       "portfolio_nofallback": "portfolio_nofallback.csv", "portfolio_after1": "portfolio_after1.csv",
+       "cpsat_fallback": "cpsat_fallback.csv"}
+#: --ablation: the strategies compared with ``landed`` (all run interleaved in one --run)
+ABLATION = ("landed", "portfolio", "portfolio_milp", "portfolio_nofallback", "portfolio_after1", "cpsat_fallback")
 COMBINED_FIELDS = ["index", "eps", "label", "predicted", "verdict", "time_s", "boxes", "milp_calls",
                    "time_milp_s", "exact"]
 NAMES = {"bab": "qa-lirpa bab", "milp": "exact MILP (HiGHS)", "combined": "qa-lirpa bab + MILP",
          "landed": "bab + MILP (re-run beside portfolio)", "portfolio": "portfolio (bab + MILP | CP-SAT process)"}
 #: the verifier settings of each --run strategy (besides device cpu and exact_threads)
-STRATEGY = {"combined": dict(exact_fallback="milp"), "landed": dict(exact_fallback="milp"),
-            "bab": dict(exact_fallback="none"), "portfolio": dict(exact_fallback="milp", portfolio="auto")}
+STRATEGY = {"combined": dict(exact_fallback="milp", portfolio="none"),
+            "landed": dict(exact_fallback="milp", portfolio="none"),
+            "bab": dict(exact_fallback="none", portfolio="none"), "portfolio": dict(exact_fallback="milp", portfolio="auto"),
+            "portfolio_milp": dict(exact_fallback="milp", portfolio="milp"),
+            "portfolio_nofallback": dict(exact_fallback="none", portfolio="auto"),
+            "portfolio_after1": dict(exact_fallback="milp", portfolio="auto", portfolio_after=1.0),
+            "cpsat_fallback": dict(exact_fallback="cpsat", portfolio="none")}
 
 Results = dict  # index -> (verdict word, seconds)
 
@@ -234,6 +243,31 @@ def cactus(path: Path, series: dict[str, Results], limit: float, n_verifiable: i
     plt.close(fig)
 
 
+def ablation_table(folder: Path, limit: float) -> int:
+    """Each --ablation strategy found in ``folder``: counts and times, and the ratio to landed."""
+    runs = {k: read_combined(folder / CSV[k]) for k in ABLATION if (folder / CSV[k]).exists()}
+    print("| strategy | settings | instances | decided | timeout | median s | p90 s | max s | summed s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, res in runs.items():
+        times = [t for v, t in res.values() if v != "misclassified"]
+        print(f"| {k} | `{STRATEGY[k]}` | {len(res)} | {sum(decided(res, i) for i in res)} | "
+              f"{sum(v == 'timeout' for v, _ in res.values())} | {statistics.median(times):.2f} | "
+              f"{pct(times, 0.9):.2f} | {max(times):.2f} | {sum(times):.1f} |")
+    print()
+    print("| ratio | both decided | median | geometric mean | first faster | second faster | only first / only second |")
+    print("|---|---|---|---|---|---|---|")
+    for k in runs:
+        if k != "landed" and "landed" in runs:
+            print(ratio_row(runs[k], runs["landed"], k, "landed"))
+    for k, res in runs.items():
+        left = [i for i in sorted(res) if res[i][0] == "timeout"]
+        print(f"\n{k} timeouts: {' '.join(map(str, left)) or 'none'}")
+    pub = {i: (v, 0.0) for i, v in published_verdicts().items()}
+    dis = [d for k, res in runs.items() for d in disagreements(pub, res, "published", k)]
+    print("\ndisagreements with the published verdicts:", dis or "none")
+    return 1 if dis else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,17 +277,26 @@ def main(argv: list[str] | None = None) -> int:
                         "missing from combined_all.csv / bab_all.csv")
     p.add_argument("--run-combined", dest="run", action="append_const", const="combined",
                    help="the same as --run combined")
-    p.add_argument("--samples", default="0:400", help="samples for --run (START:STOP)")
+    p.add_argument("--samples", default="0:400", help="samples for --run (START:STOP, or a comma list)")
+    p.add_argument("--ablation", action="store_true",
+                   help="run (with --run) / tabulate the ablation strategies in --folder instead of the main table")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per instance (--run; the table's limit)")
     p.add_argument("--threads", type=int, default=1, help="torch and HiGHS threads (--run)")
     p.add_argument("--weights", default=str(ROOT.parent / "shared" / "data" / "aaai21" / "mnist_mlp.h5"))
     p.add_argument("--cactus", default=None, help="write the cactus plot to this PNG")
     args = p.parse_args(argv)
     folder = Path(args.folder)
+    if args.ablation and not args.run:
+        args.run = list(ABLATION)
     if args.run:
-        a, b = (int(v) for v in args.samples.split(":"))
-        run_verifier(folder, list(dict.fromkeys(args.run)), list(range(a, b)), args.timeout, args.threads,
-                     args.weights)
+        if ":" in args.samples:
+            a, b = (int(v) for v in args.samples.split(":"))
+            indices = list(range(a, b))
+        else:
+            indices = [int(v) for v in args.samples.split(",")]
+        run_verifier(folder, list(dict.fromkeys(args.run)), indices, args.timeout, args.threads, args.weights)
+    if args.ablation:
+        return ablation_table(folder, args.timeout)
 
     published = published_verdicts()
     pub = {i: (v, 0.0) for i, v in published.items()}

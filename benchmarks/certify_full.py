@@ -110,6 +110,35 @@ def rerun(args, variants, indices: list[int]) -> dict:
     return out
 
 
+def ablation(args, variants) -> int:
+    slow = sorted(i for i, (v, t) in read(args.slow_from).items() if t > args.rerun_slow)
+    t0 = time.monotonic()
+    rr = rerun(args, variants, slow)
+    wall = time.monotonic() - t0
+    base = variants[0][0]
+    lines = [f"Ablation: certify {args.model}, eps {args.eps:g}, timeout {args.timeout:g} s: the {len(slow)} samples "
+             f"slower than {args.rerun_slow:g} s in {args.slow_from}, every variant in turns on each sample, one "
+             f"process (wall {wall:.0f} s)", "",
+             "| variant | settings | robust | falsified | timeout | summed s | median ratio to " + base + " |",
+             "|---|---|---|---|---|---|---|"]
+    for n, over in variants:
+        res = rr[n]
+        ratios = [max(res[i][1], 1e-3) / max(rr[base][i][1], 1e-3) for i in slow]
+        lines.append(f"| {n} | `{','.join(f'{k}={v}' for k, v in over.items()) or 'defaults'}` | "
+                     f"{sum(res[i][0] == 'robust' for i in slow)} | {sum(res[i][0] == 'falsified' for i in slow)} | "
+                     f"{sum(res[i][0] == 'timeout' for i in slow)} | {sum(res[i][1] for i in slow):.1f} | "
+                     f"{statistics.median(ratios) if ratios else float('nan'):.2f} |")
+    lines += ["", "| sample | " + " | ".join(n for n, _ in variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    for i in slow:
+        lines.append(f"| {i} | " + " | ".join(f"{rr[n][i][0]} {rr[n][i][1]:.2f}" for n, _ in variants) + " |")
+    dis = [i for i in slow if {rr[n][i][0] for n, _ in variants} >= {"robust", "falsified"}]
+    lines.append(f"\ndisagreements: {dis or 'none'}")
+    text = "\n".join(lines) + "\n"
+    (args.out_dir / "ablation.md").write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True)
@@ -121,6 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--rerun-slow", type=float, default=0.0, help="re-run samples slower than this, interleaved")
+    p.add_argument("--slow-from", type=Path, default=None,
+                   help="only the interleaved re-run (an ablation): the samples slower than --rerun-slow "
+                        "in this CSV (index,verdict,time_s), every --variant in turns on each")
     p.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -128,6 +160,8 @@ def main(argv=None) -> int:
         return worker(args)
     variants = [parse_variant(v) for v in (args.variant or ["landed:"])]
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.slow_from is not None:
+        return ablation(args, variants)
     rows, results = [], {}
     for name, over in variants:
         spec = name + ":" + ",".join(f"{k}={v}" for k, v in over.items())
@@ -155,6 +189,7 @@ def main(argv=None) -> int:
         s = summary(res, wall)
         rows.append((name, spec, s))
         print(f"{name}: {json.dumps(s)}", file=sys.stderr, flush=True)
+        (args.out_dir / f"{name}.json").write_text(json.dumps(dict(s, settings=over)) + "\n")
     lines = [f"certify {args.model}, eps {args.eps:g}, samples {args.samples}, timeout {args.timeout:g} s, "
              f"{args.procs} processes", "",
              "| variant | settings | samples | robust | falsified | timeout | misclassified | wall s | summed s "

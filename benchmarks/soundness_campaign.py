@@ -15,10 +15,10 @@ Ground truth is enumeration: ``integer_forward`` on every integer point of the b
 outputs are dyadic with few bits, checked, so float64 row values and comparisons are exact).
 Each case is then decided by
 
-* ``bab``: the verifier, ``method="bab"``, default settings;
-* ``bab_nf``: the same with ``falsify: false`` (no attacks or centre checks: bounding and
-  single-point boxes decide);
-* ``bab_handover``: bab with ``falsify: false`` and ``exact_after: 0``: the exact MILP fallback
+* ``bab``: the verifier, ``method="bab"``, default settings (the portfolio's process included);
+* ``bab_nf``: the same with ``falsify: false`` and ``portfolio: none`` (no attacks or centre
+  checks, no exact process: bounding and single-point boxes decide);
+* ``bab_handover``: bab with ``falsify: false``, ``portfolio: none`` and ``exact_after: 0``: the exact MILP fallback
   takes over right after the root box, so its hand-over (per-box MILPs or the bounding box, the
   re-check of its counterexamples) decides most cases;
 * ``paper``: ``method="paper"`` on every ``--paper-every``-th case;
@@ -453,7 +453,9 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 raise RuntimeError(message)
             verdict = name.lower()
         else:
-            extra = {"exact_after": 0.0} if tool == "bab_handover" else {}
+            extra = {"exact_after": 0.0, "portfolio": "none"} if tool == "bab_handover" else {}
+            if tool == "bab_nf":
+                extra = {"portfolio": "none"}
             if tool == "portfolio":
                 extra = {"portfolio": "auto", "exact_fallback": "none"}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",

@@ -15,6 +15,13 @@ class VerifierConfig:
     bisection: IBP only, widest-dimension split, one box at a time, an attack on every unresolved
     box). The verdicts of both are sound and complete on the input grid; only the speed differs.
 
+    ``portfolio="auto"`` (default; method bab only): once the root box has not decided a
+    property, a forked process runs the exact procedure on the whole property (CP-SAT where
+    OR-Tools is importable, else the MILP) while branch and bound goes on here; the first
+    definitive answer wins (:mod:`qa_lirpa.verify.portfolio`). On the AAAI'21 MNIST benchmark it
+    decides the instances that neither branch and bound nor the MILP fallback decides in 20 s
+    (sample 264); on a conv net it changes nothing (benchmarks/results/verifier_reach_readme.md).
+
     ``exact_fallback="milp"`` (method bab only): once ``exact_after`` of the time budget has gone
     and boxes are still open, the exact MILP procedure (:mod:`qa_lirpa.exact`, HiGHS) takes
     over: one MILP per open box (at most ``exact_max_boxes`` of them, least safe first) or one
@@ -87,7 +94,7 @@ class VerifierConfig:
     #: where OR-Tools is importable, else the MILP), "cpsat", "milp" or "none". The first
     #: definitive answer wins; the other side is stopped. Independent of exact_fallback (which
     #: still runs in this process at exact_after). Uses a second core while it runs.
-    portfolio: Literal["none", "auto", "cpsat", "milp"] = "none"
+    portfolio: Literal["none", "auto", "cpsat", "milp"] = "auto"
     #: start the portfolio's process only after this many seconds of branch and bound (0: right
     #: after the root box), so that easy properties never fork
     portfolio_after: float = 0.0
