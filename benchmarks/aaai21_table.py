@@ -221,7 +221,7 @@ def cactus(path: Path, series: dict[str, Results], limit: float, n_verifiable: i
             curves[name] = ([1e-3] + times + [limit], [0] + list(range(1, len(times) + 1)) + [len(times)])
     at_1s = min((sum(x <= 1.0 for x in xs[1:-1]) for xs, _ in curves.values()), default=0)
     for ax, zoom in zip(axes, (False, True)):
-        for (name, (xs, ys)), style in zip(curves.items(), ("-", "--", "-.", ":")):
+        for (name, (xs, ys)), style in zip(curves.items(), ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))):
             ax.step(xs, ys, where="post", linestyle=style, linewidth=1.8, label=f"{name} ({ys[-1]})")
         ax.axhline(n_verifiable, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
