@@ -40,10 +40,24 @@ from qa_lirpa.aaai21 import benchmark_eps, published_verdicts  # noqa: E402
 WORDS = ("robust", "vulnerable", "timeout", "misclassified")
 BAB_WORD = {"robust": "robust", "falsified": "vulnerable", "timeout": "timeout",
             "misclassified": "misclassified", "unknown": "timeout"}
-CSV = {"combined": "combined_all.csv", "bab": "bab_all.csv"}
+CSV = {"combined": "combined_all.csv", "bab": "bab_all.csv", "portfolio": "portfolio_all.csv",
+       "landed": "landed_rerun.csv", "portfolio_milp": "portfolio_milp.csv",
+       "portfolio_nofallback": "portfolio_nofallback.csv", "portfolio_after1": "portfolio_after1.csv",
+       "cpsat_fallback": "cpsat_fallback.csv"}
+#: --ablation: the strategies compared with ``landed`` (all run interleaved in one --run)
+ABLATION = ("landed", "portfolio", "portfolio_milp", "portfolio_nofallback", "portfolio_after1", "cpsat_fallback")
 COMBINED_FIELDS = ["index", "eps", "label", "predicted", "verdict", "time_s", "boxes", "milp_calls",
                    "time_milp_s", "exact"]
-NAMES = {"bab": "qa-lirpa bab", "milp": "exact MILP (HiGHS)", "combined": "qa-lirpa bab + MILP"}
+NAMES = {"bab": "qa-lirpa bab", "milp": "exact MILP (HiGHS)", "combined": "qa-lirpa bab + MILP",
+         "landed": "bab + MILP (re-run beside portfolio)", "portfolio": "portfolio (bab + MILP | CP-SAT process)"}
+#: the verifier settings of each --run strategy (besides device cpu and exact_threads)
+STRATEGY = {"combined": dict(exact_fallback="milp", portfolio="none"),
+            "landed": dict(exact_fallback="milp", portfolio="none"),
+            "bab": dict(exact_fallback="none", portfolio="none"), "portfolio": dict(exact_fallback="milp", portfolio="auto"),
+            "portfolio_milp": dict(exact_fallback="milp", portfolio="milp"),
+            "portfolio_nofallback": dict(exact_fallback="none", portfolio="auto"),
+            "portfolio_after1": dict(exact_fallback="milp", portfolio="auto", portfolio_after=1.0),
+            "cpsat_fallback": dict(exact_fallback="cpsat", portfolio="none")}
 
 Results = dict  # index -> (verdict word, seconds)
 
@@ -81,7 +95,11 @@ def read_combined(path: Path) -> Results:
 
 # ----- running the combined strategy -------------------------------------------------------------
 
-def run_verifier(path: Path, strategy: str, indices: list[int], timeout: float, threads: int, weights: str) -> None:
+def run_verifier(folder: Path, strategies: list[str], indices: list[int], timeout: float, threads: int,
+                 weights: str) -> None:
+    """Run the verifier with each of ``strategies`` on the samples missing from its CSV; with
+    several strategies they take turns on each sample (the same machine conditions for all, so
+    per-instance time ratios compare like with like)."""
     import torch
 
     from qa_lirpa.aaai21 import load_aaai21
@@ -91,44 +109,52 @@ def run_verifier(path: Path, strategy: str, indices: list[int], timeout: float, 
 
     if threads:
         torch.set_num_threads(threads)
-    done = set(read_combined(path))
-    todo = [i for i in indices if i not in done]
-    if not todo:
-        return
     model = load_aaai21(weights, dtype=torch.float64)
     ds = load_dataset("mnist", "test")
-    cfg = VerifierConfig(exact_fallback="milp" if strategy == "combined" else "none", exact_threads=threads,
-                         device="cpu")
-    verifier = Verifier(model, cfg, input_shape=tuple(ds.images.shape[1:]), device="cpu")
-    last = {}
-    verify = verifier.verify
-
-    def recording(spec, timeout):
-        last["r"] = verify(spec, timeout)
-        return last["r"]
-
-    verifier.verify = recording
     unit = pixel_unit(model)
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t_all = time.monotonic()
-    with open(path, "a", newline="") as fh:
+    runs = []
+    for strategy in strategies:
+        path = folder / CSV[strategy]
+        done = set(read_combined(path))
+        cfg = VerifierConfig(exact_threads=threads, device="cpu", **STRATEGY[strategy])
+        verifier = Verifier(model, cfg, input_shape=tuple(ds.images.shape[1:]), device="cpu")
+        last = {}
+
+        def recording(spec, timeout, verify=verifier.verify, last=last):
+            last["r"] = verify(spec, timeout)
+            return last["r"]
+
+        verifier.verify = recording
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a", newline="")
         w = csv.DictWriter(fh, fieldnames=COMBINED_FIELDS)
         if new:
             w.writeheader()
+        runs.append((strategy, verifier, last, done, fh, w))
+    t_all = time.monotonic()
+    todo = [i for i in indices if any(i not in r[3] for r in runs)]
+    try:
         for n, i in enumerate(todo, 1):
-            last.clear()
-            r = certify_sample(verifier, ds.images[i], int(ds.labels[i]), benchmark_eps(i), unit, timeout, index=i)
-            st = last["r"].stats if "r" in last else None
-            w.writerow({"index": i, "eps": benchmark_eps(i), "label": r.label, "predicted": r.predicted,
-                        "verdict": r.verdict, "time_s": f"{r.time_s:.4f}", "boxes": r.boxes,
-                        "milp_calls": st.milp_calls if st else 0,
-                        "time_milp_s": f"{st.time_milp:.3f}" if st else "0.000",
-                        "exact": st.exact if st else ""})
-            fh.flush()
-            print(f"[{n}/{len(todo)}] sample {i}: {r.verdict} {r.time_s:.2f} s"
-                  + (f" ({st.exact})" if st and st.exact else ""), file=sys.stderr, flush=True)
-    print(f"{strategy}: {len(todo)} samples in {time.monotonic() - t_all:.1f} s wall", file=sys.stderr)
+            for strategy, verifier, last, done, fh, w in runs:
+                if i in done:
+                    continue
+                last.clear()
+                r = certify_sample(verifier, ds.images[i], int(ds.labels[i]), benchmark_eps(i), unit, timeout,
+                                   index=i)
+                st = last["r"].stats if "r" in last else None
+                exact = (st.exact + (" | portfolio: " + st.portfolio if st.portfolio else "")) if st else ""
+                w.writerow({"index": i, "eps": benchmark_eps(i), "label": r.label, "predicted": r.predicted,
+                            "verdict": r.verdict, "time_s": f"{r.time_s:.4f}", "boxes": r.boxes,
+                            "milp_calls": st.milp_calls if st else 0,
+                            "time_milp_s": f"{st.time_milp:.3f}" if st else "0.000", "exact": exact})
+                fh.flush()
+                print(f"[{n}/{len(todo)}] {strategy} sample {i}: {r.verdict} {r.time_s:.2f} s"
+                      + (f" ({exact})" if exact else ""), file=sys.stderr, flush=True)
+    finally:
+        for run in runs:
+            run[4].close()
+    print(f"{'+'.join(strategies)}: {len(todo)} samples in {time.monotonic() - t_all:.1f} s wall", file=sys.stderr)
 
 
 # ----- tables --------------------------------------------------------------------------------------
@@ -195,7 +221,7 @@ def cactus(path: Path, series: dict[str, Results], limit: float, n_verifiable: i
             curves[name] = ([1e-3] + times + [limit], [0] + list(range(1, len(times) + 1)) + [len(times)])
     at_1s = min((sum(x <= 1.0 for x in xs[1:-1]) for xs, _ in curves.values()), default=0)
     for ax, zoom in zip(axes, (False, True)):
-        for (name, (xs, ys)), style in zip(curves.items(), ("-", "--", "-.", ":")):
+        for (name, (xs, ys)), style in zip(curves.items(), ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))):
             ax.step(xs, ys, where="post", linestyle=style, linewidth=1.8, label=f"{name} ({ys[-1]})")
         ax.axhline(n_verifiable, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
@@ -217,30 +243,67 @@ def cactus(path: Path, series: dict[str, Results], limit: float, n_verifiable: i
     plt.close(fig)
 
 
+def ablation_table(folder: Path, limit: float) -> int:
+    """Each --ablation strategy found in ``folder``: counts and times, and the ratio to landed."""
+    runs = {k: read_combined(folder / CSV[k]) for k in ABLATION if (folder / CSV[k]).exists()}
+    print("| strategy | settings | instances | decided | timeout | median s | p90 s | max s | summed s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, res in runs.items():
+        times = [t for v, t in res.values() if v != "misclassified"]
+        print(f"| {k} | `{STRATEGY[k]}` | {len(res)} | {sum(decided(res, i) for i in res)} | "
+              f"{sum(v == 'timeout' for v, _ in res.values())} | {statistics.median(times):.2f} | "
+              f"{pct(times, 0.9):.2f} | {max(times):.2f} | {sum(times):.1f} |")
+    print()
+    print("| ratio | both decided | median | geometric mean | first faster | second faster | only first / only second |")
+    print("|---|---|---|---|---|---|---|")
+    for k in runs:
+        if k != "landed" and "landed" in runs:
+            print(ratio_row(runs[k], runs["landed"], k, "landed"))
+    for k, res in runs.items():
+        left = [i for i in sorted(res) if res[i][0] == "timeout"]
+        print(f"\n{k} timeouts: {' '.join(map(str, left)) or 'none'}")
+    pub = {i: (v, 0.0) for i, v in published_verdicts().items()}
+    dis = [d for k, res in runs.items() for d in disagreements(pub, res, "published", k)]
+    print("\ndisagreements with the published verdicts:", dis or "none")
+    return 1 if dis else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folder", default="benchmarks/results/aaai21")
-    p.add_argument("--run", choices=["combined", "bab"], action="append", default=[],
+    p.add_argument("--run", choices=sorted(CSV), action="append", default=[],
                    help="first run the verifier (combined: exact_fallback milp, bab: none) on the samples "
                         "missing from combined_all.csv / bab_all.csv")
     p.add_argument("--run-combined", dest="run", action="append_const", const="combined",
                    help="the same as --run combined")
-    p.add_argument("--samples", default="0:400", help="samples for --run (START:STOP)")
+    p.add_argument("--samples", default="0:400", help="samples for --run (START:STOP, or a comma list)")
+    p.add_argument("--ablation", action="store_true",
+                   help="run (with --run) / tabulate the ablation strategies in --folder instead of the main table")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per instance (--run; the table's limit)")
     p.add_argument("--threads", type=int, default=1, help="torch and HiGHS threads (--run)")
     p.add_argument("--weights", default=str(ROOT.parent / "shared" / "data" / "aaai21" / "mnist_mlp.h5"))
     p.add_argument("--cactus", default=None, help="write the cactus plot to this PNG")
     args = p.parse_args(argv)
     folder = Path(args.folder)
-    for strategy in args.run:
-        a, b = (int(v) for v in args.samples.split(":"))
-        run_verifier(folder / CSV[strategy], strategy, list(range(a, b)), args.timeout, args.threads, args.weights)
+    if args.ablation and not args.run:
+        args.run = list(ABLATION)
+    if args.run:
+        if ":" in args.samples:
+            a, b = (int(v) for v in args.samples.split(":"))
+            indices = list(range(a, b))
+        else:
+            indices = [int(v) for v in args.samples.split(",")]
+        run_verifier(folder, list(dict.fromkeys(args.run)), indices, args.timeout, args.threads, args.weights)
+    if args.ablation:
+        return ablation_table(folder, args.timeout)
 
     published = published_verdicts()
     pub = {i: (v, 0.0) for i, v in published.items()}
     runs = {"bab": read_bab(folder), "milp": read_milp(folder / "milp_all.csv"),
-            "combined": read_combined(folder / CSV["combined"])}
+            "combined": read_combined(folder / CSV["combined"]),
+            "landed": read_combined(folder / CSV["landed"]),
+            "portfolio": read_combined(folder / CSV["portfolio"])}
     limit = args.timeout
     print("| procedure | eps | instances | robust | vulnerable | timeout | misclassified "
           "| median s | p90 s | max s |")
@@ -273,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| ratio | both decided | median | geometric mean | first faster | second faster | only first / only second |")
     print("|---|---|---|---|---|---|---|")
-    pairs = [("milp", "bab"), ("combined", "bab"), ("combined", "milp")]
+    pairs = [("milp", "bab"), ("combined", "bab"), ("combined", "milp"), ("portfolio", "landed")]
     for a, b in pairs:
         if runs[a] and runs[b]:
             print(ratio_row(runs[a], runs[b], a, b))

@@ -15,14 +15,22 @@ Ground truth is enumeration: ``integer_forward`` on every integer point of the b
 outputs are dyadic with few bits, checked, so float64 row values and comparisons are exact).
 Each case is then decided by
 
-* ``bab``: the verifier, ``method="bab"``, default settings;
-* ``bab_nf``: the same with ``falsify: false`` (no attacks or centre checks: bounding and
-  single-point boxes decide);
-* ``bab_handover``: bab with ``falsify: false`` and ``exact_after: 0``: the exact MILP fallback
+* ``bab``: the verifier, ``method="bab"``, default settings (the portfolio's process included);
+* ``bab_nf``: the same with ``falsify: false`` and ``portfolio: none`` (no attacks or centre
+  checks, no exact process: bounding and single-point boxes decide);
+* ``bab_handover``: bab with ``falsify: false``, ``portfolio: none`` and ``exact_after: 0``: the exact MILP fallback
   takes over right after the root box, so its hand-over (per-box MILPs or the bounding box, the
   re-check of its counterexamples) decides most cases;
 * ``paper``: ``method="paper"`` on every ``--paper-every``-th case;
-* ``milp``: :func:`qa_lirpa.exact.decide_milp`.
+* ``milp``: :func:`qa_lirpa.exact.decide_milp`;
+* ``portfolio``: bab with ``portfolio: auto`` (the exact procedure, CP-SAT where OR-Tools is
+  importable else the MILP, in a forked process from the root box on), ``falsify: false`` and
+  ``exact_fallback: none``: whichever side answers first decides (the table counts the cases the
+  process decided);
+* ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
+  on the whole property, its answer and counterexample taken as they come back over the pipe).
+
+``--tools`` picks a subset (e.g. ``--tools portfolio,process`` for the portfolio's campaign).
 
 ``--family dag`` (or ``both``) draws instead small random **DAG** QNNs (qa_lirpa.graph.QNNGraph):
 residual MLPs (a QuantAdd of a hidden activation and a linear branch), two-branch MLPs joined by a
@@ -68,7 +76,9 @@ ROUNDINGS = ROUNDING_MODES          # every mode of QuantSpec, drawn uniformly p
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
-TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
+TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process")
+#: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
+DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
 DAG_OFFSET = 50000
 
@@ -93,6 +103,7 @@ class Outcome:
     verdict: str
     seconds: float
     problem: str = ""  # non-empty: a bug (wrong verdict, bad counterexample, exception)
+    note: str = ""     # portfolio: "process" when its exact process decided
 
 
 @dataclass
@@ -418,17 +429,42 @@ def _judge(case: Case, verdict: str, x, seconds: float) -> Outcome:
 
 def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
     t0 = time.perf_counter()
+    note = ""
     try:
         if tool == "milp":
             verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1,) + _shape(case.meta))
             verdict = verdict.value                # the campaign's words are the Verdict values
+        elif tool == "process":
+            from qa_lirpa.base.deadline import Deadline
+            from qa_lirpa.verify.portfolio import ExactChild, backend_for
+
+            child = ExactChild(backend_for("auto"), case.model, [case.spec], (1,) + _shape(case.meta),
+                               Deadline.after(timeout))
+            try:
+                ans = None
+                while ans is None:
+                    ans = child.poll()
+                    if ans is None:
+                        time.sleep(0.002)
+            finally:
+                child.stop()
+            name, _, x, message = ans
+            if name == "ERROR":
+                raise RuntimeError(message)
+            verdict = name.lower()
         else:
-            extra = {"exact_after": 0.0} if tool == "bab_handover" else {}
+            extra = {"exact_after": 0.0, "portfolio": "none"} if tool == "bab_handover" else {}
+            if tool == "bab_nf":
+                extra = {"portfolio": "none"}
+            if tool == "portfolio":
+                extra = {"portfolio": "auto", "exact_fallback": "none"}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
-                                 falsify=tool not in ("bab_nf", "bab_handover"), device="cpu",
+                                 falsify=tool not in ("bab_nf", "bab_handover", "portfolio"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
             res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=_shape(case.meta))
             verdict, x = res.verdict.value, res.counterexample
+            if tool == "portfolio" and ("; unsat after" in res.stats.portfolio or "; sat after" in res.stats.portfolio):
+                note = "process"
             if verdict == "sat" and x is not None and res.outputs is not None:
                 y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(
                     (1,) + _shape(case.meta)))
@@ -438,13 +474,15 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                                    f"from integer_forward {y.reshape(-1).tolist()} at {np.asarray(x).tolist()}")
     except Exception as err:  # noqa: BLE001 - an exception is a finding, not a crash of the campaign
         return Outcome("error", time.perf_counter() - t0, f"{type(err).__name__}: {err}")
-    return _judge(case, verdict, x, time.perf_counter() - t0)
+    out = _judge(case, verdict, x, time.perf_counter() - t0)
+    out.note = note
+    return out
 
 
-def run_case(case_seed: int, timeout: float, paper: bool) -> CaseResult:
+def run_case(case_seed: int, timeout: float, paper: bool, tools=DEFAULT_TOOLS) -> CaseResult:
     case = make_case(case_seed)
     result = CaseResult(case)
-    for tool in TOOLS:
+    for tool in tools:
         if tool == "paper" and not paper:
             continue
         result.outcomes[tool] = run_tool(case, tool, timeout)
@@ -465,10 +503,10 @@ def case_seeds(cases: int, seed: int, family: str = "chain") -> list[int]:
 
 
 def campaign(cases: int, seed: int, timeout: float, paper_every: int = 4, log=None,
-             family: str = "chain") -> list[CaseResult]:
+             family: str = "chain", tools=DEFAULT_TOOLS) -> list[CaseResult]:
     results = []
     for i, case_seed in enumerate(case_seeds(cases, seed, family)):
-        r = run_case(case_seed, timeout, paper_every > 0 and i % paper_every == 0)
+        r = run_case(case_seed, timeout, paper_every > 0 and i % paper_every == 0, tools)
         results.append(r)
         if log is not None:
             for bug in r.bugs:
@@ -505,6 +543,7 @@ def summarize(results: list[CaseResult]) -> dict:
                          for r in results if tool in r.outcomes for o in [r.outcomes[tool]]),
             bad_cex=sum(o.verdict == "sat" and bool(o.problem) and "enumeration" not in o.problem for o in outs),
             errors=sum(o.verdict == "error" for o in outs),
+            by_process=sum(o.note == "process" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
 
@@ -519,10 +558,15 @@ def markdown_table(s: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     names = {"bab": "verifier bab", "bab_nf": "verifier bab, falsify off",
              "bab_handover": "verifier bab, falsify off, MILP hand-over at once", "paper": "verifier paper",
-             "milp": "MILP (HiGHS)"}
+             "milp": "MILP (HiGHS)", "portfolio": "verifier bab + portfolio process, falsify off",
+             "process": "portfolio process alone"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
                      f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
+    if "portfolio" in s["tools"]:
+        t = s["tools"]["portfolio"]
+        lines += ["", f"portfolio: decided by its exact process in {t['by_process']} of {t['runs']} runs "
+                      "(the rest by branch and bound first)"]
     return "\n".join(lines) + "\n"
 
 
@@ -561,10 +605,15 @@ def main(argv=None) -> int:
     ap.add_argument("--family", choices=("chain", "dag", "both"), default="chain",
                     help="random chain MLPs (the landed campaign), DAG QNNs, or both alternating")
     ap.add_argument("--replay", type=int, default=None, help="run one case by its case seed, verbosely")
+    ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
+                    help=f"comma-separated subset of {','.join(TOOLS)}")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    tools = tuple(t for t in args.tools.split(",") if t)
+    if any(t not in TOOLS for t in tools):
+        ap.error(f"--tools: choose from {','.join(TOOLS)}")
     if args.replay is not None:
-        r = run_case(args.replay, args.timeout, True)
+        r = run_case(args.replay, args.timeout, True, tools)
         c = r.case
         print(f"meta: {c.meta}\nbox: {c.spec.lower.tolist()} .. {c.spec.upper.tolist()}")
         for mat, rhs in c.spec.disjuncts:
@@ -574,7 +623,8 @@ def main(argv=None) -> int:
             print(f"{t}: {o.verdict} ({o.seconds:.3f} s) {o.problem}")
         return 1 if r.bugs else 0
     t0 = time.perf_counter()
-    results = campaign(args.cases, args.seed, args.timeout, args.paper_every, log=sys.stderr, family=args.family)
+    results = campaign(args.cases, args.seed, args.timeout, args.paper_every, log=sys.stderr, family=args.family,
+                       tools=tools)
     wall = time.perf_counter() - t0
     s = summarize(results)
     table = markdown_table(s)

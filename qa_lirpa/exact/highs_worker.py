@@ -215,6 +215,9 @@ class Worker:
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
         self.kills = 0
+        #: a file descriptor that, once readable, interrupts a solve like its deadline (the
+        #: verifier's portfolio sets it to the pipe of its exact process while that runs)
+        self.abort_fd: Optional[int] = None
 
     def _start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
@@ -247,10 +250,11 @@ class Worker:
         fd = proc.stdout.fileno()
         while True:
             left = deadline - time.monotonic()
-            ready = select.select([fd], [], [], max(left, 0.0))[0] if left > 0 else []
-            if ready:
+            fds = [fd] if self.abort_fd is None else [fd, self.abort_fd]
+            ready = select.select(fds, [], [], max(left, 0.0))[0] if left > 0 else []
+            if fd in ready:
                 break
-            if left <= 0:
+            if left <= 0 or ready:                    # out of time, or interrupted
                 self.kills += 1
                 self.close()
                 return Verdict.TIMEOUT, None, 0

@@ -113,6 +113,15 @@ class Verifier:
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self._problem = None
         self._milp_reason: str | None = None
+        self._exact_reasons: dict[str, str] = {}
+        self.portfolio_backend = ""
+        if self.config.portfolio != "none":
+            from .portfolio import backend_for
+
+            self.portfolio_backend = backend_for(self.config.portfolio)
+            if self.portfolio_backend == "cpsat":     # import before forking: the child starts warm
+                from ..exact import cpsat  # noqa: F401
+                from ortools.sat.python import cp_model  # noqa: F401
         if self.input_shape is not None:
             self.problem(self.input_shape)
 
@@ -172,22 +181,30 @@ class Verifier:
         """Why the exact fallback (MILP or CP-SAT) cannot take over on this model ("" if it can);
         computed once."""
         if self._milp_reason is None:
+            self._milp_reason = self.exact_reason(problem, self.config.exact_fallback)
+        return self._milp_reason
+
+    def exact_reason(self, problem, backend: str) -> str:
+        """Why the exact ``backend`` ("milp" or "cpsat") cannot decide properties of this model
+        ("" if it can); computed once per backend."""
+        if backend not in self._exact_reasons:
             # lazy: the exact backends load only when a verify() call may use them (prepare_instance
             # and exact_fallback="none" never do), and exact.cpsat imports verify.intervals at its
             # top, so importing it at module level here would close the cycle verify -> exact -> verify
-            if self.config.exact_fallback == "cpsat":
+            if backend == "cpsat":
                 from ..exact.cpsat import unsupported_reason
             else:
                 from ..exact.milp import unsupported_reason
 
             env = getattr(problem, "envelope", None)
             if not problem.integral:
-                self._milp_reason = "continuous inputs (no QuantInput)"
+                reason = "continuous inputs (no QuantInput)"
             elif env is not None and env.tolerance:
-                self._milp_reason = "hidden quantizers that onnxruntime computes in float32 (not encoded)"
+                reason = "hidden quantizers that onnxruntime computes in float32 (not encoded)"
             else:
-                self._milp_reason = unsupported_reason(problem.ref)
-        return self._milp_reason
+                reason = unsupported_reason(problem.ref)
+            self._exact_reasons[backend] = reason
+        return self._exact_reasons[backend]
 
     def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: Deadline,
              gen: torch.Generator, handover: Deadline | None = None, start: float = 0.0) -> VerifyResult:
@@ -201,7 +218,20 @@ class Verifier:
                 searches.append(search)
             else:
                 verdicts.append(v)
+        portfolio = _Portfolio(self, problem, searches, stats, deadline) if searches else None
+        try:
+            return self._loop(problem, searches, verdicts, stats, deadline, handover, start, portfolio)
+        finally:
+            if portfolio is not None:
+                portfolio.close()
+
+    def _loop(self, problem, searches: list[Search], verdicts: list, stats: VerifyStats, deadline: Deadline,
+              handover: Deadline | None, start: float, portfolio: "_Portfolio | None") -> VerifyResult:
         while searches:
+            if portfolio is not None:
+                out = portfolio.check()
+                if out is not None:
+                    return out
             if deadline.expired():
                 return VerifyResult(Verdict.TIMEOUT if problem.integral else Verdict.UNKNOWN, stats=stats,
                                     message="time limit reached")
@@ -309,6 +339,91 @@ class Verifier:
     def _sat(search: Search, stats: VerifyStats) -> VerifyResult:
         x, y = search.found
         return VerifyResult(Verdict.SAT, counterexample=x, outputs=y, stats=stats)
+
+
+class _Portfolio:
+    """The verifier's side of ``config.portfolio``: starts the exact process
+    (:class:`~qa_lirpa.verify.portfolio.ExactChild`) on the open searches' properties once
+    ``config.portfolio_after`` seconds have passed, and turns its answer into a result
+    (:meth:`check`, between batches). While the process runs, a HiGHS solve of the in-process
+    fallback is interrupted as soon as the process answers (``Worker.abort_fd``)."""
+
+    def __init__(self, verifier: Verifier, problem, searches: list[Search], stats: VerifyStats,
+                 deadline: Deadline) -> None:
+        self.v, self.problem, self.stats, self.deadline = verifier, problem, stats, deadline
+        self.searches = list(searches)           # the child's spec i is searches[i]'s property
+        self.child = None
+        self.done = True
+        self.at = 0.0
+        backend = verifier.portfolio_backend
+        if not backend:
+            return
+        reason = verifier.exact_reason(problem, backend)
+        if reason:
+            stats.portfolio = f"{backend} not used: {reason}"
+            return
+        self.backend = backend
+        self.done = False
+        self.at = time.monotonic() + verifier.config.portfolio_after
+
+    def _start(self) -> None:
+        from ..exact import milp as _milp
+        from .portfolio import ExactChild
+
+        specs = [InputSpec(s.lower, s.upper, [_widened(d, self.problem) for d in s.spec.disjuncts])
+                 for s in self.searches]
+        shape = (1,) + tuple(self.problem.shape)
+        self.t0 = time.monotonic()
+        self.child = ExactChild(self.backend, self.problem.ref, specs, shape, self.deadline,
+                                threads=self.v.config.exact_threads or None)
+        self.fd = self.child._conn.fileno()
+        _milp._WORKER.abort_fd = self.fd
+        self.stats.portfolio = f"{self.backend} process started after {self.t0 - self.at + self.v.config.portfolio_after:.2f} s"
+
+    def check(self) -> VerifyResult | None:
+        """A result once the exact process has decided, else None (also when it has stopped
+        undecided or failed: branch and bound goes on alone)."""
+        if self.done:
+            return None
+        if self.child is None:
+            if time.monotonic() >= self.at and not self.deadline.expired():
+                self._start()
+            return None
+        ans = self.child.poll()
+        if ans is None:
+            return None
+        self._detach()
+        self.done = True
+        name, i, x, message = ans
+        took = f"{self.child.elapsed:.2f} s"
+        if name == "UNSAT":
+            self.stats.portfolio += f"; unsat after {took}"
+            return VerifyResult(Verdict.UNSAT, stats=self.stats)
+        if name == "SAT":
+            search = self.searches[i]
+            shape = (1,) + tuple(self.problem.shape)
+            xt = torch.as_tensor(x, dtype=torch.float64).reshape(shape)
+            code = self.problem.codes(xt).reshape(1, -1).to(self.problem.device)
+            if search._check(code):
+                self.stats.portfolio += f"; sat after {took}"
+                return Verifier._sat(search, self.stats)
+            self.stats.portfolio += f"; its counterexample failed the exact check after {took}"
+            return None
+        self.stats.portfolio += f"; {message or name.lower()} after {took}"
+        return None
+
+    def _detach(self) -> None:
+        from ..exact import milp as _milp
+
+        if self.child is not None and _milp._WORKER.abort_fd == self.fd:
+            _milp._WORKER.abort_fd = None
+
+    def close(self) -> None:
+        if self.child is not None:
+            if not self.done:
+                self._detach()
+                self.stats.portfolio += f"; stopped after {time.monotonic() - self.t0:.2f} s"
+            self.child.stop()
 
 
 def _widened(disjunct, problem) -> tuple:

@@ -15,6 +15,13 @@ class VerifierConfig:
     bisection: IBP only, widest-dimension split, one box at a time, an attack on every unresolved
     box). The verdicts of both are sound and complete on the input grid; only the speed differs.
 
+    ``portfolio="auto"`` (default; method bab only): once the root box has not decided a
+    property, a forked process runs the exact procedure on the whole property (CP-SAT where
+    OR-Tools is importable, else the MILP) while branch and bound goes on here; the first
+    definitive answer wins (:mod:`qa_lirpa.verify.portfolio`). On the AAAI'21 MNIST benchmark it
+    decides the instances that neither branch and bound nor the MILP fallback decides in 20 s
+    (sample 264); on a conv net it changes nothing (benchmarks/results/verifier_reach_readme.md).
+
     ``exact_fallback="milp"`` (method bab only): once ``exact_after`` of the time budget has gone
     and boxes are still open, the exact MILP procedure (:mod:`qa_lirpa.exact`, HiGHS) takes
     over: one MILP per open box (at most ``exact_max_boxes`` of them, least safe first) or one
@@ -39,7 +46,10 @@ class VerifierConfig:
     #: CROWN for the property: far cheaper on large networks) or "auto" (CROWN up to
     #: ``crown_auto_units`` hidden units, else CROWN-IBP)
     crown_method: Literal["auto", "CROWN", "CROWN-IBP"] = "auto"
-    crown_auto_units: int = 2048
+    #: 4096 since issue 14: the shipped MNIST small_conv models (3168 hidden units) get full CROWN,
+    #: which on eps-4 images 0-1999 left 15 timeouts instead of 19 and took 247 s instead of 303 s
+    #: wall (benchmarks/results/certify_full/eps4_crown)
+    crown_auto_units: int = 4096
     #: alpha-CROWN (optimized slopes) on the root box only (with full CROWN only)
     alpha_root: bool = False
     alpha_iterations: int = 20
@@ -82,6 +92,15 @@ class VerifierConfig:
     #: by then, branch and bound continues with the rest (the MILP on a conv net can need longer
     #: than branch and bound would)
     exact_share: float = 0.75
+    #: the exact procedure run in a second (forked) process beside branch and bound, on the whole
+    #: property, once the root box has not decided it (qa_lirpa.verify.portfolio): "auto" (CP-SAT
+    #: where OR-Tools is importable, else the MILP), "cpsat", "milp" or "none". The first
+    #: definitive answer wins; the other side is stopped. Independent of exact_fallback (which
+    #: still runs in this process at exact_after). Uses a second core while it runs.
+    portfolio: Literal["none", "auto", "cpsat", "milp"] = "auto"
+    #: start the portfolio's process only after this many seconds of branch and bound (0: right
+    #: after the root box), so that easy properties never fork
+    portfolio_after: float = 0.0
     #: HiGHS threads for the MILP (0: HiGHS's default, half the cores); CP-SAT workers (0: one)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
@@ -100,6 +119,9 @@ class VerifierConfig:
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
                   (self.exact_fallback in ("none", "milp", "cpsat"),
                    "exact_fallback must be 'none', 'milp' or 'cpsat'"),
+                  (self.portfolio in ("none", "auto", "cpsat", "milp"),
+                   "portfolio must be 'none', 'auto', 'cpsat' or 'milp'"),
+                  (self.portfolio_after >= 0, "portfolio_after must be >= 0"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
                   (0.0 < self.exact_share <= 1.0, "exact_share must be in (0, 1]"),
                   (self.exact_max_boxes >= 0 and self.exact_threads >= 0,
@@ -113,7 +135,8 @@ class VerifierConfig:
         if self.method != "paper":
             return self
         return replace(self, batch_size=1, crown="never", alpha_root=False, branching="widest",
-                       attack_every=1, attack_boxes=1, exact_fallback="none", leaf_points=1)
+                       attack_every=1, attack_boxes=1, exact_fallback="none", portfolio="none",
+                       leaf_points=1)
 
 
 __all__ = ["VerifierConfig"]

@@ -37,7 +37,7 @@ class ContinuousProblem:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                  use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
-                 crown_method: str = "auto", crown_auto_units: int = 2048, referee=None) -> None:
+                 crown_method: str = "auto", crown_auto_units: int = 4096, referee=None) -> None:
         self.referee = referee
         self.envelope = None          # the float32 envelope (with a referee), set by :meth:`root`
         self.output_error = 0.0       # its output error bound (the largest over the roots so far)

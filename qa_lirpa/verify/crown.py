@@ -29,7 +29,7 @@ class CrownBounder:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                  quant_slack: float = 1e-6, alpha_iterations: int = 20, method: str = "auto",
-                 auto_units: int = 2048) -> None:
+                 auto_units: int = 4096) -> None:
         self._al = import_auto_lirpa()
         example = torch.zeros((1,) + tuple(input_shape), dtype=torch.float64, device=device)
         self.units = hidden_units(model, example)

@@ -103,7 +103,7 @@ class GridProblem:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                  use_crown: bool = True, quant_slack: float = 1e-6, alpha_iterations: int = 20,
-                 crown_method: str = "auto", crown_auto_units: int = 2048, referee=None) -> None:
+                 crown_method: str = "auto", crown_auto_units: int = 4096, referee=None) -> None:
         self.ref = copy.deepcopy(model).cpu().double().eval()
         self.shape = tuple(int(s) for s in input_shape)
         self.dim = int(math.prod(self.shape))

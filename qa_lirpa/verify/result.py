@@ -33,6 +33,8 @@ class VerifyStats:
     milp_boxes: int = 0
     time_milp: float = 0.0
     exact: str = ""
+    #: the portfolio's exact process (VerifierConfig.portfolio): what it did
+    portfolio: str = ""
     #: ONNX models: grid points decided by running onnxruntime, and the float32 envelope the
     #: bounds carried (:func:`qa_lirpa.onnx.referee.float32_envelope`), "" for other models
     referee_points: int = 0
@@ -79,6 +81,8 @@ class VerifyResult:
                      + (f", MILP {s.time_milp:.3f}" if s.milp_calls else "") + ")")
         if s.exact:
             lines.append(f"exact fallback: {s.exact}")
+        if s.portfolio:
+            lines.append(f"portfolio: {s.portfolio}")
         if s.float32:
             lines.append(f"onnxruntime referee: {s.float32}")
         return "\n".join(lines)

@@ -164,7 +164,7 @@ def test_timeout_is_honoured():
     model = tiny_mlp(12, [16], 2, centre, seed=3)
     mat = np.array([[1.0, -1.0], [-1.0, 1.0]])
     spec = InputSpec(centre.numpy() - 40, centre.numpy() + 40, [(mat, np.array([0.0, -1.0]))])
-    verifier = Verifier(model, VerifierConfig(exact_fallback="none"), input_shape=(12,))
+    verifier = Verifier(model, VerifierConfig(exact_fallback="none", portfolio="none"), input_shape=(12,))
     t0 = time.monotonic()
     r = verifier.verify(spec, timeout=1.0)
     assert r.verdict is Verdict.TIMEOUT and time.monotonic() - t0 < 2.5
@@ -183,13 +183,13 @@ def test_deadline_object_is_honoured():
     model = tiny_mlp(12, [16], 2, centre, seed=3)
     mat = np.array([[1.0, -1.0], [-1.0, 1.0]])
     spec = InputSpec(centre.numpy() - 40, centre.numpy() + 40, [(mat, np.array([0.0, -1.0]))])
-    verifier = Verifier(model, VerifierConfig(exact_fallback="none"), input_shape=(12,))
+    verifier = Verifier(model, VerifierConfig(exact_fallback="none", portfolio="none"), input_shape=(12,))
     verifier.problem((12,))                           # the bound machinery is built beforehand
     t0 = time.monotonic()
     r = verifier.verify(spec, timeout=Deadline.after(-1.0))
     assert r.verdict is Verdict.TIMEOUT and time.monotonic() - t0 < 1.0, r.stats.time_total
     t0 = time.monotonic()
-    r = verify(model, spec, VerifierConfig(exact_fallback="none"), timeout=Deadline.after(1.0), input_shape=(12,))
+    r = verify(model, spec, VerifierConfig(exact_fallback="none", portfolio="none"), timeout=Deadline.after(1.0), input_shape=(12,))
     assert r.verdict is Verdict.TIMEOUT and time.monotonic() - t0 < 2.5
 
 

@@ -44,7 +44,7 @@ SEEDS = range(6100, 6120)
 
 
 def _config(**kw) -> VerifierConfig:
-    base = dict(exact_fallback="milp", exact_after=0.0, falsify=False, device="cpu", exact_threads=1,
+    base = dict(exact_fallback="milp", exact_after=0.0, falsify=False, device="cpu", exact_threads=1, portfolio="none",
                 crown="never", exact_share=1.0)
     base.update(kw)
     return VerifierConfig(**base)
@@ -86,7 +86,7 @@ def test_immediate_handover_agrees_with_enumeration(cases, max_boxes):
 def test_default_handover_agrees_with_enumeration(cases):
     """The strategy as configured by default (hand over after 10% of the budget, attacks on)."""
     for case in cases[:10]:
-        _check(case, _run(case, replace(VerifierConfig(), exact_fallback="milp", device="cpu", exact_threads=1)))
+        _check(case, _run(case, replace(VerifierConfig(), exact_fallback="milp", device="cpu", exact_threads=1, portfolio="none")))
 
 
 def _searches_after(case, cfg, batches: int):

@@ -1,0 +1,136 @@
+"""The portfolio (VerifierConfig.portfolio): the exact procedure in a forked process beside branch
+and bound. Verdicts against enumeration (the soundness campaign's random cases), a process's
+counterexample re-checked by the parent, no process left behind. The CP-SAT parts skip without
+OR-Tools; the MILP backend always runs."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qa_lirpa.base.deadline import Deadline
+from qa_lirpa.verify import Verifier, VerifierConfig
+from qa_lirpa.verify import bab as _bab
+from qa_lirpa.verify.portfolio import ExactChild, backend_for
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "soundness_campaign.py"
+
+
+def _campaign():
+    if "soundness_campaign" in sys.modules:
+        return sys.modules["soundness_campaign"]
+    spec = importlib.util.spec_from_file_location("soundness_campaign", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sc = _campaign()
+HAVE_ORTOOLS = importlib.util.find_spec("ortools") is not None
+BACKENDS = ["milp", pytest.param("cpsat", marks=pytest.mark.skipif(not HAVE_ORTOOLS, reason="OR-Tools not installed"))]
+SEEDS = [700000 + i for i in range(12)]
+
+
+def _children() -> list[tuple[int, str]]:
+    """(pid, state) of this process's child processes (Linux /proc)."""
+    me, out = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            out.append((int(d), fields[0]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return [sc.make_case(s) for s in SEEDS]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_process_alone_agrees_with_enumeration(cases, backend):
+    for case in cases:
+        child = ExactChild(backend, case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20))
+        ans = None
+        while ans is None:
+            ans = child.poll()
+            time.sleep(0.002)
+        name, i, x, msg = ans
+        assert name.lower() == case.truth, (case.case_seed, ans)
+        if name == "SAT":
+            assert i == 0 and not sc.check_counterexample(case, x), case.case_seed
+        assert child.proc is None                          # reaped once it answered
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verifier_with_portfolio_agrees(cases, backend):
+    for case in cases[:6]:
+        cfg = VerifierConfig(portfolio=backend, falsify=False, exact_fallback="none", device="cpu")
+        r = Verifier(case.model, cfg, input_shape=sc._shape(case.meta)).verify(case.spec, timeout=20)
+        assert r.verdict.value == case.truth, (case.case_seed, r.stats.portfolio)
+        if case.truth == "sat":
+            assert not sc.check_counterexample(case, r.counterexample)
+    assert not [c for c in _children() if c[1] == "Z"], "zombie child processes"
+
+
+def test_stop_kills_and_reaps(cases):
+    case = cases[0]
+    child = ExactChild("milp", case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20))
+    pid = child.proc.pid
+    child.stop()
+    child.stop()                                           # idempotent
+    assert pid not in [p for p, _ in _children()]
+
+
+def test_a_wrong_sat_of_the_process_is_rejected(cases):
+    """A ``sat`` from the process whose point does not violate the property decides nothing."""
+    case = next(c for c in cases if c.truth == "unsat")
+
+    class Liar:
+        elapsed = 0.0
+
+        def poll(self):
+            return ("SAT", 0, np.asarray(case.spec.lower, dtype=np.float64), "")
+
+        def stop(self):
+            pass
+
+    v = Verifier(case.model, VerifierConfig(portfolio="milp", device="cpu"), input_shape=sc._shape(case.meta))
+    problem = v.problem(sc._shape(case.meta))
+    from qa_lirpa.verify.result import VerifyStats
+    from qa_lirpa.verify.search import Search
+
+    stats = VerifyStats()
+    search = Search(problem, case.spec, v.config, stats, Deadline.after(5), torch.Generator().manual_seed(0))
+    pf = _bab._Portfolio(v, problem, [search], stats, Deadline.after(5))
+    pf.child, pf.fd, pf.t0 = Liar(), -1, time.monotonic()
+    assert pf.check() is None
+    assert "failed the exact check" in stats.portfolio
+
+
+def test_auto_falls_back_to_milp_without_ortools(monkeypatch):
+    from qa_lirpa.exact import cpsat
+
+    monkeypatch.setattr(cpsat, "available", lambda: False)
+    assert backend_for("auto") == "milp"
+    assert backend_for("cpsat") == "cpsat"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        VerifierConfig(portfolio="gurobi")
+    with pytest.raises(ValueError):
+        VerifierConfig(portfolio_after=-1.0)
+    assert VerifierConfig(method="paper", portfolio="auto").effective().portfolio == "none"
