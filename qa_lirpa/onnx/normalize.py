@@ -368,6 +368,18 @@ def _copy_attrs(node, skip=()) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in skip}
 
 
+def _int32_bias(rw: _Rewrite, node, bias: str, x_scale: str, w_scale: str, ins: list) -> list:
+    """The int32 bias of a QOperator layer through DequantizeLinear at ``fl32(s_x s_w)`` (the
+    fused kernel adds its codes to the accumulator); appends its output to ``ins``."""
+    sx, sw = rw.const(x_scale), rw.const(w_scale)
+    if sx is None or sw is None:
+        raise rw.fail(node, f"the scales of a {node.op_type} with a bias must be constants")
+    bsc = rw.add_const("bias_scale", (sx.astype(np.float32) * sw.astype(np.float32)).astype(np.float32))
+    nodes, out = _dq(rw, bias, bsc, None, axis=0)
+    ins.append(out)
+    return nodes
+
+
 @rewrites(("ai.onnx", "QLinearConv"), (MS, "QLinearConv"))
 def _qlinear_conv(rw: _Rewrite, node) -> None:
     _require(rw, node, 0, 1, 3, 4, 6)
@@ -377,13 +389,7 @@ def _qlinear_conv(rw: _Rewrite, node) -> None:
     nodes += wn
     ins = [xf, wf]
     if _in(node, 8):
-        sx, sw = rw.const(xs), rw.const(ws)
-        if sx is None or sw is None:
-            raise rw.fail(node, "the scales of a QLinearConv with a bias must be constants")
-        bsc = rw.add_const("bias_scale", (sx.astype(np.float32) * sw.astype(np.float32)).astype(np.float32))
-        bn, bf = _dq(rw, _in(node, 8), bsc, None, axis=0)
-        nodes += bn
-        ins.append(bf)
+        nodes += _int32_bias(rw, node, _in(node, 8), xs, ws, ins)
     acc = rw.fresh(node.output[0] + "_acc")
     nodes.append(rw.node("Conv", ins, [acc], **_copy_attrs(node)))
     nodes += _q(rw, acc, ys, yz, node.output[0])
@@ -413,13 +419,7 @@ def _qgemm(rw: _Rewrite, node) -> None:
     nodes += bn
     ins = [af, bf]
     if c:
-        sa, sb = rw.const(as_), rw.const(bs)
-        if sa is None or sb is None:
-            raise rw.fail(node, "the scales of a QGemm with a bias must be constants")
-        bsc = rw.add_const("bias_scale", (sa.astype(np.float32) * sb.astype(np.float32)).astype(np.float32))
-        cn, cf = _dq(rw, c, bsc, None, axis=0)
-        nodes += cn
-        ins.append(cf)
+        nodes += _int32_bias(rw, node, c, as_, bs, ins)
     out = node.output[0]
     gemm_out = rw.fresh(out + "_acc") if ys else out
     nodes.append(rw.node("Gemm", ins, [gemm_out], transB=int(at.get("transB", 0))))
