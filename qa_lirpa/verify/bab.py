@@ -18,6 +18,7 @@ budget (see :meth:`Verifier._exact`); the contract above is unchanged.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from typing import Sequence
 
@@ -354,17 +355,20 @@ class _Portfolio:
         self.searches = list(searches)           # the child's spec i is searches[i]'s property
         self.child = None
         self.done = True
-        self.at = 0.0
+        self.start_at = Deadline.never()
         backend = verifier.portfolio_backend
         if not backend:
             return
         reason = verifier.exact_reason(problem, backend)
+        if not reason and multiprocessing.current_process().daemon:
+            # a daemonic process (a worker of a multiprocessing pool) may not start children
+            reason = "this process is a daemonic worker, which may not start a process"
         if reason:
             stats.portfolio = f"{backend} not used: {reason}"
             return
         self.backend = backend
         self.done = False
-        self.at = time.monotonic() + verifier.config.portfolio_after
+        self.start_at = Deadline.after(verifier.config.portfolio_after)
 
     def _start(self) -> None:
         from ..exact import milp as _milp
@@ -378,7 +382,7 @@ class _Portfolio:
                                 threads=self.v.config.exact_threads or None)
         self.fd = self.child._conn.fileno()
         _milp._WORKER.abort_fd = self.fd
-        self.stats.portfolio = f"{self.backend} process started after {self.t0 - self.at + self.v.config.portfolio_after:.2f} s"
+        self.stats.portfolio = f"{self.backend} process started ({self.v.config.portfolio_after:.2f} s after the root box)"
 
     def check(self) -> VerifyResult | None:
         """A result once the exact process has decided, else None (also when it has stopped
@@ -386,7 +390,7 @@ class _Portfolio:
         if self.done:
             return None
         if self.child is None:
-            if time.monotonic() >= self.at and not self.deadline.expired():
+            if self.start_at.expired() and not self.deadline.expired():
                 self._start()
             return None
         ans = self.child.poll()
