@@ -715,7 +715,7 @@ def _fold_constants(rw: _Rewrite) -> None:
             continue
         try:
             import onnx
-            from onnx import helper, numpy_helper
+            from onnx import helper
 
             inputs = [i for i in node.input if i]
             g = helper.make_graph(
@@ -725,7 +725,6 @@ def _fold_constants(rw: _Rewrite) -> None:
                 [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o])
             m = helper.make_model(g, opset_imports=list(rw.model.opset_import))
             outs = ReferenceEvaluator(m).run(None, {i: rw.const(i) for i in inputs})
-            _ = numpy_helper
         except Exception:  # noqa: BLE001 - not foldable here: the translator decides
             continue
         for o, v in zip([o for o in node.output if o], outs):
@@ -786,7 +785,7 @@ def _dequantizes_itself(rw: _Rewrite, t: str) -> bool:
     layer. (The exact half-up pattern ``Floor``/``Sub``/``GreaterOrEqual``/``Cast``/``Add`` is
     walked through as well.)"""
     elementwise = ("Clip", "Add", "Sub", "Relu", "Max", "Min", "Mul", "Div", "GreaterOrEqual", "Cast")
-    frontier, seen, rounded = [(t, False)], set(), False
+    frontier, seen = [(t, False)], set()
     for _ in range(64):
         if not frontier:
             return False
@@ -798,11 +797,10 @@ def _dequantizes_itself(rw: _Rewrite, t: str) -> bool:
             if after and n.op_type in ("Mul", "Div"):
                 return True
             if n.op_type in _ROUNDERS:
-                rounded = True
                 frontier.append((n.output[0], True))
             elif n.op_type in elementwise:
                 frontier.append((n.output[0], after))
-    return rounded and False
+    return False
 
 
 def _fold_affine_tails(rw: _Rewrite) -> None:

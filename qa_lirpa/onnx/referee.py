@@ -480,7 +480,6 @@ class OnnxReferee:
             raise ValueError(f"{self.path}: expected one input, found {len(inputs)}")
         self.input_float32 = inputs[0].type != "tensor(double)"
         shape = inputs[0].shape
-        self._batch_dynamic = bool(shape) and not isinstance(shape[0], int)
         self._shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
         self.calls = 0
         self.points = 0
