@@ -6,7 +6,7 @@
 # clone at whichever clone installed last): each checkout runs its own code through
 # PYTHONPATH=$(CURDIR), and bin/qa-lirpa is its command.
 PYTHON ?= python3
-REQ_FILES := requirements/runtime.txt requirements/test.txt requirements/nodeps.txt
+REQ_FILES := requirements/runtime.txt requirements/test.txt requirements/extras.txt requirements/nodeps.txt
 REQ_HASH := $(shell cat $(REQ_FILES) | sha256sum | cut -c1-12)
 CACHE_DIR ?= $(HOME)/.cache/qa-lirpa
 VENV_DIR := $(CACHE_DIR)/venv-$(REQ_HASH)
@@ -23,7 +23,7 @@ $(VENV_DIR)/.complete:
 	mkdir -p $(CACHE_DIR)
 	rm -rf $(VENV_DIR)
 	$(PYTHON) -m venv $(VENV_DIR)
-	$(VENV_DIR)/bin/python -m pip install -q -r requirements/runtime.txt -r requirements/test.txt
+	$(VENV_DIR)/bin/python -m pip install -q -r requirements/runtime.txt -r requirements/test.txt -r requirements/extras.txt
 	$(VENV_DIR)/bin/python -m pip install -q --no-deps -r requirements/nodeps.txt
 	touch $@
 

@@ -1,24 +1,25 @@
 #!/usr/bin/env python
-"""``qa-lirpa certify`` on a whole test set, in K processes (shards ``i::K``), with verifier
-settings per variant; then a table: outcomes, timeouts, wall, summed per-sample time, the share
-of the summed time spent on the slowest 1% of the samples.
+"""``qa-lirpa certify`` on a whole test set, with ``--workers K`` (K local Ray worker processes)
+or ``--cluster ADDRESS``, with verifier settings per variant; then a table: outcomes, timeouts,
+wall, summed per-sample time, the share of the summed time spent on the slowest 1% of the samples.
 
-    PYTHONPATH=.:/tmp/ortools_site .venv/bin/python benchmarks/certify_full.py \\
+    PYTHONPATH=. .venv/bin/python benchmarks/certify_full.py \\
         --model benchmarks/results/models/mnist_8bit_eps4/checkpoint.pt --eps 4 --samples 0:10000 \\
         --procs 2 --variant landed: --variant portfolio:portfolio=auto \\
         --out-dir benchmarks/results/certify_full/eps4
 
 A variant is ``NAME:KEY=VALUE,KEY=VALUE`` (VerifierConfig overrides; empty: the defaults).
-Variants run one after the other, each with all K processes (the same machine, so compare their
-walls only within one run). ``--rerun-slow S`` then re-runs every sample that took more than S
+Variants run one after the other, each with all K workers (the same machine, so compare their
+walls only within one run); an interrupted variant resumes from its certify journal. ``--rerun-slow S`` then re-runs every sample that took more than S
 seconds in any variant, the variants taking turns on each sample in one process (like-for-like
-per-instance ratios). Each process uses one torch thread (CP-SAT / HiGHS one worker each).
+per-instance ratios). Each task uses one torch thread (CP-SAT / HiGHS one worker each).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -48,28 +49,6 @@ def _config(over: dict):
         t = str(kinds[k])
         kw[k] = float(v) if "float" in t else int(v) if t == "int" else (v.lower() == "true") if "bool" in t else v
     return VerifierConfig(device="cpu", **kw)
-
-
-def worker(args) -> int:
-    import torch
-
-    torch.set_num_threads(1)
-    from qa_lirpa.base.samples import parse_samples
-    from qa_lirpa.train.datasets import load_dataset
-    from qa_lirpa.verify.certify import certify, write_csv
-    from qa_lirpa.verify.cli import load_model
-
-    _, over = parse_variant(args.variant[0])
-    ds = load_dataset(args.dataset, "test")
-    idx = list(parse_samples(args.samples, len(ds)))[args.shard::args.procs]
-    model = load_model(args.model, "cpu")
-    results = []
-    for r in certify(model, ds.images, ds.labels, idx, args.eps, _config(over), args.timeout, "cpu"):
-        results.append(r)
-        if len(results) % 200 == 0:
-            write_csv(args.worker_out, results)
-    write_csv(args.worker_out, results)
-    return 0
 
 
 def read(path: Path) -> dict:
@@ -146,18 +125,16 @@ def main(argv=None) -> int:
     p.add_argument("--eps", type=float, required=True)
     p.add_argument("--samples", default="0:10000")
     p.add_argument("--timeout", type=float, default=20.0)
-    p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--procs", "--workers", type=int, default=2,
+                   help="certify --workers (local Ray worker processes; 1: serial)")
+    p.add_argument("--cluster", default=None, help="certify --cluster ADDRESS (an existing Ray cluster)")
     p.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--rerun-slow", type=float, default=0.0, help="re-run samples slower than this, interleaved")
     p.add_argument("--slow-from", type=Path, default=None,
                    help="only the interleaved re-run (an ablation): the samples slower than --rerun-slow "
                         "in this CSV (index,verdict,time_s), every --variant in turns on each")
-    p.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.shard is not None:
-        return worker(args)
     variants = [parse_variant(v) for v in (args.variant or ["landed:"])]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.slow_from is not None:
@@ -165,33 +142,27 @@ def main(argv=None) -> int:
     rows, results = [], {}
     for name, over in variants:
         spec = name + ":" + ",".join(f"{k}={v}" for k, v in over.items())
-        parts = [args.out_dir / f"{name}.part{i}.csv" for i in range(args.procs)]
+        out_csv = args.out_dir / f"{name}.csv"
+        cmd = [sys.executable, "-m", "qa_lirpa", "certify", "--model", args.model, "--dataset", args.dataset,
+               "--eps", str(args.eps), "--samples", args.samples, "--timeout", str(args.timeout), "--threads", "1",
+               "--device", "cpu", "--out", str(out_csv), "--no-progress"]
+        cmd += [x for k, v in over.items() for x in ("--set", f"{k}={v}")]
+        cmd += ["--cluster", args.cluster] if args.cluster else ["--workers", str(args.procs)] if args.procs > 1 else []
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t0 = time.monotonic()
-        procs = [subprocess.Popen([sys.executable, __file__, "--model", args.model, "--dataset", args.dataset,
-                                   "--eps", str(args.eps), "--samples", args.samples, "--timeout", str(args.timeout),
-                                   "--procs", str(args.procs), "--variant", spec, "--out-dir", str(args.out_dir),
-                                   "--shard", str(i), "--worker-out", str(parts[i])]) for i in range(args.procs)]
-        codes = [q.wait() for q in procs]
+        code = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode
         wall = time.monotonic() - t0
-        if any(codes):
-            print(f"variant {name}: worker exit codes {codes}", file=sys.stderr)
+        if code:
+            print(f"variant {name}: certify exit code {code}", file=sys.stderr)
             return 1
-        res = {}
-        for part in parts:
-            res.update(read(part))
-            part.unlink()
-        with open(args.out_dir / f"{name}.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["index", "verdict", "time_s"])
-            for i in sorted(res):
-                w.writerow([i, res[i][0], f"{res[i][1]:.4f}"])
+        res = read(out_csv)
         results[name] = res
         s = summary(res, wall)
         rows.append((name, spec, s))
         print(f"{name}: {json.dumps(s)}", file=sys.stderr, flush=True)
         (args.out_dir / f"{name}.json").write_text(json.dumps(dict(s, settings=over)) + "\n")
     lines = [f"certify {args.model}, eps {args.eps:g}, samples {args.samples}, timeout {args.timeout:g} s, "
-             f"{args.procs} processes", "",
+             (f"Ray cluster {args.cluster}" if args.cluster else f"{args.procs} worker processes"), "",
              "| variant | settings | samples | robust | falsified | timeout | misclassified | wall s | summed s "
              "| median s | max s | slowest 1% share |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, spec, s in rows:

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import diffgen  # noqa: E402
 import onnx_soundness  # noqa: E402
+from qa_lirpa.campaign import Scale, map_records  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT / "tests" / "onnx" / "corpus" / "manifest.json"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "onnx_conformance.md"
@@ -274,6 +275,14 @@ def reference_check(fx: Fixture, case: diffgen.Case) -> str:
 # ----------------------------------------------------------------------------------------------
 # one fixture
 
+def fixture_error(fx: "Fixture", reason: str) -> dict:
+    """The record of a fixture whose worker died twice (status ``lost``)."""
+    e = fx.entry
+    return dict(file=e["file"], row=int(e.get("row", 0)), dialect=e.get("dialect", ""), tool=e.get("tool", ""),
+                expect=e.get("expect", "verify"), status="lost", message=reason, message_problem="", enum="",
+                note="", props=[], time=0.0)
+
+
 def run_fixture(args: tuple) -> dict:
     """Import, generate, verify and judge one fixture; never raises."""
     fx, n_props, seed, timeout, keep_dir = args
@@ -365,6 +374,8 @@ def fixture_problems(r: dict, max_undecided: int) -> list[str]:
         out.append("bad message")
     if r["status"] == "missing":
         out.append("file missing")
+    if r["status"] == "lost":
+        out.append(f"worker lost: {r['message']}")
     if r["enum"]:
         out.append("cannot enumerate")
     for k in ("wrong", "error", "gen_error"):
@@ -518,26 +529,20 @@ def load_manifest(path: Path) -> list[Fixture]:
 
 
 def run(manifest: Path, props: int = 6, seed: int = 0, timeout: float = 20.0, jobs: int = 1,
-        keep: str | None = str(DEFAULT_KEEP), only: str | None = None, progress: bool = True) -> list[dict]:
+        keep: str | None = str(DEFAULT_KEEP), only: str | None = None, progress: bool = True,
+        cluster: str | None = None) -> list[dict]:
     fixtures = load_manifest(manifest)
     if only:
         fixtures = [f for f in fixtures if f.entry["file"] == only or Path(f.entry["file"]).name == only]
     jobs_args = [(f, props, seed, timeout, keep or None) for f in fixtures]
-    records = []
-    if jobs > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(jobs, maxtasksperchild=20) as pool:
-            for rec in pool.imap_unordered(run_fixture, jobs_args):
-                records.append(rec)
-                if progress:
-                    print(f"  {rec['file']}: {rec['status']} {dict(fixture_counts(rec))}", file=sys.stderr)
-    else:
-        for a in jobs_args:
-            rec = run_fixture(a)
-            records.append(rec)
-            if progress:
-                print(f"  {rec['file']}: {rec['status']} {dict(fixture_counts(rec))}", file=sys.stderr)
+    scale = Scale(workers=jobs if jobs > 1 else 0, cluster=cluster)
+    if scale.parallel:
+        onnx_soundness.worker_path()
+    records = map_records(run_fixture, jobs_args, scale, progress=progress, desc="fixtures",
+                          on_error=lambda a, why: fixture_error(a[0], why))
+    if progress:
+        for rec in records:
+            print(f"  {rec['file']}: {rec['status']} {dict(fixture_counts(rec))}", file=sys.stderr)
     records.sort(key=lambda r: (r["row"], r["file"]))
     return records
 
@@ -548,7 +553,9 @@ def main(argv=None) -> int:
     ap.add_argument("--props", type=int, default=6, help="properties per accepted fixture")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=20.0, help="run_instance budget per property (s)")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one fixture each)")
+    ap.add_argument("--jobs", "--workers", type=int, default=1,
+                    help="local Ray worker processes (one fixture per task; 1: serial)")
+    ap.add_argument("--cluster", default=None, help="run the fixtures on this Ray cluster (HOST:PORT)")
     ap.add_argument("--max-undecided", type=int, default=1, help="undecided properties a row may have and be "
                     "verified-correct")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -561,7 +568,7 @@ def main(argv=None) -> int:
         print(f"{manifest}: no corpus manifest", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    records = run(manifest, a.props, a.seed, a.timeout, a.jobs, a.keep, a.only)
+    records = run(manifest, a.props, a.seed, a.timeout, a.jobs, a.keep, a.only, cluster=a.cluster)
     cmd = "python benchmarks/onnx_conformance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(records, cmd.strip(), time.monotonic() - t0, manifest, a.max_undecided, a.source)
     onnx_soundness.write_report(a.out, text, records)

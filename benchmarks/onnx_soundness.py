@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests" / "onnx"))
 sys.path.insert(0, str(ROOT))
 
 import diffgen  # noqa: E402
+from qa_lirpa.campaign import Scale, map_records  # noqa: E402
 
 OUTCOMES = ("right", "wrong", "undecided", "error")
 
@@ -55,6 +56,13 @@ def run_one(args: tuple) -> dict:
                witness=None if inst.witness is None else [float(v) for v in inst.witness])
     rec.update(judge(inst, timeout, keep_dir, f"{style}_{inst_seed}_{inst.kind}"))
     return rec
+
+
+def error_record(args: tuple, reason: str) -> dict:
+    """The record of an instance whose worker died twice (outcome ``error``)."""
+    inst_seed, style, _, _ = args
+    return dict(seed=inst_seed, style=style, kind="?", truth="?", word="", outcome="error",
+                detail=f"worker lost: {reason}", time=0.0)
 
 
 def judge(inst, timeout: float, keep_dir, tag: str, category: str = "diff", extra_files=()) -> dict:
@@ -163,7 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--jobs", "--workers", type=int, default=1, help="local Ray worker processes (1: serial)")
+    ap.add_argument("--cluster", default=None, help="run the instances on this Ray cluster (HOST:PORT)")
     ap.add_argument("--styles", default=",".join(diffgen.STYLES), help="comma-separated subset of styles")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "onnx_soundness.md"))
     ap.add_argument("--keep", default=str(ROOT / "benchmarks" / "results" / "onnx_soundness_cases"),
@@ -180,24 +189,23 @@ def main(argv=None) -> int:
         print(json.dumps(rec, indent=1, default=str))
         return 0
     jobs = [(*instance_spec(a.seed, i, styles), a.timeout, a.keep) for i in range(a.n)]
-    from tqdm import tqdm
-
     t0 = time.monotonic()
-    records = []
-    if a.jobs > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(a.jobs, maxtasksperchild=50) as pool:
-            for rec in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="instances"):
-                records.append(rec)
-    else:
-        for job in tqdm(jobs, desc="instances"):
-            records.append(run_one(job))
+    scale = Scale(workers=a.jobs if a.jobs > 1 else 0, cluster=a.cluster)
+    if scale.parallel:
+        worker_path()
+    records = map_records(run_one, jobs, scale, on_error=lambda job, why: error_record(job, why))
     records.sort(key=lambda r: r["seed"])
     cmd = "python benchmarks/onnx_soundness.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(records, cmd.strip(), time.monotonic() - t0)
     write_report(a.out, text, records)
     return 0
+
+
+def worker_path() -> None:
+    """Give Ray's local workers this script's imports (benchmarks/, tests/onnx/, the repository)."""
+    extra = [str(ROOT / "tests" / "onnx"), str(ROOT / "benchmarks"), str(ROOT)]
+    old = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(extra + ([old] if old else []))
 
 
 def write_report(out: str, text: str, records: list) -> None:

@@ -4,20 +4,23 @@ A folder holds ``onnx/``, ``vnnlib/`` and ``instances.csv`` (``onnx_path,vnnlib_
 paths relative to the folder). ``make`` writes one from a model and dataset samples at given
 epsilons (the standard VNN-LIB robustness property: some other class scores at least as high as the
 label, i.e. ties count as violations); ``run`` decides every instance with the same code path as
-``run_instance.sh`` and writes ``results.csv`` and a summary table.
+``run_instance.sh`` and writes ``results.csv`` and a summary table, serially or on Ray (``--workers N``,
+``--cluster ADDRESS``: :mod:`qa_lirpa.campaign`).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from . import campaign
 from .base.errors import UserError
 from .base.files import atomic_write_bytes, atomic_write_text
 from .base.samples import parse_samples
@@ -86,25 +89,63 @@ def read_instances(folder: Path) -> list[tuple[str, str, float]]:
     return rows
 
 
-def run_folder(folder: str, category: str = "default", results_name: str = "results.csv") -> list[dict]:
-    """Decide every instance like run_instance.sh; write results.csv; return the rows."""
-    root = Path(folder)
-    rows = []
+RESULT_FIELDS = ["instance", "onnx", "vnnlib", "result", "time_s", "timeout_s"]
+
+
+def _row(k: int, onnx_rel: str, vnn_rel: str, word: str, time_s: float, timeout: float) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([k, onnx_rel, vnn_rel, word, round(time_s, 3), timeout])
+    return buf.getvalue()
+
+
+def instance_task(shared: tuple[str, str], payload: tuple[int, str, str, float]) -> campaign.Outcome:
+    """One campaign task: decide instance ``payload = (k, onnx, vnnlib, timeout)`` of the folder
+    ``shared = (folder, category)`` like run_instance.sh; the result file's text is the detail."""
+    root, category = shared
+    k, onnx_rel, vnn_rel, timeout = payload
+    with tempfile.TemporaryDirectory(prefix="qa-lirpa-run-") as tmp:
+        out = Path(tmp) / "result.txt"
+        t0 = time.monotonic()
+        word = run_instance(category, str(Path(root) / onnx_rel), str(Path(root) / vnn_rel), str(out), timeout,
+                            started=t0)
+        elapsed = time.monotonic() - t0
+        text = out.read_text() if out.exists() else word + "\n"
+    return campaign.Outcome(word, _row(k, onnx_rel, vnn_rel, word, elapsed, timeout), text)
+
+
+def instance_error(payload: tuple[int, str, str, float], reason: str) -> campaign.Outcome:
+    k, onnx_rel, vnn_rel, timeout = payload
+    return campaign.Outcome(campaign.ERROR, _row(k, onnx_rel, vnn_rel, campaign.ERROR, 0.0, timeout), reason)
+
+
+def run_folder(folder: str, category: str = "default", results_name: str = "results.csv",
+               scale: campaign.Scale = campaign.Scale(), restart: bool = False, progress: bool = True) -> list[dict]:
+    """Decide every instance like run_instance.sh, serially or on Ray (``scale``); write
+    ``results/<vnnlib stem>.txt`` per instance and ``results.csv`` (instance order) as results
+    arrive; an interrupted run resumes (:func:`qa_lirpa.campaign.run_campaign`). Returns the rows.
+    On a cluster, every node must see the folder at the same path (a shared file system)."""
+    root = Path(folder).resolve()
+    instances = read_instances(root)
     res_dir = root / "results"
     res_dir.mkdir(exist_ok=True)
-    for k, (onnx_rel, vnn_rel, timeout) in enumerate(tqdm(read_instances(root), desc="instances",
-                                                           unit="inst")):
-        result_file = res_dir / f"{Path(vnn_rel).stem}.txt"
-        t0 = time.monotonic()
-        word = run_instance(category, str(root / onnx_rel), str(root / vnn_rel), str(result_file),
-                            timeout, started=t0)
-        rows.append({"instance": k, "onnx": onnx_rel, "vnnlib": vnn_rel, "result": word,
-                     "time_s": round(time.monotonic() - t0, 3), "timeout_s": timeout})
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["instance"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(root / results_name, buf.getvalue())
+    tasks = [campaign.Task(f"{k}:{o}:{v}", (k, o, v, t)) for k, (o, v, t) in enumerate(instances)]
+
+    def write_result(task: campaign.Task, outcome: campaign.Outcome) -> None:
+        text = outcome.detail if outcome.word != campaign.ERROR else "unknown\n"
+        atomic_write_text(res_dir / f"{Path(task.payload[2]).stem}.txt", text)
+
+    meta = {"command": "benchmark run", "folder": str(root), "category": category,
+            "instances": hashlib.sha256((root / "instances.csv").read_bytes()).hexdigest()}
+    report = campaign.run_campaign(instance_task, (str(root), category), tasks, csv_path=root / results_name,
+                                   header=",".join(RESULT_FIELDS), on_error=instance_error, meta=meta, scale=scale,
+                                   on_outcome=write_result, restart=restart, progress=progress,
+                                   order=["sat", "unsat", "timeout", "unknown"],
+                                   hard_limit_s=3 * max((t for _, _, t in instances), default=0) + 300)
+    rows = []
+    for o in report.done:
+        r = dict(zip(RESULT_FIELDS, next(csv.reader([o.row]))))
+        r.update(instance=int(r["instance"]), time_s=float(r["time_s"]), timeout_s=float(r["timeout_s"]))
+        rows.append(r)
     return rows
 
 
@@ -128,7 +169,8 @@ def _cmd_make(a) -> int:
 
 
 def _cmd_run(a) -> int:
-    rows = run_folder(a.folder, a.category)
+    rows = run_folder(a.folder, a.category, scale=campaign.scale_from_args(a), restart=a.restart,
+                      progress=not a.no_progress)
     print(summary_table(rows))
     return 0
 
@@ -148,4 +190,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = s.add_parser("run", help="decide every instance as run_instance.sh does")
     r.add_argument("folder")
     r.add_argument("--category", default="default", help="picks vnncomp_configs/<category>.yaml")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    campaign.add_campaign_arguments(r)
     r.set_defaults(func=_cmd_run)

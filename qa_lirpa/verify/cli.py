@@ -2,7 +2,8 @@
 
 verify: one model, one VNN-LIB property; prints the verdict word (sat, unsat, timeout, unknown) on
 the first line, then a summary; exit status 0 for every verdict, 2 for bad input.
-certify: local robustness of dataset samples (see :mod:`qa_lirpa.verify.certify`).
+certify: local robustness of dataset samples (see :mod:`qa_lirpa.verify.certify`), serially or on Ray
+(``--workers N``, ``--cluster ADDRESS``; :mod:`qa_lirpa.campaign`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from ..base.device import resolve_device
+from ..campaign import add_campaign_arguments
 from ..base.errors import UserError
 from ..base.files import atomic_write_text
 from ..base.vnnlib import read_vnnlib
@@ -66,6 +68,7 @@ def register(subparsers) -> None:
     c.add_argument("--timeout", type=float, default=20.0, help="seconds per sample (default 20)")
     c.add_argument("--out", default="certify_results.csv", help="per-sample CSV (default ./certify_results.csv)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_campaign_arguments(c)
     c.set_defaults(func=run_certify)
 
 

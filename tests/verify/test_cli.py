@@ -120,9 +120,9 @@ def test_certify_table_and_csv(monkeypatch, tmp_path, capsys):
     assert code == 0, err
     assert "verified robust" in out and "misclassified" in out and "time per verified sample" in out
     lines = csv.read_text().splitlines()
-    assert lines[0] == "index,label,predicted,verdict,time_s,boxes" and len(lines) == 13
+    assert lines[0] == "index,label,predicted,verdict,time_s,boxes,note" and len(lines) == 13
     words = {line.split(",")[3] for line in lines[1:]}
-    assert words <= {"robust", "falsified", "timeout", "unknown", "misclassified"}
+    assert words <= {"robust", "falsified", "timeout", "unknown", "misclassified"}  # no "error"
     code, _, err = run(capsys, "certify", "--model", str(ckpt), "--dataset", "synthetic", "--eps", "2",
                        "--samples", "9999:10000")
     assert code == 2 and "selects no sample" in err
