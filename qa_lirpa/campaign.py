@@ -361,7 +361,11 @@ def start_ray(scale: Scale) -> tuple[Any, int]:
             ray.init(address=scale.cluster, log_to_driver=False, logging_level="ERROR",
                      runtime_env={"py_modules": [package]})
         except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ... as one line
-            raise UserError(f"--cluster {scale.cluster}: cannot join the Ray cluster: {one_line(e)}") from None
+            hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                    "; if the cluster uses token authentication (Ray >= 2.59), export RAY_AUTH_MODE=token and "
+                    "put the head's ~/.ray/auth_token on this machine")
+            raise UserError(f"--cluster {scale.cluster}: cannot join the Ray cluster: "
+                            f"{type(e).__name__}: {' '.join(str(e).split())[:200]}{hint}") from None
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         slots = max(1, int(cpus // max(scale.cpus_per_task, 1)))
     else:
