@@ -328,6 +328,9 @@ class _Bar:
         self._post()
 
     def close(self) -> None:
+        self.n_running = 0
+        self._post()
+        self.bar.refresh()
         self.bar.close()
 
 
