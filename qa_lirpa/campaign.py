@@ -26,6 +26,7 @@ when the campaign completes.
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import os
 import sys
@@ -357,6 +358,7 @@ def start_ray(scale: Scale) -> tuple[Any, int]:
     """Start the embedded runtime or join the cluster; returns (ray, how many tasks fit at once)."""
     ray = import_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")      # no network calls from the runtime
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")         # leave builtins.print alone
     package = str(Path(__file__).resolve().parent)
     if scale.cluster:
         _probe(scale.cluster)
@@ -411,6 +413,7 @@ def _run_on_ray(fn: TaskFn, shared: Any, todo: list[Task], on_error: ErrorFn, sc
                 record: Callable[[Task, Outcome], None], bar: _Bar, report: CampaignReport,
                 hard_limit_s: float | None) -> None:
     t0 = time.monotonic()
+    printer = builtins.print                                   # Ray may patch it; the caller's comes back
     ray, slots = start_ray(scale)
     try:
         remote = ray.remote(_ray_task).options(num_cpus=max(scale.cpus_per_task, 1), num_gpus=scale.gpus_per_task,
@@ -454,6 +457,7 @@ def _run_on_ray(fn: TaskFn, shared: Any, todo: list[Task], on_error: ErrorFn, sc
                         record(task, on_error(task.payload, f"no answer within {hard_limit_s:g} s; cancelled"))
     finally:
         ray.shutdown()
+        builtins.print = printer
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ def checkpoint(tmp_path) -> Path:
 
 
 def test_certify_workers_match_serial(checkpoint, tmp_path, capsys):
+    import builtins
+
+    print_before = builtins.print
     common = ["certify", "--model", str(checkpoint), "--dataset", "synthetic", "--eps", "6", "--samples", "0:40",
               "--timeout", "20", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "serial.csv")]) == 0
@@ -52,6 +55,9 @@ def test_certify_workers_match_serial(checkpoint, tmp_path, capsys):
     table = lambda text: [ln for ln in text.splitlines() if ln[:1].isalpha() and not ln.startswith(("time", "qa-lirpa", "per-sample"))]
     assert table(serial_out) == table(ray_out)
     assert not journal_path(tmp_path / "ray.csv").exists()
+    import builtins
+
+    assert builtins.print is print_before          # Ray's tqdm patch of print does not outlive the campaign
 
 
 def test_benchmark_run_workers_match_serial(checkpoint, tmp_path, capsys):
