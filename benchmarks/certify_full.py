@@ -162,7 +162,9 @@ def main(argv=None) -> int:
         print(f"{name}: {json.dumps(s)}", file=sys.stderr, flush=True)
         (args.out_dir / f"{name}.json").write_text(json.dumps(dict(s, settings=over)) + "\n")
     lines = [f"certify {args.model}, eps {args.eps:g}, samples {args.samples}, timeout {args.timeout:g} s, "
-             (f"Ray cluster {args.cluster}" if args.cluster else f"{args.procs} worker processes"), "",
+             + (f"Ray cluster {args.cluster}" if args.cluster else f"{args.procs} worker processes"), "",
+             "Command: `PYTHONPATH=. .venv/bin/python benchmarks/certify_full.py "
+             + " ".join(argv if argv is not None else sys.argv[1:]) + "`", "",
              "| variant | settings | samples | robust | falsified | timeout | misclassified | wall s | summed s "
              "| median s | max s | slowest 1% share |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, spec, s in rows:
