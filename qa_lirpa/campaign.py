@@ -18,7 +18,7 @@ task's ``error`` outcome with a one-line reason. A Ray worker that dies (killed,
 node lost) loses only its one task, which is submitted once more and, if it dies again, recorded as
 ``error``. Results are identical to the serial run: the CSV lists the finished tasks in task order.
 
-Every outcome is appended to a journal (``<csv>.journal``, JSON lines, flushed and fsync'ed) and
+Every outcome is appended to a journal (``<csv>.journal``, JSON lines, flushed; fsync'ed once a second) and
 the CSV is rewritten atomically as outcomes arrive; an interrupted campaign started again with the
 same settings resumes where it stopped (``restart=True`` starts afresh). The journal is removed
 when the campaign completes.
@@ -32,7 +32,8 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -108,7 +109,6 @@ class CampaignReport:
     retried: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> list[Outcome]:
@@ -171,20 +171,29 @@ def read_journal(path: Path, meta: dict) -> dict[str, Outcome] | None:
 
 
 class _Journal:
-    """Append-only JSON lines; each line is flushed and fsync'ed before the next task is counted."""
+    """Append-only JSON lines: each line is flushed before the next task is counted (a killed
+    driver loses nothing), and fsync'ed at most every ``CSV_EVERY_S`` and at the end (a crash of
+    the machine loses at most that much)."""
 
     def __init__(self, path: Path, meta: dict, fresh: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if fresh:
             atomic_write_text(path, json.dumps({"meta": meta}) + "\n")
         self.f = open(path, "a", encoding="utf-8")
+        self.synced = time.monotonic()
 
     def add(self, key: str, outcome: Outcome) -> None:
         self.f.write(outcome.to_json(key) + "\n")
         self.f.flush()
+        if time.monotonic() - self.synced >= CSV_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
         os.fsync(self.f.fileno())
+        self.synced = time.monotonic()
 
     def close(self) -> None:
+        self.sync()
         self.f.close()
 
 
@@ -236,14 +245,14 @@ def run_campaign(fn: TaskFn, shared: Any, tasks: Sequence[Task], *, csv_path: st
         report.outcomes[index[task.key]] = outcome
         if on_outcome is not None:
             on_outcome(task, outcome)
-        bar.advance()
+        bar.advance(outcome.word)
         if writer is not None:
             writer.maybe_write()
 
     try:
         if not scale.parallel:
+            bar.running(1)
             for task in todo:
-                bar.running(1)
                 record(task, run_task(fn, shared, task.payload, on_error))
         else:
             _run_on_ray(fn, shared, todo, on_error, scale, record, bar, report, hard_limit_s)
@@ -296,37 +305,39 @@ class _CsvWriter:
 
 
 class _Bar:
-    """tqdm: done of total, with running / remaining and the verdict counts in the postfix."""
+    """tqdm: done of total, with running / remaining and the verdict counts in the postfix (counted
+    as outcomes arrive, so a long campaign does not recount them)."""
 
     def __init__(self, total: int, report: CampaignReport, order: Sequence[str], desc: str, show: bool) -> None:
         from tqdm import tqdm
 
         self.report, self.order, self.total = report, list(order), total
-        self.n_running = 0
+        self.n_running, self.n_done = 0, report.resumed
+        self.counts = Counter(o.word for o in report.done)
         self.bar = tqdm(total=total, initial=report.resumed, disable=not show, unit="inst", desc=desc,
                         dynamic_ncols=True, leave=False)
         self._post()
 
     def _post(self) -> None:
-        done = self.report.done
-        remaining = self.total - len(done) - self.n_running
-        post: dict[str, Any] = {"running": self.n_running, "left": max(remaining, 0)}
+        post: dict[str, Any] = {"running": self.n_running,
+                                "left": max(self.total - self.n_done - self.n_running, 0)}
         for w in self.order + [ERROR]:
-            k = sum(o.word == w for o in done)
-            if k or w in self.order[:3]:
-                post[w[:7]] = k
+            if self.counts[w] or w in self.order[:3]:
+                post[w[:7]] = self.counts[w]
         if self.report.retried:
             post["retried"] = self.report.retried
         self.bar.set_postfix(post, refresh=False)
 
     def running(self, n: int) -> None:
-        self.n_running = n
-        self._post()
-        self.bar.refresh()
+        if n != self.n_running:
+            self.n_running = n
+            self._post()
 
-    def advance(self) -> None:
-        self.bar.update(1)
+    def advance(self, word: str) -> None:
+        self.n_done += 1
+        self.counts[word] += 1
         self._post()
+        self.bar.update(1)              # tqdm redraws at most every mininterval
 
     def close(self) -> None:
         self.n_running = 0
@@ -347,11 +358,6 @@ def import_ray():
         raise UserError("--workers and --cluster need Ray: pip install 'qa-lirpa[ray]' "
                         "(the Makefile's venv has it)") from None
     return ray
-
-
-def _ray_task(fn: TaskFn, shared: Any, payload: Any, on_error: ErrorFn) -> Outcome:
-    """What a Ray worker runs: :func:`run_task` (``shared`` arrives resolved from the object store)."""
-    return run_task(fn, shared, payload, on_error)
 
 
 def start_ray(scale: Scale) -> tuple[Any, int]:
@@ -416,7 +422,7 @@ def _run_on_ray(fn: TaskFn, shared: Any, todo: list[Task], on_error: ErrorFn, sc
     printer = builtins.print                                   # Ray may patch it; the caller's comes back
     ray, slots = start_ray(scale)
     try:
-        remote = ray.remote(_ray_task).options(num_cpus=max(scale.cpus_per_task, 1), num_gpus=scale.gpus_per_task,
+        remote = ray.remote(run_task).options(num_cpus=max(scale.cpus_per_task, 1), num_gpus=scale.gpus_per_task,
                                                max_retries=0)
         shared_ref = ray.put(shared)
         report.startup_s = time.monotonic() - t0

@@ -52,7 +52,10 @@ def test_certify_workers_match_serial(checkpoint, tmp_path, capsys):
     words = {r["verdict"] for r in serial}
     assert len(words) >= 2 and "error" not in words, words       # a meaningful mix, nothing failed
     assert "2 local Ray workers" in ray_out
-    table = lambda text: [ln for ln in text.splitlines() if ln[:1].isalpha() and not ln.startswith(("time", "qa-lirpa", "per-sample"))]
+    def table(text: str) -> list[str]:
+        skip = ("time", "qa-lirpa", "per-sample")
+        return [ln for ln in text.splitlines() if ln[:1].isalpha() and not ln.startswith(skip)]
+
     assert table(serial_out) == table(ray_out)
     assert not journal_path(tmp_path / "ray.csv").exists()
     import builtins
