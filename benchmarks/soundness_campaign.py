@@ -27,6 +27,10 @@ Each case is then decided by
   importable else the MILP, in a forked process from the root box on), ``falsify: false`` and
   ``exact_fallback: none``: whichever side answers first decides (the table counts the cases the
   process decided);
+* ``alpha``: bab with alpha-CROWN on the root box (``alpha_root``, the rounding steps' optimisable
+  slopes), full CROWN always on, ``falsify: false``, ``portfolio: none``, ``exact_fallback: none``:
+  alpha-CROWN runs on every case the root's CROWN leaves open, sat ones included (the table counts
+  them);
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
   on the whole property, its answer and counterexample taken as they come back over the pipe).
 
@@ -76,7 +80,7 @@ ROUNDINGS = ROUNDING_MODES          # every mode of QuantSpec, drawn uniformly p
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
-TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process")
+TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -458,13 +462,18 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 extra = {"portfolio": "none"}
             if tool == "portfolio":
                 extra = {"portfolio": "auto", "exact_fallback": "none"}
+            if tool == "alpha":
+                extra = {"portfolio": "none", "exact_fallback": "none", "alpha_root": True, "crown": "always",
+                         "crown_method": "CROWN"}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
-                                 falsify=tool not in ("bab_nf", "bab_handover", "portfolio"), device="cpu",
+                                 falsify=tool not in ("bab_nf", "bab_handover", "portfolio", "alpha"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
             res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=_shape(case.meta))
             verdict, x = res.verdict.value, res.counterexample
             if tool == "portfolio" and ("; unsat after" in res.stats.portfolio or "; sat after" in res.stats.portfolio):
                 note = "process"
+            if tool == "alpha" and res.stats.alpha_calls:
+                note = "alpha"
             if verdict == "sat" and x is not None and res.outputs is not None:
                 y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(
                     (1,) + _shape(case.meta)))
@@ -544,6 +553,7 @@ def summarize(results: list[CaseResult]) -> dict:
             bad_cex=sum(o.verdict == "sat" and bool(o.problem) and "enumeration" not in o.problem for o in outs),
             errors=sum(o.verdict == "error" for o in outs),
             by_process=sum(o.note == "process" for o in outs),
+            alpha_runs=sum(o.note == "alpha" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
 
@@ -559,7 +569,8 @@ def markdown_table(s: dict) -> str:
     names = {"bab": "verifier bab", "bab_nf": "verifier bab, falsify off",
              "bab_handover": "verifier bab, falsify off, MILP hand-over at once", "paper": "verifier paper",
              "milp": "MILP (HiGHS)", "portfolio": "verifier bab + portfolio process, falsify off",
-             "process": "portfolio process alone"}
+             "process": "portfolio process alone",
+             "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
                      f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
@@ -567,6 +578,10 @@ def markdown_table(s: dict) -> str:
         t = s["tools"]["portfolio"]
         lines += ["", f"portfolio: decided by its exact process in {t['by_process']} of {t['runs']} runs "
                       "(the rest by branch and bound first)"]
+    if "alpha" in s["tools"]:
+        t = s["tools"]["alpha"]
+        lines += ["", f"alpha: alpha-CROWN ran on the root box of {t['alpha_runs']} of {t['runs']} cases "
+                      "(the rest were decided by the root's CROWN)"]
     return "\n".join(lines) + "\n"
 
 

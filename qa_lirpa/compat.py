@@ -45,6 +45,17 @@ After the import:
    float64 model fails in ``torch.scatter`` ("Expected self.dtype to be equal to src.dtype").
    The method is wrapped to run with the default dtype set to its input bounds' dtype (and
    restored afterwards).
+9. ``alpha_start_nodes``: with ``sparse_intermediate_bounds`` (auto_LiRPA's default),
+   ``get_alpha_crown_start_nodes`` asserts, for an optimisable activation other than ReLU that
+   follows a convolution in patches mode, a flag that only the ReLU branch sets, so alpha-CROWN
+   failed on any conv net whose rounding steps are optimisable (qa_lirpa.operators.step). Sparse
+   start nodes are a ReLU-only feature there; the method is wrapped to run with the option off
+   for the other activations (ReLU is unchanged).
+10. ``alpha_float64``: in its last iteration ``get_optimized_bounds`` converts the best bounds so
+    far to torch's default dtype (float32) and then writes the new float64 bounds into them
+    ("Index put requires the source and destination dtypes match"), so alpha-CROWN of a float64
+    model failed as soon as its last step improved a bound. The method is wrapped to run with
+    the default dtype set to the input's floating dtype (restored afterwards).
 
 Side effects that remain process-wide once auto_LiRPA is imported (by design of auto_LiRPA,
 not undone here):
@@ -90,6 +101,8 @@ FIX_NAMES: Tuple[str, ...] = (
     "relu_alpha_grad",
     "mul_patches_scalar",
     "maxpool_dtype",
+    "alpha_start_nodes",
+    "alpha_float64",
 )
 
 #: Fixes that were applied in this process: name -> one-line description. Fixes that the
@@ -286,6 +299,8 @@ def _apply_post_import_fixes() -> None:
         ("relu_alpha_grad", _fix_relu_alpha_grad),
         ("mul_patches_scalar", _fix_mul_patches_scalar),
         ("maxpool_dtype", _fix_maxpool_dtype),
+        ("alpha_start_nodes", _fix_alpha_start_nodes),
+        ("alpha_float64", _fix_alpha_float64),
     ):
         if name not in APPLIED_FIXES:
             description = fix()
@@ -450,6 +465,64 @@ def _fix_relu_alpha_grad() -> Optional[str]:
     BoundRelu._relu_mask_alpha = staticmethod(_relu_mask_alpha)  # type: ignore[assignment]
     _ORIGINALS["relu_alpha_grad"] = member.__func__
     return "BoundRelu._relu_mask_alpha keeps gradient 1 for alphas in [0, 1]"
+
+
+def _fix_alpha_start_nodes() -> Optional[str]:
+    """Fix 9: alpha-CROWN start nodes of non-ReLU optimisable activations after a patches-mode
+    convolution (see the module docstring)."""
+    from auto_LiRPA import bound_general
+    from auto_LiRPA.operators import BoundRelu
+
+    cls = bound_general.BoundedModule
+    original = cls.__dict__.get("get_alpha_crown_start_nodes")
+    if original is None or hasattr(original, _WRAPPED_ATTR):
+        return None
+
+    @functools.wraps(original)
+    def get_alpha_crown_start_nodes(self: Any, node: Any, *args: Any, **kwargs: Any) -> Any:
+        opts = self.bound_opts
+        if isinstance(node, BoundRelu) or not opts.get("sparse_intermediate_bounds", False):
+            return original(self, node, *args, **kwargs)
+        opts["sparse_intermediate_bounds"] = False
+        try:
+            return original(self, node, *args, **kwargs)
+        finally:
+            opts["sparse_intermediate_bounds"] = True
+
+    setattr(get_alpha_crown_start_nodes, _WRAPPED_ATTR, original)
+    cls.get_alpha_crown_start_nodes = get_alpha_crown_start_nodes
+    _ORIGINALS["alpha_start_nodes"] = original
+    return "BoundedModule.get_alpha_crown_start_nodes skips sparse start nodes for non-ReLU activations"
+
+
+def _fix_alpha_float64() -> Optional[str]:
+    """Fix 10: alpha-CROWN of float64 models (see the module docstring)."""
+    from auto_LiRPA import bound_general
+
+    import torch
+
+    cls = bound_general.BoundedModule
+    original = cls.__dict__.get("get_optimized_bounds")
+    if original is None or hasattr(original, _WRAPPED_ATTR):
+        return None
+
+    @functools.wraps(original)
+    def get_optimized_bounds(self: Any, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        dtypes = [t.dtype for t in (x if isinstance(x, (tuple, list)) else (x,))
+                  if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        before = torch.get_default_dtype()
+        if not dtypes or dtypes[0] == before:
+            return original(self, x, *args, **kwargs)
+        torch.set_default_dtype(dtypes[0])
+        try:
+            return original(self, x, *args, **kwargs)
+        finally:
+            torch.set_default_dtype(before)
+
+    setattr(get_optimized_bounds, _WRAPPED_ATTR, original)
+    cls.get_optimized_bounds = get_optimized_bounds
+    _ORIGINALS["alpha_float64"] = original
+    return "BoundedModule.get_optimized_bounds runs with the input's dtype as torch's default"
 
 
 def _fix_mul_patches_scalar() -> Optional[str]:

@@ -104,3 +104,16 @@ def test_dag_cases_are_reproducible_and_disjoint_from_chains():
     assert a.meta == b.meta and np.array_equal(a.outputs, b.outputs)
     assert "arch" in a.meta and "arch" not in sc.make_case(5).meta
     assert set(sc.case_seeds(3, 0, "both")) == {0, sc.DAG_OFFSET, 1}
+
+
+def test_alpha_crown_at_the_root_agrees_with_enumeration():
+    """The root's alpha-CROWN (optimisable rounding slopes) with falsification off, on chain and
+    DAG cases (convolutions in patches mode included): every verdict equals enumeration, and
+    alpha-CROWN did run (the root's CROWN left the case open) on sat and unsat cases alike."""
+    out = sc.campaign(12, seed=13, timeout=20.0, paper_every=0, tools=("alpha",))
+    out += sc.campaign(12, seed=13, timeout=20.0, paper_every=0, tools=("alpha",), family="dag")
+    for r in out:
+        assert not r.bugs, (r.case.case_seed, r.bugs)
+        assert r.outcomes["alpha"].verdict == r.case.truth, r.case.case_seed
+    ran = {r.case.truth for r in out if r.outcomes["alpha"].note == "alpha"}
+    assert ran == {"sat", "unsat"}, ran

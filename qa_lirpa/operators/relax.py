@@ -84,20 +84,54 @@ def step_dn(v: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
     raise ValueError(f"step_dn: unsupported shift {shift}")
 
 
+def staircase_points(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Tensor, shift: float,
+                     upper: bool) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """The four critical points of ``g_up`` (``upper``) or ``g_dn`` on ``[vl, vu]`` (jumps at
+    ``k - 1/2 + shift``, clamped to ``[A, B]``): a line of slope ``k >= 0`` is above ``g_up`` (below
+    ``g_dn``) on the whole interval iff it is above (below) these points, because the jump corners
+    between the first and the last are collinear (slope 1) and the staircase is non-decreasing.
+
+    upper: ``(vl, y0), (t_j1, j1), (t_jL, jL), (vu, jL)``; lower: ``(vl, y0), (t_j1, j1 - 1),
+    (t_jL, jL - 1), (vu, jL)``; without a jump inside, points of the constant ``y0``. Returns the
+    points and whether the interval holds a jump (``j1 <= jL``)."""
+    off = shift - 0.5                          # corner of jump k: k + off (exact)
+    if upper:
+        n0 = step_up(vl, shift)
+        y0 = _clamp(n0, A, B)
+        j1 = torch.maximum(n0 + 1, A + 1)
+        jL = torch.minimum(step_up(vu, shift), B)
+        jumps = j1 <= jL
+        j1, jL = torch.where(jumps, j1, y0), torch.where(jumps, jL, y0)
+        t1, tL = torch.where(jumps, j1 + off, vl), torch.where(jumps, jL + off, vl)
+        return [(vl, y0), (t1, j1), (tL, jL), (vu, jL)], jumps
+    m0 = step_dn(vl, shift)
+    y0 = _clamp(m0, A, B)
+    j1 = torch.maximum(m0 + 1, A + 1)
+    jL = torch.minimum(step_dn(vu, shift), B)
+    jumps = j1 <= jL
+    j1, jL = torch.where(jumps, j1, y0 + 1), torch.where(jumps, jL, y0 + 1)
+    t1, tL = torch.where(jumps, j1 + off, vu), torch.where(jumps, jL + off, vu)
+    return [(vl, y0), (t1, j1 - 1), (tL, jL - 1), (vu, jL)], jumps
+
+
+def intercept(points: list, k: torch.Tensor, upper: bool) -> torch.Tensor:
+    """The intercept that makes the line of slope ``k`` (``>= 0``, broadcastable against the
+    points) valid at every point (above them for ``upper``, below otherwise), checked again in
+    the float arithmetic that evaluates the line at the points (see :func:`_best_line`)."""
+    gaps = torch.stack(torch.broadcast_tensors(*[py - k * px for px, py in points]))
+    b = gaps.amax(0) if upper else gaps.amin(0)
+    again = torch.stack(torch.broadcast_tensors(*[py - (k * px + b) for px, py in points]))
+    return b + (torch.clamp(again.amax(0), min=0) if upper else torch.clamp(again.amin(0), max=0))
+
+
 def upper_line(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Tensor, shift: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slope and intercept (in unit space) of a line above ``g_up`` on ``[vl, vu]`` (jumps at
     ``k - 1/2 + shift``)."""
-    off = shift - 0.5                          # corner of jump k: k + off (exact)
-    n0 = step_up(vl, shift)
-    y0 = _clamp(n0, A, B)
-    j1 = torch.maximum(n0 + 1, A + 1)
-    jL = torch.minimum(step_up(vu, shift), B)
-    jumps = j1 <= jL
-    j1, jL = torch.where(jumps, j1, y0), torch.where(jumps, jL, y0)
-    t1, tL = torch.where(jumps, j1 + off, vl), torch.where(jumps, jL + off, vl)
+    off = shift - 0.5
+    points, jumps = staircase_points(vl, vu, A, B, shift, upper=True)
+    (_, y0), (t1, j1), (tL, jL), _ = points
     one, zero = torch.ones_like(vl), torch.zeros_like(vl)
-    points = [(vl, y0), (t1, j1), (tL, jL), (vu, jL)]
     cands = [_line_through(vl, y0, t1, j1), (one, -off * one), (zero, jL), _line_through(vl, y0, tL, jL)]
     k, b = _best_line(cands, points, 0.5 * (vl + vu), upper=True)
     return torch.where(jumps, k, zero), torch.where(jumps, b, y0)
@@ -108,17 +142,11 @@ def lower_line(vl: torch.Tensor, vu: torch.Tensor, A: torch.Tensor, B: torch.Ten
     """Slope and intercept (in unit space) of a line below ``g_dn`` on ``[vl, vu]`` (jumps at
     ``k - 1/2 + shift``)."""
     off = shift - 0.5
-    m0 = step_dn(vl, shift)
-    y0 = _clamp(m0, A, B)
-    j1 = torch.maximum(m0 + 1, A + 1)
-    jL = torch.minimum(step_dn(vu, shift), B)
-    jumps = j1 <= jL
-    j1, jL = torch.where(jumps, j1, y0 + 1), torch.where(jumps, jL, y0 + 1)
-    t1, tL = torch.where(jumps, j1 + off, vu), torch.where(jumps, jL + off, vu)
+    points, jumps = staircase_points(vl, vu, A, B, shift, upper=False)
+    (_, y0), (t1, j1m), (tL, jLm), (_, jL) = points
     one, zero = torch.ones_like(vl), torch.zeros_like(vl)
-    points = [(vl, y0), (t1, j1 - 1), (tL, jL - 1), (vu, jL)]
-    cands = [(zero, y0), (one, (-1.0 - off) * one), _line_through(tL, jL - 1, vu, jL),
-             _line_through(t1, j1 - 1, vu, jL)]
+    cands = [(zero, y0), (one, (-1.0 - off) * one), _line_through(tL, jLm, vu, jL),
+             _line_through(t1, j1m, vu, jL)]
     k, b = _best_line(cands, points, 0.5 * (vl + vu), upper=False)
     return torch.where(jumps, k, zero), torch.where(jumps, b, y0)
 

@@ -25,7 +25,7 @@ from ..quant.spec import ROUNDING_SHIFT, rounding_name
 from . import relax
 
 _al = import_auto_lirpa()
-from auto_LiRPA.operators.activation import BoundActivation  # noqa: E402
+from auto_LiRPA.operators.activation import BoundActivation, BoundOptimizableActivation  # noqa: E402
 from auto_LiRPA.operators.base import Bound, Interval  # noqa: E402
 
 INF = math.inf
@@ -36,8 +36,16 @@ def slack_from(options: dict | None) -> float:
     return float(((options or {}).get("qa_lirpa") or {}).get("slack", 0.0))
 
 
-class BoundStep(BoundActivation):
-    """Base for ``c1 * clamp(R(a x + b), A, B) + c0``; subclasses define :meth:`params`."""
+class BoundStep(BoundOptimizableActivation):
+    """Base for ``c1 * clamp(R(a x + b), A, B) + c0``; subclasses define :meth:`params`.
+
+    alpha-CROWN (``method="CROWN-Optimized"``): each unit's upper and lower lines have an
+    optimisable slope per output row (``alpha[start][0]``: upper, ``[1]``: lower; each
+    ``[2, rows, batch, *shape]``, index 0 for the lower bound, 1 for the upper), started at the
+    hull lines of :mod:`relax`. Whatever the slope ``k >= 0``, the intercept is the one that makes
+    the line valid at the staircase's four critical points (:func:`relax.staircase_points`), which
+    makes it valid on the whole unit interval: optimisation only moves between sound lines.
+    """
 
     rounding = 0  # the mode's code: 0 half_even, 1 half_up, 2 half_down, 3 down, 4 up
 
@@ -46,6 +54,12 @@ class BoundStep(BoundActivation):
         self.slack = slack_from(options)
         # the node's own float tolerance (steps): it rounds a x + b + e for an unknown |e| <= tol
         self.tol = float((attr or {}).get("tol", 0.0))
+        self.alpha_batch_dim = 3
+        self._init_k = None
+        self._k_cap = None
+        #: the start nodes (names) that get optimisable slopes (None: all; set by CrownBounder to
+        #: the output node only, which keeps alpha-CROWN's cost near a few CROWN passes)
+        self.alpha_starts: set | None = None
 
     def params(self, like: torch.Tensor):
         """Return ``(a, b, A, B, c1, c0)`` broadcastable against ``like``."""
@@ -65,26 +79,96 @@ class BoundStep(BoundActivation):
         vu, _ = self._unit(u, w)
         return Interval.make_interval(self._value(vl, A, B, c1, c0), self._value(vu, A, B, c1, c0), v[0])
 
-    def bound_relax(self, x):
+    def _unit_box(self, x):
+        """``(a, b, c1, c0)``, the widened unit interval ``[vl, vu]``, ``A, B`` and the mode's shift."""
         a, b, A, B, c1, c0 = self.params(x.lower)
         vl = a * x.lower + b - self.slack
         vu = a * x.upper + b + self.slack
         A, B = torch.as_tensor(A, dtype=vl.dtype, device=vl.device), torch.as_tensor(B, dtype=vl.dtype, device=vl.device)
+        shift = ROUNDING_SHIFT[rounding_name(self.rounding)]
+        return (a, b, c1, c0), vl, vu, A.expand_as(vl), B.expand_as(vl), shift
+
+    def _to_x(self, coef, uk, ub, lk, lb):
+        """Unit-space lines ``y = k v + m`` to lines in x: ``out = c1 (k (a x + b) + m) + c0``."""
+        a, b, c1, c0 = coef
         t = self.tol
         # g(v + e) <= g_up(v + t) <= uk (v + t) + ub  and  g(v + e) >= g_dn(v - t) >= lk (v - t) + lb
-        shift = ROUNDING_SHIFT[rounding_name(self.rounding)]
-        uk, ub = relax.upper_line(vl + t, vu + t, A.expand_as(vl), B.expand_as(vl), shift)
-        lk, lb = relax.lower_line(vl - t, vu - t, A.expand_as(vl), B.expand_as(vl), shift)
         ub, lb = ub + uk * t, lb - lk * t
-        # unit space y = k v + m  ->  out = c1 (k (a x + b) + m) + c0
-        self.uw, self.ub = c1 * uk * a, c1 * (uk * b + ub) + c0
-        self.lw, self.lb = c1 * lk * a, c1 * (lk * b + lb) + c0
+        return c1 * uk * a, c1 * (uk * b + ub) + c0, c1 * lk * a, c1 * (lk * b + lb) + c0
+
+    def bound_relax(self, x):
+        coef, vl, vu, A, B, shift = self._unit_box(x)
+        t = self.tol
+        if self.opt_stage in ("opt", "reuse") and getattr(self, "_start", None) in self.alpha:
+            self._relax_alpha(x, coef, vl, vu, A, B, shift)
+            return
+        uk, ub = relax.upper_line(vl + t, vu + t, A, B, shift)
+        lk, lb = relax.lower_line(vl - t, vu - t, A, B, shift)
+        if self.opt_stage == "init":
+            self._init_k = (uk.detach(), lk.detach())
+        self.uw, self.ub, self.lw, self.lb = self._to_x(coef, uk, ub, lk, lb)
+
+    def _relax_alpha(self, x, coef, vl, vu, A, B, shift) -> None:
+        t = self.tol
+        alpha = self.alpha[self._start]
+        up_pts, _ = relax.staircase_points(vl + t, vu + t, A, B, shift, upper=True)
+        dn_pts, _ = relax.staircase_points(vl - t, vu - t, A, B, shift, upper=False)
+        # projection onto k >= 0 whose gradient is 1 at the boundary (slopes of flat units start
+        # at exactly 0; clamp's gradient there is 0 in recent torch, and they would never move)
+        cap = self._k_cap
+        ku = alpha[0] - (alpha[0] - torch.minimum(torch.clamp(alpha[0], min=0.0), cap)).detach()
+        kl = alpha[1] - (alpha[1] - torch.minimum(torch.clamp(alpha[1], min=0.0), cap)).detach()
+        ub = relax.intercept(up_pts, ku, upper=True)
+        lb = relax.intercept(dn_pts, kl, upper=False)
+        self.uw, self.ub, self.lw, self.lb = self._to_x(coef, ku, ub, kl, lb)
+
+    def init_opt_parameters(self, start_nodes):
+        l = self.inputs[0].lower
+        if self._init_k is None:            # no init pass yet: the slope-1 lines
+            self._init_k = (torch.ones_like(l), torch.ones_like(l))
+        uk, lk = self._init_k
+        # slopes stay in [0, 1] (unit space): the hull's steep chords over intervals a few slack
+        # widths wide (a unit whose pre-activation sits on a tie) are exact only in exact
+        # arithmetic; moved by the optimiser, their huge intercepts lose ~k |v| 1e-16 and the
+        # bound can overshoot the true minimum by that much (seen: 4e-9 with k ~ 5e5). Plain
+        # CROWN keeps those chords; the caller takes the better of the two bounds.
+        self._k_cap = torch.ones_like(uk)
+        self.alpha = {}
+        for ns, size_s, _ in start_nodes:
+            if self.alpha_starts is not None and ns not in self.alpha_starts:
+                continue                    # this start node keeps the fixed hull lines
+            n = math.prod(size_s) if isinstance(size_s, (torch.Size, tuple, list)) else int(size_s)
+            a = torch.empty((2, 2, n) + tuple(l.shape), dtype=l.dtype, device=l.device)
+            a.data[0] = torch.minimum(uk, self._k_cap).expand((2, n) + tuple(l.shape))
+            a.data[1] = torch.minimum(lk, self._k_cap).expand((2, n) + tuple(l.shape))
+            self.alpha[ns] = a
+
+    def clip_alpha_(self):
+        for a in self.alpha.values():
+            a.data.clamp_(min=0.0)
+            torch.minimum(a.data, self._k_cap, out=a.data)
+
+    def dump_optimized_params(self):
+        return self.alpha
+
+    def restore_optimized_params(self, alpha):
+        self.alpha = alpha
 
     def bound_backward(self, last_lA, last_uA, x, **kwargs):
         # auto_LiRPA starts the backward pass at an output node with a float32 identity: follow
         # the bounds' dtype instead (float64 models)
         last_lA, last_uA = _to_dtype(last_lA, x.lower.dtype), _to_dtype(last_uA, x.lower.dtype)
-        return super().bound_backward(last_lA, last_uA, x)
+        start = kwargs.get("start_node")
+        if start is None or (self.opt_stage in ("opt", "reuse") and start.name not in self.alpha):
+            # a caller outside alpha-CROWN's bookkeeping, or a start node without slopes
+            self._start = None if start is None else start.name
+            stage, self.opt_stage = self.opt_stage, (None if self.opt_stage in ("opt", "reuse") else self.opt_stage)
+            try:
+                return BoundActivation.bound_backward(self, last_lA, last_uA, x)
+            finally:
+                self.opt_stage = stage
+        return super().bound_backward(last_lA, last_uA, x, start_node=kwargs["start_node"],
+                                      start_shape=kwargs.get("start_shape"))
 
 
 class BoundFakeQuant(BoundStep):
@@ -177,7 +261,7 @@ class BoundQuantizeLinear(BoundStep):
         return super().interval_propagate(v[0])
 
     def bound_backward(self, last_lA, last_uA, x, *rest, **kwargs):
-        A, lbias, ubias = super().bound_backward(last_lA, last_uA, x)
+        A, lbias, ubias = super().bound_backward(last_lA, last_uA, x, **kwargs)
         return A + [(None, None)] * len(rest), lbias, ubias
 
 
@@ -241,7 +325,7 @@ class BoundClip(BoundActivation):
         self.lw, self.lb, self.uw, self.ub = relax.clip_lines(x.lower, x.upper, a, b)
 
     def bound_backward(self, last_lA, last_uA, x, *rest, **kwargs):
-        A, lbias, ubias = super().bound_backward(last_lA, last_uA, x)
+        A, lbias, ubias = super().bound_backward(last_lA, last_uA, x, **kwargs)
         return A + [(None, None)] * len(rest), lbias, ubias
 
 

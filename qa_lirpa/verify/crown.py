@@ -16,6 +16,10 @@ from ..compat import import_auto_lirpa
 from ..graph import UnsupportedOp, as_graph, op_for
 
 
+#: Adam step size of the slopes in alpha-CROWN (auto_LiRPA's 0.5 overshoots rounding slopes near 1)
+ALPHA_LR = 0.1
+
+
 class CrownBounder:
     """Linear-relaxation bounds of ``C @ model(x)`` over input boxes.
 
@@ -38,11 +42,15 @@ class CrownBounder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.bm = bounded_module(model, example, quant_slack=quant_slack, device=device,
-                                     optimize_bound_args={"iteration": int(alpha_iterations)})
+                                     optimize_bound_args={"iteration": int(alpha_iterations), "lr_alpha": ALPHA_LR})
+        for node in self.bm.optimizable_activations:
+            if hasattr(node, "alpha_starts"):     # rounding steps: slopes for the output rows only
+                node.alpha_starts = {self.bm.final_name}
 
     def lower(self, xlo: torch.Tensor, xhi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
         """Lower bounds ``[B, R]`` of ``C[b] @ model(x)`` for ``xlo[b] <= x <= xhi[b]``
-        (float64 ``[B, *input_shape]``; ``C`` float64 ``[B, R, m]``)."""
+        (float64 ``[B, *input_shape]``; ``C`` float64 ``[B, R, m]``). With ``alpha`` (and a model
+        alpha-CROWN can optimise): the better of alpha-CROWN's and CROWN's bound per row."""
         al = self._al
         ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
         x = al.BoundedTensor((xlo + xhi) / 2, ptb)
@@ -50,7 +58,12 @@ class CrownBounder:
         with warnings.catch_warnings(), torch.set_grad_enabled(method == "CROWN-Optimized"):
             warnings.simplefilter("ignore")   # alpha-CROWN optimises its slopes with autograd
             lb, _ = self.bm.compute_bounds(x=(x,), C=C, method=method, bound_upper=False)
-        return lb.detach().to(torch.float64)
+        lb = lb.detach().to(torch.float64)
+        if method == "CROWN-Optimized":
+            # both are lower bounds; the rounding steps' optimised slopes stay below CROWN's steep
+            # chords (qa_lirpa.operators.step), so a row can come out better under plain CROWN
+            lb = torch.maximum(lb, self.lower(xlo, xhi, C, alpha=False))
+        return lb
 
     def interval(self, xlo: torch.Tensor, xhi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """IBP output bounds ``([B, *out], [B, *out])`` for ``xlo <= x <= xhi`` (float64)."""

@@ -20,6 +20,8 @@ class VerifyStats:
     bound_calls: int = 0
     ibp_calls: int = 0
     crown_calls: int = 0
+    #: alpha-CROWN at the root (VerifierConfig.alpha_root): calls and seconds
+    alpha_calls: int = 0
     attack_calls: int = 0
     points_checked: int = 0
     queue_peak: int = 0
@@ -27,6 +29,7 @@ class VerifyStats:
     time_bounding: float = 0.0
     time_attack: float = 0.0
     time_exact: float = 0.0
+    time_alpha: float = 0.0
     #: the exact MILP fallback (VerifierConfig.exact_fallback): MILPs solved, boxes handed over,
     #: seconds, and what happened (or why it was not used), "" when it was not asked for
     milp_calls: int = 0
@@ -78,7 +81,8 @@ class VerifyResult:
                      f"{s.attack_calls}, points checked: {s.points_checked}, queue peak: {s.queue_peak}")
         lines.append(f"time: {s.time_total:.3f} s (bounding {s.time_bounding:.3f}, attack "
                      f"{s.time_attack:.3f}, exact {s.time_exact:.3f}"
-                     + (f", MILP {s.time_milp:.3f}" if s.milp_calls else "") + ")")
+                     + (f", MILP {s.time_milp:.3f}" if s.milp_calls else "")
+                     + (f", alpha-CROWN {s.time_alpha:.3f}" if s.alpha_calls else "") + ")")
         if s.exact:
             lines.append(f"exact fallback: {s.exact}")
         if s.portfolio:

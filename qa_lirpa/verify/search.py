@@ -123,12 +123,16 @@ class Search:
         self.root_log_volume = float(self.p.log_volume(lo, hi)[0])
         alive = torch.ones(1, self.ospec.n_disjuncts, dtype=torch.bool, device=lo.device)
         self.crown_time = 0.0
-        alive, margin = self.bound(lo, hi, alive, None, crown=True, alpha=self.cfg.alpha_root)
+        alive, margin = self.bound(lo, hi, alive, None, crown=True)
         self.crown_cost = self.crown_time
         if not alive.any():
             return Verdict.UNSAT
         if self._attack_root(lo, hi):
             return Verdict.SAT
+        if self._alpha_root_ready():
+            alive, margin = self._alpha_root(lo, hi, alive, margin)
+            if not alive.any():
+                return Verdict.UNSAT
         depth = torch.zeros(1, dtype=torch.int32, device=lo.device)
         self.stack.push(lo, hi, depth, alive, self.ospec.box_score(margin, alive))
         return None
@@ -180,6 +184,23 @@ class Search:
         self.stats.crown_calls += 1
         self.crown_time = time.perf_counter() - t0
         return margin, alive & ~self.ospec.disjuncts_refuted(margin > 0)
+
+    def _alpha_root_ready(self) -> bool:
+        crown = self.p.crown
+        return (self.cfg.alpha_root and self.crown.mode != "never" and crown is not None
+                and getattr(crown, "alpha_ok", False) and getattr(crown, "method", "") == "CROWN"
+                and not self.deadline.expired())
+
+    def _alpha_root(self, lo, hi, alive, margin):
+        """alpha-CROWN on the root box for the rows still open after CROWN and the root attack
+        (cheap properties never get here); the margins only improve."""
+        t0 = time.perf_counter()
+        ylo, yhi = self.p.output_intervals(lo, hi)
+        _, mag = self.ospec.row_margins(ylo, yhi, 0.0 if self.p.integral else self.cfg.crown_tol)
+        margin, alive = self._crown(lo, hi, alive, margin, mag, alpha=True)
+        self.stats.alpha_calls += 1
+        self.stats.time_alpha += time.perf_counter() - t0
+        return alive, margin
 
     # ----- one batch ------------------------------------------------------------------------
     def _process(self, lo, hi, depth, alive, score, use_crown: bool) -> float:

@@ -134,3 +134,34 @@ def test_fake_quant_ibp_is_the_exact_image_and_slack_widens():
     l2, u2 = wide.interval_propagate((lo, hi))
     assert l2.tolist() == [[0.0, -4.0, 1.0, 0.5]]     # 0.25 is a tie: slack rounds it down too
     assert u2.tolist() == [[0.5, -1.0, 1.0, 1.5]]
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, -0.5])
+@pytest.mark.parametrize("A,B", [(0.0, 15.0), (-float("inf"), float("inf")), (-3.0, 4.0)])
+def test_lines_of_any_slope_through_the_staircase_points_are_valid(shift, A, B):
+    """alpha-CROWN's lines: for every slope k >= 0 (0, tiny, the hull's, steep), the intercept from
+    the four critical points gives a line above g_up and below g_dn on the whole interval, ties and
+    jump corners included, for the three jump offsets (nearest modes, floor, ceil)."""
+    lo, hi = random_intervals(3000, seed=11 + int(4 * shift))
+    At, Bt = torch.full_like(lo, A), torch.full_like(lo, B)
+    g = torch.Generator().manual_seed(7)
+    v = points_in(lo, hi)
+    corners = torch.floor(v) + 0.5 + shift                 # jump corners k - 1/2 + shift
+    corners = torch.where((corners >= lo) & (corners <= hi), corners, v)
+    v = torch.cat([v, corners])
+    g_up = torch.clamp(relax.step_up(v, shift), A, B)
+    g_dn = torch.clamp(relax.step_dn(v, shift), A, B)
+    up_pts, _ = relax.staircase_points(lo, hi, At, Bt, shift, upper=True)
+    dn_pts, _ = relax.staircase_points(lo, hi, At, Bt, shift, upper=False)
+    for k in (torch.zeros_like(lo), torch.full_like(lo, 1e-3), torch.ones_like(lo),
+              torch.rand(lo.shape, generator=g, dtype=torch.float64) * 3, torch.full_like(lo, 40.0)):
+        ub = relax.intercept(up_pts, k, upper=True)
+        lb = relax.intercept(dn_pts, k, upper=False)
+        assert (k * v + ub >= g_up - 1e-9).all()
+        assert (k * v + lb <= g_dn + 1e-9).all()
+    # the hull lines' own slopes give back the hull lines' intercepts (one definition of validity)
+    uk, ub0 = relax.upper_line(lo, hi, At, Bt, shift)
+    lk, lb0 = relax.lower_line(lo, hi, At, Bt, shift)
+    mid = 0.5 * (lo + hi)
+    assert (uk * mid + relax.intercept(up_pts, uk, upper=True) <= uk * mid + ub0 + 1e-9).all()
+    assert (lk * mid + relax.intercept(dn_pts, lk, upper=False) >= lk * mid + lb0 - 1e-9).all()

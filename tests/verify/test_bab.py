@@ -92,7 +92,9 @@ def test_both_verdicts_and_splitting_occur():
                                        {"branching": "lookahead", "crown": "always"},
                                        {"attack_steps": 0, "random_points": 0, "batch_size": 3},
                                        {"falsify": False}, {"falsify": False, "crown": "never"},
-                                       {"alpha_root": True, "crown_method": "CROWN-IBP"}])
+                                       {"alpha_root": True, "crown_method": "CROWN-IBP"},
+                                       {"alpha_root": True, "crown_method": "CROWN", "falsify": False},
+                                       {"alpha_root": False}])
 def test_variants_equal_enumeration(overrides):
     """Other settings give the same verdicts; ``falsify: false`` finds counterexamples only at
     single-point boxes, so these cases test the bounds and the splitting on their own."""
