@@ -55,6 +55,9 @@ class VerifierConfig:
     #: On by default since issue 14: on the eps=4 MNIST model it proves some of the images that
     #: timed out, for about 2 s per open root (benchmarks/results/certify_full/eps4_alpha)
     alpha_root: bool = True
+    #: CROWN on the boxes of a search whose root ran alpha-CROWN uses the root's optimised slopes
+    #: of the rounding steps (sound on every sub-box; one CROWN pass per box as before)
+    alpha_reuse: bool = True
     alpha_iterations: int = 20
     #: "sensitivity": width times the box's linearized gradient of the worst specification row;
     #: "widest": the widest dimension (first on ties); "lookahead": the best of the top

@@ -137,10 +137,12 @@ class ContinuousProblem:
             yhi = yhi + (self.output_error + 2.0 ** -50 * yhi.abs())
         return ylo, yhi
 
-    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
+    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False,
+                    key=None) -> torch.Tensor:
         if math.isinf(self.output_error):
             return torch.full(C.shape[:-1], -math.inf, dtype=torch.float64, device=lo.device)
-        lb = self.bounder.lower(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), C, alpha=alpha)
+        lb = self.bounder.lower(lo.reshape((-1,) + self.shape), hi.reshape((-1,) + self.shape), C, alpha=alpha,
+                                key=key)
         if self.output_error:
             lb = lb - self.output_error * C.abs().sum(dim=-1) * (1 + 2.0 ** -40)
         return lb

@@ -7,6 +7,8 @@ proof only above a small tolerance.
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
+from typing import Hashable
 
 import torch
 from torch import nn
@@ -16,6 +18,8 @@ from ..compat import import_auto_lirpa
 from ..graph import UnsupportedOp, as_graph, op_for
 
 
+#: optimised slopes kept (CrownBounder.lower's ``key``), the least recently set dropped first
+KEPT_SLOPES = 8
 #: Adam step size of the slopes in alpha-CROWN (auto_LiRPA's 0.5 overshoots rounding slopes near 1)
 ALPHA_LR = 0.1
 
@@ -43,27 +47,79 @@ class CrownBounder:
             warnings.simplefilter("ignore")
             self.bm = bounded_module(model, example, quant_slack=quant_slack, device=device,
                                      optimize_bound_args={"iteration": int(alpha_iterations), "lr_alpha": ALPHA_LR})
-        for node in self.bm.optimizable_activations:
-            if hasattr(node, "alpha_starts"):     # rounding steps: slopes for the output rows only
-                node.alpha_starts = {self.bm.final_name}
+        for node in self._steps():            # rounding steps: slopes for the output rows only
+            node.alpha_starts = {self.bm.final_name}
+        self._kept: OrderedDict = OrderedDict()   # key -> (rows, {node: (slopes, cap)})
 
-    def lower(self, xlo: torch.Tensor, xhi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
+    def lower(self, xlo: torch.Tensor, xhi: torch.Tensor, C: torch.Tensor, alpha: bool = False,
+              key: Hashable | None = None) -> torch.Tensor:
         """Lower bounds ``[B, R]`` of ``C[b] @ model(x)`` for ``xlo[b] <= x <= xhi[b]``
-        (float64 ``[B, *input_shape]``; ``C`` float64 ``[B, R, m]``). With ``alpha`` (and a model
-        alpha-CROWN can optimise): the better of alpha-CROWN's and CROWN's bound per row."""
+        (float64 ``[B, *input_shape]``; ``C`` float64 ``[B, R, m]``, the same rows for every box
+        when ``key`` is given).
+
+        ``alpha`` (and a model alpha-CROWN can optimise): the better of alpha-CROWN's and CROWN's
+        bound per row; with ``key``, the rounding steps' optimised slopes are kept under it.
+        Without ``alpha``, with a ``key`` whose slopes cover ``C``'s rows: CROWN with those slopes
+        (on sub-boxes of the box they were optimised on they are usually far better than the hull
+        lines' midpoint choice; every slope is sound on every box, the intercepts come from each
+        box's own intervals) -- the better of that and plain CROWN is *not* taken, to keep one
+        CROWN pass per box."""
+        if not alpha and key is not None and key in self._kept:
+            reused = self._reuse(xlo, xhi, C, key)
+            if reused is not None:
+                return reused
+        lb = self._compute(xlo, xhi, C, "CROWN-Optimized" if alpha and self.alpha_ok and self.method == "CROWN"
+                           else self.method)
+        if alpha and self.alpha_ok and self.method == "CROWN":
+            if key is not None:
+                self._keep(key, C[0])
+            # both are lower bounds; the rounding steps' optimised slopes stay below CROWN's steep
+            # chords (qa_lirpa.operators.step), so a row can come out better under plain CROWN
+            lb = torch.maximum(lb, self._compute(xlo, xhi, C, self.method))
+        return lb
+
+    def _compute(self, xlo, xhi, C, method: str) -> torch.Tensor:
         al = self._al
         ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
         x = al.BoundedTensor((xlo + xhi) / 2, ptb)
-        method = "CROWN-Optimized" if alpha and self.alpha_ok and self.method == "CROWN" else self.method
         with warnings.catch_warnings(), torch.set_grad_enabled(method == "CROWN-Optimized"):
             warnings.simplefilter("ignore")   # alpha-CROWN optimises its slopes with autograd
             lb, _ = self.bm.compute_bounds(x=(x,), C=C, method=method, bound_upper=False)
-        lb = lb.detach().to(torch.float64)
-        if method == "CROWN-Optimized":
-            # both are lower bounds; the rounding steps' optimised slopes stay below CROWN's steep
-            # chords (qa_lirpa.operators.step), so a row can come out better under plain CROWN
-            lb = torch.maximum(lb, self.lower(xlo, xhi, C, alpha=False))
-        return lb
+        return lb.detach().to(torch.float64)
+
+    def _steps(self) -> list:
+        return [n for n in self.bm.optimizable_activations if hasattr(n, "alpha_starts")]
+
+    def _keep(self, key: Hashable, rows: torch.Tensor) -> None:
+        final = self.bm.final_name
+        slopes = {n.name: (n.alpha[final].detach().clone(), n._k_cap) for n in self._steps() if final in n.alpha}
+        self._kept[key] = (rows.detach().clone(), slopes)
+        self._kept.move_to_end(key)
+        while len(self._kept) > KEPT_SLOPES:
+            self._kept.popitem(last=False)
+
+    def _reuse(self, xlo, xhi, C, key: Hashable) -> torch.Tensor | None:
+        rows, slopes = self._kept[key]
+        want = C[0]
+        if not slopes or want.shape[-1] != rows.shape[-1] or not bool((C == want).all()):
+            return None
+        match = (want.unsqueeze(1) == rows.unsqueeze(0)).all(dim=-1)        # [R_now, R_kept]
+        if not bool(match.any(dim=1).all()):
+            return None
+        idx = match.to(torch.int64).argmax(dim=1)
+        final = self.bm.final_name
+        nodes = [n for n in self._steps() if n.name in slopes]
+        try:
+            for n in nodes:
+                a, cap = slopes[n.name]
+                n.alpha = {final: a[:, :, idx]}
+                n._k_cap = cap
+                n.opt_stage = "reuse"
+            return self._compute(xlo, xhi, C, self.method)
+        finally:
+            for n in nodes:
+                n.opt_stage = None
+                n.alpha = {}
 
     def interval(self, xlo: torch.Tensor, xhi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """IBP output bounds ``([B, *out], [B, *out])`` for ``xlo <= x <= xhi`` (float64)."""

@@ -213,10 +213,12 @@ class GridProblem:
             yhi = yhi + (self.output_error + 2.0 ** -50 * yhi.abs())
         return ylo, yhi
 
-    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False) -> torch.Tensor:
-        """CROWN lower bounds ``[B, R]`` of ``C[b] @ y`` on the dequantized boxes (float64)."""
+    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False,
+                    key=None) -> torch.Tensor:
+        """CROWN lower bounds ``[B, R]`` of ``C[b] @ y`` on the dequantized boxes (float64);
+        ``alpha`` and ``key``: see :meth:`CrownBounder.lower`."""
         assert self.crown is not None
-        lb = self.crown.lower(self.body_inputs(lo), self.body_inputs(hi), C, alpha=alpha)
+        lb = self.crown.lower(self.body_inputs(lo), self.body_inputs(hi), C, alpha=alpha, key=key)
         if self.output_error:
             lb = lb - self.output_error * C.abs().sum(dim=-1) * (1 + 2.0 ** -40)
         return lb

@@ -47,8 +47,9 @@ class Problem(Protocol):
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sound output bounds ``[B, m]`` (float64)."""
 
-    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False
-                    ) -> torch.Tensor: ...
+    def crown_lower(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, alpha: bool = False,
+                    key=None) -> torch.Tensor: ...
+        # key: optimised slopes kept by alpha=True and reused by later calls (CrownBounder.lower)
 
     def sensitivity(self, trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor: ...
 

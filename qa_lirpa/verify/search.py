@@ -13,6 +13,7 @@ points, so the search ends.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -87,6 +88,9 @@ def _log2_add(a: float, b: float) -> float:
     return hi + math.log2(1.0 + 2.0 ** (lo - hi))
 
 
+_SEARCH_KEYS = itertools.count()
+
+
 class Search:
     """Branch and bound for one input box; :meth:`start` then :meth:`step` until it returns a
     verdict (``SAT``, ``UNSAT``, or ``UNKNOWN`` when continuous boxes cannot be halved)."""
@@ -112,6 +116,8 @@ class Search:
         self.crown_time = 0.0
         self.root_log_volume = 0.0
         self._proved = -math.inf
+        #: the key of the root's alpha-CROWN slopes (CrownBounder.lower), once they exist
+        self._slopes_key = None
 
     # ----- phases ---------------------------------------------------------------------------
     def start(self) -> Verdict | None:
@@ -175,7 +181,7 @@ class Search:
         idx = alive.any(dim=1).nonzero().squeeze(1)
         rows = alive[idx].any(dim=0)[self.ospec.owner].nonzero().squeeze(1)
         C = self.ospec.mat[rows].unsqueeze(0).expand(idx.numel(), -1, -1)
-        lb = self.p.crown_lower(lo[idx], hi[idx], C, alpha=alpha) - self.ospec.rhs[rows]
+        lb = self.p.crown_lower(lo[idx], hi[idx], C, alpha=alpha, key=self._slopes_key) - self.ospec.rhs[rows]
         cm = lb - self.cfg.crown_tol * (1 + mag[idx][:, rows])
         margin = margin.clone()
         sub = margin[idx]
@@ -193,10 +199,13 @@ class Search:
 
     def _alpha_root(self, lo, hi, alive, margin):
         """alpha-CROWN on the root box for the rows still open after CROWN and the root attack
-        (cheap properties never get here); the margins only improve."""
+        (cheap properties never get here); the margins only improve. The optimised slopes are
+        kept, and CROWN on this search's boxes uses them from then on."""
         t0 = time.perf_counter()
         ylo, yhi = self.p.output_intervals(lo, hi)
         _, mag = self.ospec.row_margins(ylo, yhi, 0.0 if self.p.integral else self.cfg.crown_tol)
+        if self.cfg.alpha_reuse:
+            self._slopes_key = ("search", next(_SEARCH_KEYS))   # this search's boxes reuse the slopes
         margin, alive = self._crown(lo, hi, alive, margin, mag, alpha=True)
         self.stats.alpha_calls += 1
         self.stats.time_alpha += time.perf_counter() - t0
