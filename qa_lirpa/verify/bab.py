@@ -342,6 +342,10 @@ class Verifier:
         return VerifyResult(Verdict.SAT, counterexample=x, outputs=y, stats=stats)
 
 
+#: portfolio_tighten "auto": LP tightening in the exact process up to this many hidden units
+PORTFOLIO_TIGHTEN_UNITS = 1024
+
+
 class _Portfolio:
     """The verifier's side of ``config.portfolio``: starts the exact process
     (:class:`~qa_lirpa.verify.portfolio.ExactChild`) on the open searches' properties once
@@ -379,10 +383,21 @@ class _Portfolio:
         shape = (1,) + tuple(self.problem.shape)
         self.t0 = time.monotonic()
         self.child = ExactChild(self.backend, self.problem.ref, specs, shape, self.deadline,
-                                threads=self.v.config.exact_threads or None)
+                                threads=self.v.config.exact_threads or None,
+                                tighten=self._tighten(self.v.config.portfolio_tighten))
         self.fd = self.child._conn.fileno()
         _milp._WORKER.abort_fd = self.fd
         self.stats.portfolio = f"{self.backend} process started ({self.v.config.portfolio_after:.2f} s after the root box)"
+
+    def _tighten(self, setting: str) -> bool:
+        """``portfolio_tighten``: "auto" tightens on models with at most
+        ``PORTFOLIO_TIGHTEN_UNITS`` hidden units (the LP per unit is cheap there and helps the
+        solver; on the MNIST conv net it eats the budget, see config.py)."""
+        if setting != "auto":
+            return setting == "on"
+        crown = getattr(self.problem, "crown", None)
+        units = getattr(crown, "units", None)
+        return units is None or units <= PORTFOLIO_TIGHTEN_UNITS
 
     def check(self) -> VerifyResult | None:
         """A result once the exact process has decided, else None (also when it has stopped

@@ -42,7 +42,7 @@ def backend_for(choice: str) -> str:
 
 
 def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tuple, deadline_at: float,
-                threads: Optional[int]) -> None:
+                threads: Optional[int], tighten: bool = True) -> None:
     from ..exact.highs_worker import _die_with_parent
 
     _die_with_parent()
@@ -60,7 +60,7 @@ def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tu
             solve = _milp.solve_milp
         deadline = Deadline(deadline_at)
         for i, spec in enumerate(specs):
-            r = solve(model, spec, timeout=deadline, input_shape=shape, threads=threads)
+            r = solve(model, spec, timeout=deadline, input_shape=shape, threads=threads, tighten=tighten)
             name = r.verdict.name
             if name == "SAT":
                 conn.send(("SAT", i, np.asarray(r.counterexample, dtype=np.float64), ""))
@@ -79,10 +79,12 @@ def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tu
 
 
 class ExactChild:
-    """One exact solve of ``specs`` (all must be unsat for ``unsat``) in a forked process."""
+    """One exact solve of ``specs`` (all must be unsat for ``unsat``) in a forked process;
+    ``tighten``: the solver's rigorous LP bound tightening of the hidden units first (see
+    :func:`qa_lirpa.exact.cpsat.solve_cpsat`)."""
 
     def __init__(self, backend: str, model, specs: Sequence[InputSpec], shape: tuple, deadline: Deadline,
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, tighten: bool = True) -> None:
         self.backend = backend
         if backend == "cpsat":          # import here, once: every child then starts with it loaded
             from ..exact import cpsat  # noqa: F401
@@ -93,7 +95,8 @@ class ExactChild:
         self._conn, child_conn = ctx.Pipe(duplex=False)
         self.t0 = time.monotonic()
         self.proc = ctx.Process(target=_child_main, daemon=True,
-                                args=(child_conn, backend, model, list(specs), tuple(shape), deadline.at, threads))
+                                args=(child_conn, backend, model, list(specs), tuple(shape), deadline.at, threads,
+                                      tighten))
         self.proc.start()
         child_conn.close()
         self.answer: Optional[tuple] = None
