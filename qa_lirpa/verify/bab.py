@@ -307,7 +307,8 @@ class Verifier:
                 stats.milp_calls += 1
                 stats.milp_boxes += boxes
                 r = solve_exact(problem.ref, sub, timeout=stop, input_shape=shape, threads=threads,
-                               code_box=(lo.numpy(), hi.numpy()), hard_timeout=True)
+                               code_box=(lo.numpy(), hi.numpy()), hard_timeout=True,
+                               tighten=exact_tighten(cfg.exact_tighten, problem))
                 if r.verdict is Verdict.SAT:
                     x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
                     code = problem.codes(x).reshape(1, -1).to(problem.device)
@@ -342,8 +343,19 @@ class Verifier:
         return VerifyResult(Verdict.SAT, counterexample=x, outputs=y, stats=stats)
 
 
-#: portfolio_tighten "auto": LP tightening in the exact process up to this many hidden units
-PORTFOLIO_TIGHTEN_UNITS = 1024
+#: exact_tighten "auto": the exact procedures' LP tightening up to this many hidden units
+TIGHTEN_UNITS = 1024
+
+
+def exact_tighten(setting: str, problem) -> bool:
+    """Whether the exact procedures tighten every hidden unit's bounds by LPs first
+    (``VerifierConfig.exact_tighten``): "auto" does on models with at most ``TIGHTEN_UNITS``
+    hidden units (cheap there, and it helps the solvers), not above (on the MNIST conv net the
+    LPs alone ate the budget). Either way the procedures stay exact."""
+    if setting != "auto":
+        return setting == "on"
+    units = getattr(getattr(problem, "crown", None), "units", None)
+    return units is None or units <= TIGHTEN_UNITS
 
 
 class _Portfolio:
@@ -384,20 +396,10 @@ class _Portfolio:
         self.t0 = time.monotonic()
         self.child = ExactChild(self.backend, self.problem.ref, specs, shape, self.deadline,
                                 threads=self.v.config.exact_threads or None,
-                                tighten=self._tighten(self.v.config.portfolio_tighten))
+                                tighten=exact_tighten(self.v.config.exact_tighten, self.problem))
         self.fd = self.child._conn.fileno()
         _milp._WORKER.abort_fd = self.fd
         self.stats.portfolio = f"{self.backend} process started ({self.v.config.portfolio_after:.2f} s after the root box)"
-
-    def _tighten(self, setting: str) -> bool:
-        """``portfolio_tighten``: "auto" tightens on models with at most
-        ``PORTFOLIO_TIGHTEN_UNITS`` hidden units (the LP per unit is cheap there and helps the
-        solver; on the MNIST conv net it eats the budget, see config.py)."""
-        if setting != "auto":
-            return setting == "on"
-        crown = getattr(self.problem, "crown", None)
-        units = getattr(crown, "units", None)
-        return units is None or units <= PORTFOLIO_TIGHTEN_UNITS
 
     def check(self) -> VerifyResult | None:
         """A result once the exact process has decided, else None (also when it has stopped
@@ -466,4 +468,4 @@ def verify(model: nn.Module, spec: InputSpec | Sequence[InputSpec], config: Veri
     return Verifier(model, config, input_shape=input_shape, device=device, referee=referee).verify(spec, timeout)
 
 
-__all__ = ["Verifier", "verify", "resolve_device", "infer_input_shape", "declared_input_shape"]
+__all__ = ["Verifier", "verify", "exact_tighten", "resolve_device", "infer_input_shape", "declared_input_shape"]

@@ -107,11 +107,12 @@ class VerifierConfig:
     #: start the portfolio's process only after this many seconds of branch and bound (0: right
     #: after the root box), so that easy properties never fork
     portfolio_after: float = 0.0
-    #: the exact process's rigorous LP bound tightening of every hidden unit before it solves:
-    #: "on", "off", or "auto" (on up to 1024 hidden units, e.g. the AAAI'21 MLP; off above, e.g.
-    #: the MNIST small_conv models, where the LPs alone took about 20 s on the hard images and
-    #: CP-SAT without them proved some in 3-13 s: benchmarks/results/certify_full/eps4_tighten)
-    portfolio_tighten: Literal["auto", "on", "off"] = "auto"
+    #: the exact procedures' (the portfolio's process and the exact_fallback hand-over) rigorous
+    #: LP bound tightening of every hidden unit before they solve: "on", "off", or "auto" (on up
+    #: to 1024 hidden units, e.g. the AAAI'21 MLP; off above, e.g. the MNIST small_conv models,
+    #: where the LPs alone took about 20 s on hard images and CP-SAT without them proved some in
+    #: 3-13 s: benchmarks/results/certify_full/eps4_tighten)
+    exact_tighten: Literal["auto", "on", "off"] = "auto"
     #: HiGHS threads for the MILP (0: HiGHS's default, half the cores); CP-SAT workers (0: one)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
@@ -133,7 +134,7 @@ class VerifierConfig:
                   (self.portfolio in ("none", "auto", "cpsat", "milp"),
                    "portfolio must be 'none', 'auto', 'cpsat' or 'milp'"),
                   (self.portfolio_after >= 0, "portfolio_after must be >= 0"),
-                  (self.portfolio_tighten in ("auto", "on", "off"), "portfolio_tighten must be 'auto', 'on' or 'off'"),
+                  (self.exact_tighten in ("auto", "on", "off"), "exact_tighten must be 'auto', 'on' or 'off'"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
                   (0.0 < self.exact_share <= 1.0, "exact_share must be in (0, 1]"),
                   (self.exact_max_boxes >= 0 and self.exact_threads >= 0,

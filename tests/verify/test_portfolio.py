@@ -134,3 +134,32 @@ def test_config_validation():
     with pytest.raises(ValueError):
         VerifierConfig(portfolio_after=-1.0)
     assert VerifierConfig(method="paper", portfolio="auto").effective().portfolio == "none"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_process_without_lp_tightening_agrees_with_enumeration(cases, backend):
+    """``exact_tighten: off`` (the default above 1024 hidden units): the exact process solves
+    on interval domains alone; its verdicts still equal enumeration."""
+    for case in cases:
+        child = ExactChild(backend, case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20),
+                           tighten=False)
+        ans = None
+        while ans is None:
+            ans = child.poll()
+            time.sleep(0.002)
+        assert ans[0].lower() == case.truth, (case.case_seed, ans)
+        if ans[0] == "SAT":
+            assert not sc.check_counterexample(case, ans[2]), case.case_seed
+
+
+def test_tighten_policy_follows_the_model_size(cases):
+    """"auto" tightens small models (AAAI'21-sized) and not large ones; "on"/"off" are obeyed."""
+    case = cases[0]
+    v = Verifier(case.model, VerifierConfig(device="cpu"), input_shape=sc._shape(case.meta))
+    problem = v.problem(sc._shape(case.meta))
+    assert _bab.exact_tighten("auto", problem) is True
+    assert _bab.exact_tighten("on", problem) is True and _bab.exact_tighten("off", problem) is False
+    problem.crown.units = _bab.TIGHTEN_UNITS + 1
+    assert _bab.exact_tighten("auto", problem) is False and _bab.exact_tighten("on", problem) is True
+    with pytest.raises(ValueError):
+        VerifierConfig(exact_tighten="sometimes")
