@@ -43,6 +43,8 @@ class CrownBounder:
         self.units = hidden_units(model, example)
         self.method = method if method != "auto" else "CROWN" if self.units <= auto_units else "CROWN-IBP"
         self.alpha_ok = alpha_supported(model)
+        #: why alpha-CROWN was given up on this model ("" while it works)
+        self.alpha_error = ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.bm = bounded_module(model, example, quant_slack=quant_slack, device=device,
@@ -68,8 +70,17 @@ class CrownBounder:
             reused = self._reuse(xlo, xhi, C, key)
             if reused is not None:
                 return reused
-        lb = self._compute(xlo, xhi, C, "CROWN-Optimized" if alpha and self.alpha_ok and self.method == "CROWN"
-                           else self.method)
+        if alpha and self.alpha_ok and self.method == "CROWN":
+            try:
+                lb = self._compute(xlo, xhi, C, "CROWN-Optimized")
+            except Exception as e:  # noqa: BLE001 - alpha only tightens: plain CROWN from now on
+                for n in self.bm.optimizable_activations:
+                    n.opt_end()
+                self.alpha_ok = False
+                self.alpha_error = f"alpha-CROWN unavailable on this model ({type(e).__name__}: {e})"
+                return self._compute(xlo, xhi, C, self.method)
+        else:
+            lb = self._compute(xlo, xhi, C, self.method)
         if alpha and self.alpha_ok and self.method == "CROWN":
             if key is not None:
                 self._keep(key, C[0])
