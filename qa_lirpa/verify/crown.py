@@ -127,6 +127,9 @@ class CrownBounder:
                 n._k_cap = cap
                 n.opt_stage = "reuse"
             return self._compute(xlo, xhi, C, self.method)
+        except Exception:  # noqa: BLE001 - the slopes only tighten: plain CROWN, and no reuse any more
+            self._kept.clear()
+            return None
         finally:
             for n in nodes:
                 n.opt_stage = None

@@ -182,9 +182,19 @@ def test_alpha_crown_of_the_verifier_is_sound_and_tighter(rounding, seed):
         codes = prob.codes(grid)
         lo, hi = codes.min(0, keepdim=True).values, codes.max(0, keepdim=True).values
         plain = prob.crown_lower(lo, hi, C)
-        opt = prob.crown_lower(lo, hi, C, alpha=True)
+        key = ("test", cx, cy)
+        opt = prob.crown_lower(lo, hi, C, alpha=True, key=key)
         true_min = (y @ C[0].T).min(0).values
         assert (opt[0] <= true_min + TOL).all(), (opt, true_min)
         assert (opt >= plain - 1e-9).all()
         gained = max(gained, float((opt - plain).max()))
+        # the kept slopes on the four quarter boxes (and on rows in another order): still below
+        # every reachable value of each quarter
+        mid = (lo + hi) // 2
+        for qlo, qhi in [(lo, mid), (mid, hi), (torch.stack([lo[:, 0], mid[:, 1]], 1), torch.stack([mid[:, 0], hi[:, 1]], 1))]:
+            inside = ((codes >= qlo) & (codes <= qhi)).all(1)
+            q_min = (y[inside] @ C[0].T).min(0).values
+            reused = prob.crown_lower(qlo, qhi, C.flip(1), key=key)
+            assert (reused[0] <= q_min.flip(0) + TOL).all(), (reused, q_min)
+        assert key in prob.crown._kept            # the reuse path ran (a failure clears the slopes)
     assert gained > 1e-4, gained
