@@ -31,6 +31,10 @@ Each case is then decided by
   slopes), full CROWN always on, ``falsify: false``, ``portfolio: none``, ``exact_fallback: none``:
   alpha-CROWN runs on every case the root's CROWN leaves open, sat ones included (the table counts
   them);
+* ``local``: bab with the root's greedy descent on the input grid (``local_search_s``) as the only
+  counterexample search besides single points and box centres (no random points, no PGD steps),
+  no CROWN (more roots stay open), portfolio and MILP off (the table counts the cases it ran on,
+  and the sat ones it decided);
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
   on the whole property, its answer and counterexample taken as they come back over the pipe).
 
@@ -80,7 +84,7 @@ ROUNDINGS = ROUNDING_MODES          # every mode of QuantSpec, drawn uniformly p
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
-TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha")
+TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -465,6 +469,9 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
             if tool == "alpha":
                 extra = {"portfolio": "none", "exact_fallback": "none", "alpha_root": True, "crown": "always",
                          "crown_method": "CROWN"}
+            if tool == "local":
+                extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
+                         "random_points": 0, "attack_steps": 0, "local_search_s": 2.0, "local_search_starts": 2}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
                                  falsify=tool not in ("bab_nf", "bab_handover", "portfolio", "alpha"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
@@ -474,6 +481,8 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 note = "process"
             if tool == "alpha" and res.stats.alpha_calls:
                 note = "alpha"
+            if tool == "local" and res.stats.local_search_calls:
+                note = "local_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "local"
             if verdict == "sat" and x is not None and res.outputs is not None:
                 y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(
                     (1,) + _shape(case.meta)))
@@ -554,6 +563,8 @@ def summarize(results: list[CaseResult]) -> dict:
             errors=sum(o.verdict == "error" for o in outs),
             by_process=sum(o.note == "process" for o in outs),
             alpha_runs=sum(o.note == "alpha" for o in outs),
+            local_runs=sum(o.note in ("local", "local_sat") for o in outs),
+            local_sat=sum(o.note == "local_sat" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
 
@@ -570,7 +581,8 @@ def markdown_table(s: dict) -> str:
              "bab_handover": "verifier bab, falsify off, MILP hand-over at once", "paper": "verifier paper",
              "milp": "MILP (HiGHS)", "portfolio": "verifier bab + portfolio process, falsify off",
              "process": "portfolio process alone",
-             "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off"}
+             "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off",
+             "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
                      f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
@@ -582,6 +594,10 @@ def markdown_table(s: dict) -> str:
         t = s["tools"]["alpha"]
         lines += ["", f"alpha: alpha-CROWN ran on the root box of {t['alpha_runs']} of {t['runs']} cases "
                       "(the rest were decided by the root's CROWN)"]
+    if "local" in s["tools"]:
+        t = s["tools"]["local"]
+        lines += ["", f"local: the root's local search ran on {t['local_runs']} of {t['runs']} cases; "
+                      f"{t['local_sat']} of them were sat at the root (found by it, or by a centre check)"]
     return "\n".join(lines) + "\n"
 
 

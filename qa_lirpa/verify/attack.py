@@ -1,10 +1,15 @@
 """Counterexample search: PGD through the straight-through (fake-quant, float64) model, snapped to
-the input grid, plus box corners, centres and random grid points.
+the input grid, plus box corners, centres and random grid points, and a greedy descent on the grid
+itself (:func:`local_search`: PGD's snapped points are often a few pixel moves short of a violation
+that the rounding hides from the straight-through gradient).
 
 Nothing here decides a verdict: every candidate is checked by the caller with the exact semantics
 (and confirmed by the reference before ``sat``). The candidates are merely likely violators.
 """
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import torch
 
@@ -83,4 +88,146 @@ def _gradient(problem: Problem, t: torch.Tensor, ospec: OutputSpec, loose: torch
     return g
 
 
-__all__ = ["violation", "box_points", "pgd"]
+#: candidate values per input dimension in one step of :func:`local_search` (a dimension with at
+#: most this many other grid values tries them all)
+LS_VALUES = 8
+
+
+def _move_values(cur: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate new values ``[D, K]`` (int64) of each dimension and which are moves ``[D, K]``:
+    every other grid value of a narrow dimension; of a wide one the ends, the neighbours, and
+    moves by a quarter and a sixteenth of the width."""
+    k = torch.arange(LS_VALUES + 1, device=cur.device)
+    width = hi - lo
+    narrow = lo.unsqueeze(1) + k.unsqueeze(0)
+    step4, step16 = (width // 4).clamp(min=1), (width // 16).clamp(min=1)
+    wide = torch.stack([lo, hi, cur - 1, cur + 1, cur - step4, cur + step4, cur - step16, cur + step16,
+                        (lo + hi) // 2], dim=1)
+    vals = torch.where((width <= LS_VALUES).unsqueeze(1), narrow, wide)
+    vals = torch.minimum(torch.maximum(vals, lo.unsqueeze(1)), hi.unsqueeze(1))
+    ok = vals != cur.unsqueeze(1)
+    # one candidate per distinct value (a clipped wide pattern repeats the ends)
+    dup = torch.zeros_like(ok)
+    for j in range(1, vals.shape[1]):
+        dup[:, j] = (vals[:, :j] == vals[:, j:j + 1]).any(dim=1)
+    return vals, ok & ~dup
+
+
+class LocalSearch:
+    """Iterated greedy descent of :func:`violation` (the fake-quant float64 model) on the integer
+    grid of the box ``[lo, hi]`` (``[D]`` int64), run in slices (:meth:`advance`) so that a caller
+    can interleave it with other work.
+
+    The descents start from ``starts`` (``[S, D]`` grid points) in order, then from the best end
+    so far with a random ``max(4, D / 40)`` of its coordinates (at most ``D``) moved to random
+    grid values. One step of a descent scores single-coordinate moves (:func:`_move_values`: all
+    of them where there are at most ``all_moves``, else the ``candidates`` that the
+    straight-through gradient ranks best), then also the point with the best move of each of the
+    ``combine`` most improving coordinates at once, and of half of them, and takes the best of
+    these if it improves; a descent ends at a local minimum. The search is :attr:`done` once a
+    descent ends at a float violation (``violation <= 0``) that ``confirm`` (the caller's exact
+    check of points ``[1, D]``; None: any) accepts -- the float model can be off by a rounding
+    at such a point. Grid problems only (``problem.integral``); nothing here decides a verdict."""
+
+    def __init__(self, problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec, starts: torch.Tensor,
+                 gen: torch.Generator, candidates: int = 512, all_moves: int = 2048, combine: int = 16,
+                 confirm: Callable[[torch.Tensor], bool] | None = None) -> None:
+        self.p, self.ospec, self.gen, self.confirm = problem, ospec, gen, confirm
+        self.lo, self.hi = lo.reshape(-1).to(torch.int64), hi.reshape(-1).to(torch.int64)
+        self.candidates, self.all_moves, self.combine = candidates, all_moves, combine
+        self.queue = list(starts.to(torch.int64).reshape(starts.shape[0], -1))
+        self.ends: list[torch.Tensor] = []
+        self.best: torch.Tensor | None = None
+        self.best_v = math.inf
+        self.done = False
+        self._cur: torch.Tensor | None = None    # the descent in progress, and its score
+        self._cv = math.inf
+        self.n_kick = min(self.lo.numel(), max(4, self.lo.numel() // 40))
+
+    def _score(self, pts: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return violation(self.p.attack_forward(pts.to(torch.float64)), self.ospec)
+
+    def _step(self, cur: torch.Tensor, cv: float) -> tuple[torch.Tensor, float] | None:
+        """One descent step from ``cur``; None at a local minimum."""
+        vals, ok = _move_values(cur, self.lo, self.hi)
+        dims, slot = ok.nonzero(as_tuple=True)
+        if dims.numel() == 0 or cv <= -1e30:
+            return None
+        new = vals[dims, slot]
+        if dims.numel() > max(self.candidates, self.all_moves):
+            g = _gradient(self.p, cur.unsqueeze(0).to(torch.float64), self.ospec,
+                          torch.zeros(1, dtype=torch.bool, device=cur.device))[0]
+            keep = torch.argsort(g[dims] * (new - cur[dims]).to(torch.float64))[: self.candidates]
+            dims, new = dims[keep], new[keep]
+        pts = cur.unsqueeze(0).repeat(dims.numel(), 1)
+        pts[torch.arange(dims.numel(), device=cur.device), dims] = new
+        sc = self._score(pts)
+        first, seen = [], set()                  # the best move of each coordinate, best first
+        for o in torch.argsort(sc).tolist():
+            d = int(dims[o])
+            if d not in seen:
+                seen.add(d)
+                first.append(o)
+                if len(first) == self.combine:
+                    break
+        best = torch.tensor(first, dtype=torch.int64, device=cur.device)
+        best = best[sc[best] < cv]
+        if best.numel() == 0:
+            return None
+        tries = [pts[best[0]]]
+        for n in (best.numel(), best.numel() // 2):
+            if n > 1:
+                q = cur.clone()
+                q[dims[best[:n]]] = new[best[:n]]
+                tries.append(q)
+        ts = self._score(torch.stack(tries))
+        k = int(ts.argmin())
+        return (tries[k].clone(), float(ts[k])) if float(ts[k]) < cv else None
+
+    def _next_start(self) -> torch.Tensor:
+        if self.queue:
+            return self.queue.pop(0).clone()
+        lo, hi = self.lo, self.hi
+        start = self.best.clone()
+        dims = torch.randperm(lo.numel(), generator=self.gen)[: self.n_kick].to(lo.device)
+        u = torch.rand(dims.numel(), generator=self.gen, dtype=torch.float64).to(lo.device)
+        width = hi[dims] - lo[dims]
+        start[dims] = lo[dims] + (u * (width + 1).to(torch.float64)).to(torch.int64).clamp(max=width)
+        return start
+
+    def advance(self, deadline: Deadline) -> list[torch.Tensor]:
+        """Go on until ``deadline`` (or :attr:`done`); the descents' end points of this slice."""
+        new_ends = []
+        while not self.done and not deadline.expired():
+            if self._cur is None:
+                if not self.queue and self.best is None:
+                    self.done = True
+                    break
+                self._cur = self._next_start()
+                self._cv = float(self._score(self._cur.unsqueeze(0))[0])
+            moved = self._step(self._cur, self._cv)
+            if moved is not None:
+                self._cur, self._cv = moved
+                continue
+            end, v = self._cur, self._cv
+            self._cur = None
+            self.ends.append(end)
+            new_ends.append(end)
+            if v < self.best_v:
+                self.best, self.best_v = end, v
+            if v <= 0 and (self.confirm is None or self.confirm(end.unsqueeze(0))):
+                self.done = True
+        return new_ends
+
+
+def local_search(problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec, starts: torch.Tensor,
+                 deadline: Deadline, gen: torch.Generator, **kw) -> torch.Tensor:
+    """:class:`LocalSearch` run until ``deadline`` (or a confirmed violation): the points its
+    descents ended at (``[K, D]``; ``starts`` if none ended), for the caller's exact check."""
+    ls = LocalSearch(problem, lo, hi, ospec, starts, gen, **kw)
+    ls.advance(deadline)
+    return torch.stack(ls.ends) if ls.ends else starts.to(torch.int64).reshape(starts.shape[0], -1)
+
+
+__all__ = ["violation", "box_points", "pgd", "LocalSearch", "local_search"]

@@ -236,7 +236,7 @@ class Verifier:
             if deadline.expired():
                 return VerifyResult(Verdict.TIMEOUT if problem.integral else Verdict.UNKNOWN, stats=stats,
                                     message="time limit reached")
-            if handover is not None and handover.expired():
+            if handover is not None and handover.expired() and not any(s.local_search_pending for s in searches):
                 handover = None
                 exact_deadline = deadline.fraction(self.config.exact_share)
                 out = self._exact(problem, searches, stats, deadline, time.monotonic() - start, exact_deadline)

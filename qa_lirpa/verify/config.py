@@ -80,6 +80,12 @@ class VerifierConfig:
     attack_boxes: int = 8
     #: random grid points checked exactly at the root
     random_points: int = 32
+    #: grid models: once CROWN, the root attack and alpha-CROWN have left the root open, a greedy
+    #: descent on the input grid (qa_lirpa.verify.attack.local_search) from the
+    #: ``local_search_starts`` best attack points, for at most this many seconds (0: never).
+    #: Since issue 14: PGD's snapped points can end a few pixel moves short of a violation
+    local_search_s: float = 3.0
+    local_search_starts: int = 2
     #: memory for queued boxes; above it batches shrink to 16 boxes, so the queue stays below
     #: this plus 16 boxes per level of the search tree
     queue_mem_mb: int = 1024
@@ -126,6 +132,8 @@ class VerifierConfig:
                   (self.attack_steps >= 0 and self.attack_restarts >= 0, "attack sizes must be >= 0"),
                   (self.attack_every >= 0 and self.attack_boxes >= 0, "attack_every/boxes must be >= 0"),
                   (self.random_points >= 0 and self.centre_checks >= 0, "random_points/centre_checks must be >= 0"),
+                  (self.local_search_s >= 0 and self.local_search_starts >= 0,
+                   "local_search_s/local_search_starts must be >= 0"),
                   (self.queue_mem_mb >= 1, "queue_mem_mb must be >= 1"),
                   (self.leaf_points >= 1, "leaf_points must be >= 1"),
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
@@ -147,7 +155,7 @@ class VerifierConfig:
         """The settings actually used: ``method="paper"`` fixes its own choices (no MILP either)."""
         if self.method != "paper":
             return self
-        return replace(self, batch_size=1, crown="never", alpha_root=False, branching="widest",
+        return replace(self, batch_size=1, crown="never", alpha_root=False, local_search_s=0.0, branching="widest",
                        attack_every=1, attack_boxes=1, exact_fallback="none", portfolio="none",
                        leaf_points=1)
 

@@ -23,6 +23,8 @@ class VerifyStats:
     #: alpha-CROWN at the root (VerifierConfig.alpha_root): calls and seconds
     alpha_calls: int = 0
     attack_calls: int = 0
+    #: the root's greedy descent on the input grid (VerifierConfig.local_search_s)
+    local_search_calls: int = 0
     points_checked: int = 0
     queue_peak: int = 0
     time_total: float = 0.0

@@ -118,6 +118,12 @@ class Search:
         self._proved = -math.inf
         #: the key of the root's alpha-CROWN slopes (CrownBounder.lower), once they exist
         self._slopes_key = None
+        #: the root attack's points (corners, centre, random points, PGD's; grid codes): the
+        #: root's local search starts from the best of them
+        self._root_points: torch.Tensor | None = None
+        #: the root's local search while it has budget left (slices before the batches)
+        self._ls: attack.LocalSearch | None = None
+        self._ls_left = 0.0
 
     # ----- phases ---------------------------------------------------------------------------
     def start(self) -> Verdict | None:
@@ -139,12 +145,21 @@ class Search:
             alive, margin = self._alpha_root(lo, hi, alive, margin)
             if not alive.any():
                 return Verdict.UNSAT
+        self._start_local_search(lo, hi)
         depth = torch.zeros(1, dtype=torch.int32, device=lo.device)
         self.stack.push(lo, hi, depth, alive, self.ospec.box_score(margin, alive))
         return None
 
+    @property
+    def local_search_pending(self) -> bool:
+        """Whether the root's local search still has budget (each step runs a slice of it first)."""
+        return self._ls is not None
+
     def step(self) -> Verdict | None:
-        """Process one batch; a verdict when the search is over."""
+        """Process one batch (after a slice of the root's local search, while it runs); a verdict
+        when the search is over."""
+        if self._ls is not None and self._local_search_slice():
+            return Verdict.SAT
         if not len(self.stack):
             return Verdict.UNKNOWN if self.incomplete else Verdict.UNSAT
         t0 = time.perf_counter()
@@ -293,6 +308,7 @@ class Search:
             return False
         t0 = time.perf_counter()
         pts = attack.box_points(self.p, lo, hi, self.cfg.random_points, self.gen)
+        self._root_points = pts
         self.stats.time_attack += time.perf_counter() - t0
         if self._check(pts):
             return True
@@ -303,7 +319,38 @@ class Search:
                          self.gen, self.deadline)
         self.stats.attack_calls += 1
         self.stats.time_attack += time.perf_counter() - t0
+        self._root_points = torch.cat([self._root_points, pts])
         return self._check(pts)
+
+    def _start_local_search(self, lo, hi) -> None:
+        """Set up :class:`attack.LocalSearch` on the root box from the best root attack points
+        (``config.local_search_starts``), for ``config.local_search_s`` seconds in all. Its slices
+        (:data:`LOCAL_SEARCH_SLICE` s) come before the batches of the steps, the first one after
+        the portfolio's exact process has started; easy properties end after a slice or two."""
+        pts = self._root_points
+        if not self.cfg.falsify or self.cfg.local_search_s <= 0 or not self.p.integral or pts is None:
+            return
+        with torch.no_grad():
+            v = attack.violation(self.p.attack_forward(pts.to(torch.float64)), self.ospec)
+        starts = pts[torch.argsort(v)[: max(1, self.cfg.local_search_starts)]]
+        self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, self.gen, confirm=self._check)
+        self._ls_left = self.cfg.local_search_s
+        self.stats.local_search_calls += 1
+
+    def _local_search_slice(self) -> bool:
+        """One slice of the root's local search; True when it found a counterexample (exactly
+        checked, recorded in ``found``)."""
+        t0 = time.perf_counter()
+        stop = Deadline.after(min(LOCAL_SEARCH_SLICE, self._ls_left)).earlier(self.deadline)
+        ends = self._ls.advance(stop)
+        spent = time.perf_counter() - t0
+        self._ls_left -= spent
+        self.stats.time_attack += spent
+        if self.found is None and ends:
+            self._check(torch.stack(ends))
+        if self.found is not None or self._ls.done or self._ls_left <= 0:
+            self._ls = None
+        return self.found is not None
 
     def _check(self, points: torch.Tensor) -> bool:
         """Exact check of points ``[N, D]``; a confirmed violation is recorded (True). A violating
@@ -346,6 +393,10 @@ class Search:
         self.box_cost = _ema(self.box_cost, max(spent - crown_time, 1e-9) / n)
         if crown_time > 0:
             self.crown_cost = _ema(self.crown_cost, crown_time / n)
+
+
+#: seconds of the root's local search before each batch while it has budget
+LOCAL_SEARCH_SLICE = 0.25
 
 
 def grid_points(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,8 @@ def test_queue_stays_within_its_memory_budget():
     model = tiny_mlp(12, [16], 2, centre, seed=3)
     mat = np.array([[1.0, -1.0], [-1.0, 1.0]])
     spec = InputSpec(centre.numpy() - 40, centre.numpy() + 40, [(mat, np.array([0.0, -1.0]))])
-    cfg = VerifierConfig(queue_mem_mb=1, batch_size=256, crown="never", exact_fallback="none", portfolio="none")
+    cfg = VerifierConfig(queue_mem_mb=1, batch_size=256, crown="never", exact_fallback="none", portfolio="none",
+                         local_search_s=0.0)         # all 2 s for the splitting
     r = Verifier(model, cfg, input_shape=(12,)).verify(spec, timeout=2.0)
     assert r.verdict is Verdict.TIMEOUT
     per_box = 2 * 12 * 2 + 1 + 12                      # int16 codes, alive mask, depth + score

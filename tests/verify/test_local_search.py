@@ -1,0 +1,106 @@
+"""The root's greedy descent on the input grid (``attack.local_search``, ``local_search_s``):
+its points stay on the box's grid, a descent never ends worse than it started, it reaches the
+minimum where the score is separable, and the verifier with it still agrees with enumeration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qa_lirpa.base.deadline import Deadline
+from qa_lirpa.nn import integer_forward
+from qa_lirpa.verify import InputSpec, Verdict, VerifierConfig, Verifier, verify
+from qa_lirpa.verify import attack
+from qa_lirpa.verify.spec import OutputSpec
+
+from .test_bab import check, make_case
+from .tiny_qnn import real_grid, tiny_mlp
+
+
+def _problem_and_spec(model, spec: InputSpec):
+    v = Verifier(model, VerifierConfig(device="cpu"), input_shape=(spec.n_inputs,), device="cpu")
+    p = v.problem((spec.n_inputs,))
+    box = p.root(np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64))
+    ospec = OutputSpec.from_disjuncts(spec.disjuncts, spec.n_outputs, p.device)
+    return p, box, ospec
+
+
+def _score(p, ospec, pts: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return attack.violation(p.attack_forward(pts.to(torch.float64)), ospec)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_descent_stays_on_the_grid_and_never_ends_worse(seed):
+    model, spec = make_case(200 + seed)
+    p, box, ospec = _problem_and_spec(model, spec)
+    assert box is not None
+    lo, hi = box
+    g = torch.Generator().manual_seed(seed)
+    starts = attack.box_points(p, lo, hi, 4, g)
+    ends = attack.local_search(p, lo[0], hi[0], ospec, starts, Deadline.after(5.0), g, candidates=3, all_moves=0)
+    assert ends.dtype == torch.int64 and ends.shape[1] == lo.shape[1]
+    assert bool(((ends >= lo) & (ends <= hi)).all())
+    # the first descents start from the starts, in order
+    n = min(starts.shape[0], ends.shape[0])
+    assert bool((_score(p, ospec, ends[:n]) <= _score(p, ospec, starts[:n]) + 1e-12).all())
+
+
+def test_descent_reaches_the_minimum_of_a_separable_score():
+    """One linear layer, one output: the score is a sum of per-input terms, so coordinate descent from a corner reaches the grid's minimum; the property asks
+    for an output at most that minimum, so the descent ends at a violation that the exact check
+    accepts."""
+    centre = torch.tensor([100.0, 120.0, 90.0, 140.0])
+    model = tiny_mlp(4, [], 1, centre, seed=3)
+    lower, upper = centre.numpy() - 3, centre.numpy() + 3
+    pts = real_grid(lower, upper, 1.0)
+    y = integer_forward(model, pts).reshape(-1).numpy()
+    spec = InputSpec(lower, upper, [(np.array([[1.0]]), np.array([y.min()]))])
+    p, (lo, hi), ospec = _problem_and_spec(model, spec)
+    g = torch.Generator().manual_seed(0)
+    for corner in (lo, hi):
+        calls = []
+        end = attack.local_search(p, lo[0], hi[0], ospec, corner, Deadline.after(10.0), g, combine=1,
+                                  confirm=lambda pt: calls.append(pt) is None)
+        assert float(_score(p, ospec, end[-1:])[0]) <= 0.0
+        assert calls, "a float violation must be handed to the exact check"
+        assert p.find_violation(end[-1:], spec.lower, spec.upper, ospec) is not None
+
+
+def test_a_refused_float_violation_does_not_end_the_search():
+    """Where the exact check refuses a point the float model calls a violation, the search goes on
+    (kicks from the best point) until its deadline."""
+    centre = torch.tensor([100.0, 120.0, 90.0])
+    model = tiny_mlp(3, [], 1, centre, seed=5)
+    lower, upper = centre.numpy() - 2, centre.numpy() + 2
+    pts = real_grid(lower, upper, 1.0)
+    y = integer_forward(model, pts).reshape(-1).numpy()
+    spec = InputSpec(lower, upper, [(np.array([[1.0]]), np.array([y.max()]))])   # every point violates
+    p, (lo, hi), ospec = _problem_and_spec(model, spec)
+    refused = []
+    ends = attack.local_search(p, lo[0], hi[0], ospec, lo, Deadline.after(0.5), torch.Generator().manual_seed(0),
+                               confirm=lambda pt: refused.append(pt) and False)
+    assert len(refused) >= 2 and ends.shape[0] == len(refused)
+
+
+@pytest.mark.parametrize("block", range(2))
+def test_verifier_with_only_local_search_equals_enumeration(block):
+    """The root's local search as the only attack (no random points, no PGD, no CROWN, so that
+    roots stay open): verdicts equal enumeration, it runs, and it decides some sat cases at the
+    root."""
+    cfg = VerifierConfig(crown="never", alpha_root=False, random_points=0, attack_steps=0, local_search_s=1.0,
+                         portfolio="none", exact_fallback="none", device="cpu")
+    ran = sat_at_root = 0
+    for seed in range(300 + 12 * block, 312 + 12 * block):
+        model, spec = make_case(seed)
+        r = verify(model, spec, cfg, timeout=30)
+        check(r, model, spec)
+        ran += r.stats.local_search_calls > 0
+        sat_at_root += r.verdict is Verdict.SAT and r.stats.local_search_calls > 0 and r.stats.max_depth == 0
+    assert ran >= 3 and sat_at_root >= 1, (ran, sat_at_root)
+
+
+def test_local_search_is_validated():
+    with pytest.raises(ValueError, match="local_search"):
+        VerifierConfig(local_search_s=-1.0)
+    assert VerifierConfig(method="paper").effective().local_search_s == 0.0
