@@ -82,7 +82,8 @@ class VerifierConfig:
     random_points: int = 32
     #: grid models: once CROWN, the root attack and alpha-CROWN have left the root open, a greedy
     #: descent on the input grid (qa_lirpa.verify.attack.local_search) from the
-    #: ``local_search_starts`` best attack points, for at most this many seconds (0: never).
+    #: ``local_search_starts`` best attack points, for at most this many seconds of the process's
+    #: CPU time, in slices before the batches (0: never).
     #: Since issue 14: PGD's snapped points can end a few pixel moves short of a violation
     local_search_s: float = 3.0
     local_search_starts: int = 2

@@ -324,7 +324,9 @@ class Search:
 
     def _start_local_search(self, lo, hi) -> None:
         """Set up :class:`attack.LocalSearch` on the root box from the best root attack points
-        (``config.local_search_starts``), for ``config.local_search_s`` seconds in all. Its slices
+        (``config.local_search_starts``), for ``config.local_search_s`` seconds of this process's
+        CPU time in all (so that it does the same work when other processes share the cores; the
+        search is deterministic given the seed and that work). Its slices
         (:data:`LOCAL_SEARCH_SLICE` s) come before the batches of the steps, the first one after
         the portfolio's exact process has started; easy properties end after a slice or two."""
         pts = self._root_points
@@ -340,12 +342,11 @@ class Search:
     def _local_search_slice(self) -> bool:
         """One slice of the root's local search; True when it found a counterexample (exactly
         checked, recorded in ``found``)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stop = Deadline.after(min(LOCAL_SEARCH_SLICE, self._ls_left)).earlier(self.deadline)
         ends = self._ls.advance(stop)
-        spent = time.perf_counter() - t0
-        self._ls_left -= spent
-        self.stats.time_attack += spent
+        self._ls_left -= time.process_time() - c0      # CPU time: the same work on a busy machine
+        self.stats.time_attack += time.perf_counter() - t0
         if self.found is None and ends:
             self._check(torch.stack(ends))
         if self.found is not None or self._ls.done or self._ls_left <= 0:
