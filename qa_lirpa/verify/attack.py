@@ -88,7 +88,11 @@ def _gradient(problem: Problem, t: torch.Tensor, ospec: OutputSpec, loose: torch
     return g
 
 
-#: candidate values per input dimension in one step of :func:`local_search` (a dimension with at
+#: moves scored per forward pass in a step of :class:`LocalSearch` (the deadline is looked at
+#: between chunks)
+LS_CHUNK = 256
+
+#: candidate values per input dimension in one step of :class:`LocalSearch` (a dimension with at
 #: most this many other grid values tries them all)
 LS_VALUES = 8
 
@@ -143,13 +147,18 @@ class LocalSearch:
         self._cur: torch.Tensor | None = None    # the descent in progress, and its score
         self._cv = math.inf
         self.n_kick = min(self.lo.numel(), max(4, self.lo.numel() // 40))
+        self.chunk = LS_CHUNK
 
     def _score(self, pts: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return violation(self.p.attack_forward(pts.to(torch.float64)), self.ospec)
 
-    def _step(self, cur: torch.Tensor, cv: float) -> tuple[torch.Tensor, float] | None:
-        """One descent step from ``cur``; None at a local minimum."""
+    def _step(self, cur: torch.Tensor, cv: float, deadline: Deadline) -> tuple[torch.Tensor, float] | None | bool:
+        """One descent step from ``cur``: the better point, None at a local minimum, False when
+        ``deadline`` came first (the moves are scored in chunks, :data:`LS_CHUNK` at first; the
+        first chunk always is. After a cut the chunks and the moves per step halve, down to one
+        move of one forward pass, so that on a large model a step comes to fit a slice and a cut
+        costs at most one chunk past the deadline)."""
         vals, ok = _move_values(cur, self.lo, self.hi)
         dims, slot = ok.nonzero(as_tuple=True)
         if dims.numel() == 0 or cv <= -1e30:
@@ -162,7 +171,15 @@ class LocalSearch:
             dims, new = dims[keep], new[keep]
         pts = cur.unsqueeze(0).repeat(dims.numel(), 1)
         pts[torch.arange(dims.numel(), device=cur.device), dims] = new
-        sc = self._score(pts)
+        parts = []
+        for i in range(0, pts.shape[0], self.chunk):
+            if parts and deadline.expired():
+                self.chunk = max(1, self.chunk // 2)
+                self.candidates = max(self.chunk, self.candidates // 2)
+                self.all_moves = max(self.chunk, min(self.all_moves, pts.shape[0]) // 2)
+                return False
+            parts.append(self._score(pts[i:i + self.chunk]))
+        sc = torch.cat(parts)
         first, seen = [], set()                  # the best move of each coordinate, best first
         for o in torch.argsort(sc).tolist():
             d = int(dims[o])
@@ -196,8 +213,10 @@ class LocalSearch:
         start[dims] = lo[dims] + (u * (width + 1).to(torch.float64)).to(torch.int64).clamp(max=width)
         return start
 
-    def advance(self, deadline: Deadline) -> list[torch.Tensor]:
-        """Go on until ``deadline`` (or :attr:`done`); the descents' end points of this slice."""
+    def advance(self, deadline: Deadline, hard: Deadline | None = None) -> list[torch.Tensor]:
+        """Go on until ``deadline`` (or :attr:`done`); the descents' end points of this slice. A
+        step that has begun is finished unless ``hard`` (default ``deadline``) comes first."""
+        hard = deadline if hard is None else hard
         new_ends = []
         while not self.done and not deadline.expired():
             if self._cur is None:
@@ -206,7 +225,9 @@ class LocalSearch:
                     break
                 self._cur = self._next_start()
                 self._cv = float(self._score(self._cur.unsqueeze(0))[0])
-            moved = self._step(self._cur, self._cv)
+            moved = self._step(self._cur, self._cv, hard)
+            if moved is False:                   # out of time within the step: resume from _cur
+                break
             if moved is not None:
                 self._cur, self._cv = moved
                 continue

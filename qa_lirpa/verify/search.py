@@ -344,7 +344,7 @@ class Search:
         checked, recorded in ``found``)."""
         t0, c0 = time.perf_counter(), time.process_time()
         stop = Deadline.after(min(LOCAL_SEARCH_SLICE, self._ls_left)).earlier(self.deadline)
-        ends = self._ls.advance(stop)
+        ends = self._ls.advance(stop, hard=Deadline.after(LOCAL_SEARCH_SLICE + LOCAL_SEARCH_GRACE).earlier(self.deadline))
         self._ls_left -= time.process_time() - c0      # CPU time: the same work on a busy machine
         self.stats.time_attack += time.perf_counter() - t0
         if self.found is None and ends:
@@ -396,8 +396,10 @@ class Search:
             self.crown_cost = _ema(self.crown_cost, crown_time / n)
 
 
-#: seconds of the root's local search before each batch while it has budget
+#: seconds of the root's local search before each batch while it has budget; a descent step that
+#: has begun may run this much longer before it is cut (and the next steps made smaller)
 LOCAL_SEARCH_SLICE = 0.25
+LOCAL_SEARCH_GRACE = 0.5
 
 
 def grid_points(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -104,3 +104,20 @@ def test_local_search_is_validated():
     with pytest.raises(ValueError, match="local_search"):
         VerifierConfig(local_search_s=-1.0)
     assert VerifierConfig(method="paper").effective().local_search_s == 0.0
+
+
+def test_a_step_cut_by_its_slice_resumes_with_fewer_moves(monkeypatch):
+    """Slices shorter than one step (a large model): the step stops between chunks, the next
+    steps score fewer moves, and the descents still end (no slice is wasted forever)."""
+    model, spec = make_case(201)
+    p, (lo, hi), ospec = _problem_and_spec(model, spec)
+    monkeypatch.setattr(attack, "LS_CHUNK", 1)
+    g = torch.Generator().manual_seed(0)
+    ls = attack.LocalSearch(p, lo[0], hi[0], ospec, attack.box_points(p, lo, hi, 2, g), g, all_moves=64)
+    for _ in range(400):
+        ls.advance(Deadline.after(0.0005))
+        if ls.ends or ls.done:
+            break
+    assert ls.all_moves < 64, "no step was cut by its slice"
+    assert ls.ends or ls.done
+    assert all(bool(((e >= lo[0]) & (e <= hi[0])).all()) for e in ls.ends)
