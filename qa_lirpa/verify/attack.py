@@ -1,6 +1,6 @@
 """Counterexample search: PGD through the straight-through (fake-quant, float64) model, snapped to
 the input grid, plus box corners, centres and random grid points, and a greedy descent on the grid
-itself (:func:`local_search`: PGD's snapped points are often a few pixel moves short of a violation
+itself (:class:`LocalSearch`: PGD's snapped points are often a few pixel moves short of a violation
 that the rounding hides from the straight-through gradient).
 
 Nothing here decides a verdict: every candidate is checked by the caller with the exact semantics
@@ -117,6 +117,13 @@ def _move_values(cur: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple
     return vals, ok & ~dup
 
 
+def _moved(cur: torch.Tensor, dims: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``[K, D]``: ``cur`` with coordinate ``dims[k]`` set to ``new[k]``, one move per row."""
+    pts = cur.unsqueeze(0).repeat(dims.numel(), 1)
+    pts[torch.arange(dims.numel(), device=cur.device), dims] = new
+    return pts
+
+
 class LocalSearch:
     """Iterated greedy descent of :func:`violation` (the fake-quant float64 model) on the integer
     grid of the box ``[lo, hi]`` (``[D]`` int64), run in slices (:meth:`advance`) so that a caller
@@ -169,16 +176,14 @@ class LocalSearch:
                           torch.zeros(1, dtype=torch.bool, device=cur.device))[0]
             keep = torch.argsort(g[dims] * (new - cur[dims]).to(torch.float64))[: self.candidates]
             dims, new = dims[keep], new[keep]
-        pts = cur.unsqueeze(0).repeat(dims.numel(), 1)
-        pts[torch.arange(dims.numel(), device=cur.device), dims] = new
         parts = []
-        for i in range(0, pts.shape[0], self.chunk):
+        for i in range(0, dims.numel(), self.chunk):   # the moved points a chunk at a time (memory)
             if parts and deadline.expired():
                 self.chunk = max(1, self.chunk // 2)
                 self.candidates = max(self.chunk, self.candidates // 2)
-                self.all_moves = max(self.chunk, min(self.all_moves, pts.shape[0]) // 2)
+                self.all_moves = max(self.chunk, min(self.all_moves, dims.numel()) // 2)
                 return False
-            parts.append(self._score(pts[i:i + self.chunk]))
+            parts.append(self._score(_moved(cur, dims[i:i + self.chunk], new[i:i + self.chunk])))
         sc = torch.cat(parts)
         first, seen = [], set()                  # the best move of each coordinate, best first
         for o in torch.argsort(sc).tolist():
@@ -192,7 +197,7 @@ class LocalSearch:
         best = best[sc[best] < cv]
         if best.numel() == 0:
             return None
-        tries = [pts[best[0]]]
+        tries = [_moved(cur, dims[best[:1]], new[best[:1]])[0]]
         for n in (best.numel(), best.numel() // 2):
             if n > 1:
                 q = cur.clone()
@@ -242,13 +247,4 @@ class LocalSearch:
         return new_ends
 
 
-def local_search(problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec, starts: torch.Tensor,
-                 deadline: Deadline, gen: torch.Generator, **kw) -> torch.Tensor:
-    """:class:`LocalSearch` run until ``deadline`` (or a confirmed violation): the points its
-    descents ended at (``[K, D]``; ``starts`` if none ended), for the caller's exact check."""
-    ls = LocalSearch(problem, lo, hi, ospec, starts, gen, **kw)
-    ls.advance(deadline)
-    return torch.stack(ls.ends) if ls.ends else starts.to(torch.int64).reshape(starts.shape[0], -1)
-
-
-__all__ = ["violation", "box_points", "pgd", "LocalSearch", "local_search"]
+__all__ = ["violation", "box_points", "pgd", "LocalSearch"]

@@ -81,7 +81,7 @@ class VerifierConfig:
     #: random grid points checked exactly at the root
     random_points: int = 32
     #: grid models: once CROWN, the root attack and alpha-CROWN have left the root open, a greedy
-    #: descent on the input grid (qa_lirpa.verify.attack.local_search) from the
+    #: descent on the input grid (qa_lirpa.verify.attack.LocalSearch) from the
     #: ``local_search_starts`` best attack points, for at most this many seconds of the process's
     #: CPU time, in slices before the batches (0: never).
     #: Since issue 14: PGD's snapped points can end a few pixel moves short of a violation

@@ -347,7 +347,7 @@ class Search:
         ends = self._ls.advance(stop, hard=Deadline.after(LOCAL_SEARCH_SLICE + LOCAL_SEARCH_GRACE).earlier(self.deadline))
         self._ls_left -= time.process_time() - c0      # CPU time: the same work on a busy machine
         self.stats.time_attack += time.perf_counter() - t0
-        if self.found is None and ends:
+        if self.found is None and ends:     # the float score can also miss by a rounding the other way
             self._check(torch.stack(ends))
         if self.found is not None or self._ls.done or self._ls_left <= 0:
             self._ls = None

@@ -1,4 +1,4 @@
-"""The root's greedy descent on the input grid (``attack.local_search``, ``local_search_s``):
+"""The root's greedy descent on the input grid (``attack.LocalSearch``, ``local_search_s``):
 its points stay on the box's grid, a descent never ends worse than it started, it reaches the
 minimum where the score is separable, and the verifier with it still agrees with enumeration."""
 from __future__ import annotations
@@ -25,6 +25,13 @@ def _problem_and_spec(model, spec: InputSpec):
     return p, box, ospec
 
 
+def local_search(p, lo, hi, ospec, starts, deadline, gen, **kw) -> torch.Tensor:
+    """The descents' end points of a LocalSearch run until ``deadline`` (``starts`` if none ended)."""
+    ls = attack.LocalSearch(p, lo, hi, ospec, starts, gen, **kw)
+    ls.advance(deadline)
+    return torch.stack(ls.ends) if ls.ends else starts.to(torch.int64).reshape(starts.shape[0], -1)
+
+
 def _score(p, ospec, pts: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return attack.violation(p.attack_forward(pts.to(torch.float64)), ospec)
@@ -38,7 +45,7 @@ def test_descent_stays_on_the_grid_and_never_ends_worse(seed):
     lo, hi = box
     g = torch.Generator().manual_seed(seed)
     starts = attack.box_points(p, lo, hi, 4, g)
-    ends = attack.local_search(p, lo[0], hi[0], ospec, starts, Deadline.after(5.0), g, candidates=3, all_moves=0)
+    ends = local_search(p, lo[0], hi[0], ospec, starts, Deadline.after(5.0), g, candidates=3, all_moves=0)
     assert ends.dtype == torch.int64 and ends.shape[1] == lo.shape[1]
     assert bool(((ends >= lo) & (ends <= hi)).all())
     # the first descents start from the starts, in order
@@ -60,7 +67,7 @@ def test_descent_reaches_the_minimum_of_a_separable_score():
     g = torch.Generator().manual_seed(0)
     for corner in (lo, hi):
         calls = []
-        end = attack.local_search(p, lo[0], hi[0], ospec, corner, Deadline.after(10.0), g, combine=1,
+        end = local_search(p, lo[0], hi[0], ospec, corner, Deadline.after(10.0), g, combine=1,
                                   confirm=lambda pt: calls.append(pt) is None)
         assert float(_score(p, ospec, end[-1:])[0]) <= 0.0
         assert calls, "a float violation must be handed to the exact check"
@@ -78,7 +85,7 @@ def test_a_refused_float_violation_does_not_end_the_search():
     spec = InputSpec(lower, upper, [(np.array([[1.0]]), np.array([y.max()]))])   # every point violates
     p, (lo, hi), ospec = _problem_and_spec(model, spec)
     refused = []
-    ends = attack.local_search(p, lo[0], hi[0], ospec, lo, Deadline.after(0.5), torch.Generator().manual_seed(0),
+    ends = local_search(p, lo[0], hi[0], ospec, lo, Deadline.after(0.5), torch.Generator().manual_seed(0),
                                confirm=lambda pt: refused.append(pt) and False)
     assert len(refused) >= 2 and ends.shape[0] == len(refused)
 
