@@ -84,7 +84,7 @@ ROUNDINGS = ROUNDING_MODES          # every mode of QuantSpec, drawn uniformly p
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
-TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local")
+TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local", "presolve")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -442,12 +442,15 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
         if tool == "milp":
             verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1,) + _shape(case.meta))
             verdict = verdict.value                # the campaign's words are the Verdict values
-        elif tool == "process":
+        elif tool in ("process", "presolve"):
             from qa_lirpa.base.deadline import Deadline
             from qa_lirpa.verify.portfolio import ExactChild, backend_for
 
-            child = ExactChild(backend_for("auto"), case.model, [case.spec], (1,) + _shape(case.meta),
-                               Deadline.after(timeout))
+            backend, options = backend_for("auto"), None
+            if tool == "presolve":      # the large-model settings: no LP tightening, no CP-SAT presolve
+                options = {"tighten": False, "presolve": False} if backend == "cpsat" else {"tighten": False}
+            child = ExactChild(backend, case.model, [case.spec], (1,) + _shape(case.meta),
+                               Deadline.after(timeout), options=options)
             try:
                 ans = None
                 while ans is None:
@@ -581,6 +584,7 @@ def markdown_table(s: dict) -> str:
              "bab_handover": "verifier bab, falsify off, MILP hand-over at once", "paper": "verifier paper",
              "milp": "MILP (HiGHS)", "portfolio": "verifier bab + portfolio process, falsify off",
              "process": "portfolio process alone",
+             "presolve": "portfolio process alone, no LP tightening, no CP-SAT presolve",
              "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off",
              "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off"}
     for tool, t in s["tools"].items():

@@ -120,6 +120,11 @@ class VerifierConfig:
     #: where the LPs alone took about 20 s on hard images and CP-SAT without them proved some in
     #: 3-13 s: benchmarks/results/certify_full/eps4_tighten)
     exact_tighten: Literal["auto", "on", "off"] = "auto"
+    #: CP-SAT's presolve in the exact procedures (the portfolio's process, exact_fallback "cpsat"):
+    #: "on", "off", or "auto" (on up to 1024 hidden units, off above: on the eps=4 MNIST conv
+    #: net's 35 slowest images, two processes side by side, 20 instead of 25 timeouts;
+    #: benchmarks/results/certify_full/eps4_presolve/ablation.md)
+    cpsat_presolve: Literal["auto", "on", "off"] = "auto"
     #: HiGHS threads for the MILP (0: HiGHS's default, half the cores); CP-SAT workers (0: one)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string
@@ -144,6 +149,7 @@ class VerifierConfig:
                    "portfolio must be 'none', 'auto', 'cpsat' or 'milp'"),
                   (self.portfolio_after >= 0, "portfolio_after must be >= 0"),
                   (self.exact_tighten in ("auto", "on", "off"), "exact_tighten must be 'auto', 'on' or 'off'"),
+                  (self.cpsat_presolve in ("auto", "on", "off"), "cpsat_presolve must be 'auto', 'on' or 'off'"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),
                   (0.0 < self.exact_share <= 1.0, "exact_share must be in (0, 1]"),
                   (self.exact_max_boxes >= 0 and self.exact_threads >= 0,

@@ -42,7 +42,7 @@ def backend_for(choice: str) -> str:
 
 
 def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tuple, deadline_at: float,
-                threads: Optional[int], tighten: bool = True) -> None:
+                threads: Optional[int], options: Optional[dict] = None) -> None:
     from ..exact.highs_worker import _die_with_parent
 
     _die_with_parent()
@@ -60,7 +60,7 @@ def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tu
             solve = _milp.solve_milp
         deadline = Deadline(deadline_at)
         for i, spec in enumerate(specs):
-            r = solve(model, spec, timeout=deadline, input_shape=shape, threads=threads, tighten=tighten)
+            r = solve(model, spec, timeout=deadline, input_shape=shape, threads=threads, **(options or {}))
             name = r.verdict.name
             if name == "SAT":
                 conn.send(("SAT", i, np.asarray(r.counterexample, dtype=np.float64), ""))
@@ -80,11 +80,12 @@ def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tu
 
 class ExactChild:
     """One exact solve of ``specs`` (all must be unsat for ``unsat``) in a forked process;
-    ``tighten``: the solver's rigorous LP bound tightening of the hidden units first (see
-    :func:`qa_lirpa.exact.cpsat.solve_cpsat`)."""
+    ``options``: keyword arguments of the backend's solve (e.g. ``tighten``, the rigorous LP bound
+    tightening of the hidden units first, and for CP-SAT ``presolve``; see
+    :func:`qa_lirpa.exact.cpsat.solve_cpsat` and :func:`qa_lirpa.verify.bab.exact_options`)."""
 
     def __init__(self, backend: str, model, specs: Sequence[InputSpec], shape: tuple, deadline: Deadline,
-                 threads: Optional[int] = None, tighten: bool = True) -> None:
+                 threads: Optional[int] = None, options: Optional[dict] = None) -> None:
         self.backend = backend
         if backend == "cpsat":          # import here, once: every child then starts with it loaded
             from ..exact import cpsat  # noqa: F401
@@ -96,7 +97,7 @@ class ExactChild:
         self.t0 = time.monotonic()
         self.proc = ctx.Process(target=_child_main, daemon=True,
                                 args=(child_conn, backend, model, list(specs), tuple(shape), deadline.at, threads,
-                                      tighten))
+                                      dict(options or {})))
         self.proc.start()
         child_conn.close()
         self.answer: Optional[tuple] = None

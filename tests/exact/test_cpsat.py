@@ -107,7 +107,8 @@ def test_random_cases_cover_sat_and_unsat():
 def test_matches_enumeration(seed):
     model, spec, shape, truth = random_case(seed)
     kw = {"mode": ("split", "combined")[seed % 4 == 1], "objective": seed % 5 != 4,
-          "tighten": seed % 3 != 2, "threads": 2 if seed % 8 == 3 else 1}
+          "tighten": seed % 3 != 2, "threads": 2 if seed % 8 == 3 else 1,
+          "presolve": (seed // 2) % 2 == 0}
     res = solve_cpsat(model, spec, timeout=30, **kw)
     assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), (res, truth, kw)
     if truth:

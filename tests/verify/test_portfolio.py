@@ -8,6 +8,7 @@ import importlib.util
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +139,13 @@ def test_config_validation():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_process_without_lp_tightening_agrees_with_enumeration(cases, backend):
-    """``exact_tighten: off`` (the default above 1024 hidden units): the exact process solves
-    on interval domains alone; its verdicts still equal enumeration."""
+    """``exact_tighten: off`` and ``cpsat_presolve: off`` (the defaults above 1024 hidden units):
+    the exact process solves on interval domains alone, CP-SAT without its presolve; its verdicts
+    still equal enumeration."""
     for case in cases:
         child = ExactChild(backend, case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20),
-                           tighten=False)
+                           options=_bab.exact_options(VerifierConfig(exact_tighten="off", cpsat_presolve="off"),
+                                                      None, backend))
         ans = None
         while ans is None:
             ans = child.poll()
@@ -163,3 +166,13 @@ def test_tighten_policy_follows_the_model_size(cases):
     assert _bab.exact_tighten("auto", problem) is False and _bab.exact_tighten("on", problem) is True
     with pytest.raises(ValueError):
         VerifierConfig(exact_tighten="sometimes")
+    cfg = VerifierConfig(device="cpu")
+    assert _bab.exact_options(cfg, problem, "milp") == {"tighten": False}
+    assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": False, "presolve": False}
+    problem.crown.units = _bab.TIGHTEN_UNITS
+    assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": True, "presolve": True}
+    assert _bab.exact_options(replace(cfg, cpsat_presolve="off"), problem, "cpsat")["presolve"] is False
+    problem.crown.units = _bab.TIGHTEN_UNITS + 1
+    assert _bab.exact_options(replace(cfg, cpsat_presolve="on"), problem, "cpsat")["presolve"] is True
+    with pytest.raises(ValueError):
+        VerifierConfig(cpsat_presolve="maybe")
