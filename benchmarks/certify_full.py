@@ -12,7 +12,8 @@ A variant is ``NAME:KEY=VALUE,KEY=VALUE`` (VerifierConfig overrides; empty: the 
 Variants run one after the other, each with all K workers (the same machine, so compare their
 walls only within one run); an interrupted variant resumes from its certify journal. ``--rerun-slow S`` then re-runs every sample that took more than S
 seconds in any variant, the variants taking turns on each sample in one process (like-for-like
-per-instance ratios). Each task uses one torch thread (CP-SAT / HiGHS one worker each).
+per-instance ratios); ``--slow-from CSV`` runs only that re-run (an ablation), in ``--rerun-procs``
+processes side by side (2: the cores are shared as in a two-worker full-set run). Each task uses one torch thread (CP-SAT / HiGHS one worker each).
 """
 from __future__ import annotations
 
@@ -89,15 +90,47 @@ def rerun(args, variants, indices: list[int]) -> dict:
     return out
 
 
+def _share_main(args, variants, indices: list[int], path: Path) -> None:
+    res = rerun(args, variants, indices)
+    path.write_text(json.dumps({n: {str(i): list(v) for i, v in r.items()} for n, r in res.items()}))
+
+
+def rerun_shared(args, variants, indices: list[int], procs: int) -> dict:
+    """:func:`rerun` with the samples dealt round-robin to ``procs`` processes running side by side
+    (so that, as in a full-set run with two workers, two verifiers and their exact processes share
+    the cores); each process takes the variants in turns on each of its samples."""
+    if procs <= 1:
+        return rerun(args, variants, indices)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")          # not daemonic: the verifier's portfolio forks its own process
+    files = [args.out_dir / f".rerun_share{k}.json" for k in range(procs)]
+    ps = [ctx.Process(target=_share_main, args=(args, variants, indices[k::procs], files[k])) for k in range(procs)]
+    for q in ps:
+        q.start()
+    for q in ps:
+        q.join()
+    if any(q.exitcode for q in ps):
+        raise SystemExit(f"a re-run process failed (exit codes {[q.exitcode for q in ps]})")
+    out: dict = {n: {} for n, _ in variants}
+    for f in files:
+        for n, r in json.loads(f.read_text()).items():
+            out[n].update({int(i): (v[0], float(v[1])) for i, v in r.items()})
+        f.unlink()
+    return out
+
+
 def ablation(args, variants) -> int:
     slow = sorted(i for i, (v, t) in read(args.slow_from).items() if t > args.rerun_slow)
     t0 = time.monotonic()
-    rr = rerun(args, variants, slow)
+    rr = rerun_shared(args, variants, slow, args.rerun_procs)
     wall = time.monotonic() - t0
     base = variants[0][0]
+    where = "one process" if args.rerun_procs <= 1 else f"{args.rerun_procs} processes side by side, the samples dealt round-robin"
     lines = [f"Ablation: certify {args.model}, eps {args.eps:g}, timeout {args.timeout:g} s: the {len(slow)} samples "
-             f"slower than {args.rerun_slow:g} s in {args.slow_from}, every variant in turns on each sample, one "
-             f"process (wall {wall:.0f} s)", "",
+             f"slower than {args.rerun_slow:g} s in {args.slow_from}, every variant in turns on each sample, {where} "
+             f"(wall {wall:.0f} s)", "",
+             "Command: `PYTHONPATH=. .venv/bin/python benchmarks/certify_full.py " + " ".join(args.argv) + "`", "",
              "| variant | settings | robust | falsified | timeout | summed s | median ratio to " + base + " |",
              "|---|---|---|---|---|---|---|"]
     for n, over in variants:
@@ -131,10 +164,14 @@ def main(argv=None) -> int:
     p.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--rerun-slow", type=float, default=0.0, help="re-run samples slower than this, interleaved")
+    p.add_argument("--rerun-procs", type=int, default=1,
+                   help="the ablation's re-run in this many processes side by side (2: the cores shared as in "
+                        "a two-worker full-set run)")
     p.add_argument("--slow-from", type=Path, default=None,
                    help="only the interleaved re-run (an ablation): the samples slower than --rerun-slow "
                         "in this CSV (index,verdict,time_s), every --variant in turns on each")
     args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     variants = [parse_variant(v) for v in (args.variant or ["landed:"])]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.slow_from is not None:
