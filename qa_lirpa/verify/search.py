@@ -335,7 +335,10 @@ class Search:
         with torch.no_grad():
             v = attack.violation(self.p.attack_forward(pts.to(torch.float64)), self.ospec)
         starts = pts[torch.argsort(v)[: max(1, self.cfg.local_search_starts)]]
-        self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, self.gen, confirm=self._check)
+        # its own random stream: the search's other random draws (the box attacks) stay what they
+        # are without it
+        own = torch.Generator().manual_seed(int(self.cfg.seed) + 1)
+        self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, own, confirm=self._check)
         self._ls_left = self.cfg.local_search_s
         self.stats.local_search_calls += 1
 
