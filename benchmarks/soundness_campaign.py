@@ -36,7 +36,15 @@ Each case is then decided by
   no CROWN (more roots stay open), portfolio and MILP off (the table counts the cases it ran on,
   and the sat ones it decided);
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
-  on the whole property, its answer and counterexample taken as they come back over the pipe).
+  on the whole property, its answer and counterexample taken as they come back over the pipe);
+* ``presolve``: the same process with the large-model settings (no LP tightening, no CP-SAT
+  presolve);
+* ``yield``: bab with the portfolio and the MILP hand-over at once, ``portfolio_yield: 0.9``,
+  ``exact_beside_portfolio: off``,
+  ``falsify: false``, no alpha-CROWN (else the process answers before a batch), and branch and
+  bound told it is always behind (``Search.eta`` infinite), so it waits for the process
+  between its batches and the hand-over waits for the process to stop (the table counts the cases
+  that waited).
 
 ``--tools`` picks a subset (e.g. ``--tools portfolio,process`` for the portfolio's campaign).
 
@@ -56,9 +64,11 @@ case seed is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import itertools
+import math
 import platform
 import sys
 import time
@@ -84,7 +94,8 @@ ROUNDINGS = ROUNDING_MODES          # every mode of QuantSpec, drawn uniformly p
 BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
-TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local", "presolve")
+TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local", "presolve",
+         "yield")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -435,6 +446,25 @@ def _judge(case: Case, verdict: str, x, seconds: float) -> Outcome:
     return Outcome(verdict, seconds, problem)
 
 
+@contextlib.contextmanager
+def _always_behind(on: bool):
+    """The ``yield`` tool: branch and bound is told that it is always behind (``Search.eta`` is
+    infinite), so it waits for the portfolio's process between its batches and the MILP hand-over
+    waits until the process has stopped: the scheduling paths of ``portfolio_yield`` on cases that
+    branch and bound alone would decide at once."""
+    if not on:
+        yield
+        return
+    from qa_lirpa.verify.search import Search
+
+    saved = Search.eta
+    Search.eta = lambda self: math.inf
+    try:
+        yield
+    finally:
+        Search.eta = saved
+
+
 def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
     t0 = time.perf_counter()
     note = ""
@@ -469,6 +499,9 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 extra = {"portfolio": "none"}
             if tool == "portfolio":
                 extra = {"portfolio": "auto", "exact_fallback": "none"}
+            if tool == "yield":
+                extra = {"portfolio": "auto", "portfolio_yield": 0.9, "exact_fallback": "milp", "exact_after": 0.0,
+                         "alpha_root": False, "exact_beside_portfolio": "off"}
             if tool == "alpha":
                 extra = {"portfolio": "none", "exact_fallback": "none", "alpha_root": True, "crown": "always",
                          "crown_method": "CROWN"}
@@ -476,12 +509,15 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
                          "random_points": 0, "attack_steps": 0, "local_search_s": 2.0, "local_search_starts": 2}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
-                                 falsify=tool not in ("bab_nf", "bab_handover", "portfolio", "alpha"), device="cpu",
+                                 falsify=tool not in ("bab_nf", "bab_handover", "portfolio", "alpha", "yield"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
-            res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=_shape(case.meta))
+            with _always_behind(tool == "yield"):
+                res = verify(case.model, [case.spec], cfg, timeout=timeout, input_shape=_shape(case.meta))
             verdict, x = res.verdict.value, res.counterexample
             if tool == "portfolio" and ("; unsat after" in res.stats.portfolio or "; sat after" in res.stats.portfolio):
                 note = "process"
+            if tool == "yield" and res.stats.time_yield:
+                note = "waited"
             if tool == "alpha" and res.stats.alpha_calls:
                 note = "alpha"
             if tool == "local" and res.stats.local_search_calls:
@@ -568,6 +604,7 @@ def summarize(results: list[CaseResult]) -> dict:
             alpha_runs=sum(o.note == "alpha" for o in outs),
             local_runs=sum(o.note in ("local", "local_sat") for o in outs),
             local_sat=sum(o.note == "local_sat" for o in outs),
+            waited=sum(o.note == "waited" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
 
@@ -585,6 +622,7 @@ def markdown_table(s: dict) -> str:
              "milp": "MILP (HiGHS)", "portfolio": "verifier bab + portfolio process, falsify off",
              "process": "portfolio process alone",
              "presolve": "portfolio process alone, no LP tightening, no CP-SAT presolve",
+             "yield": "verifier bab + portfolio process, bab told it is always behind (waits for the process)",
              "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off",
              "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off"}
     for tool, t in s["tools"].items():
@@ -602,6 +640,10 @@ def markdown_table(s: dict) -> str:
         t = s["tools"]["local"]
         lines += ["", f"local: the root's local search ran on {t['local_runs']} of {t['runs']} cases; "
                       f"{t['local_sat']} of them were sat at the root (found by it, or by a centre check)"]
+    if "yield" in s["tools"]:
+        t = s["tools"]["yield"]
+        lines += ["", f"yield: branch and bound waited for the exact process in {t['waited']} of {t['runs']} "
+                      "cases (the rest were decided before a batch ran)"]
     return "\n".join(lines) + "\n"
 
 

@@ -128,3 +128,16 @@ def test_exact_process_without_presolve_agrees_with_enumeration():
         assert not r.bugs, (r.case.case_seed, r.bugs)
         assert r.outcomes["presolve"].verdict == r.case.truth, r.case.case_seed
     assert {r.case.truth for r in out} == {"sat", "unsat"}
+
+
+def test_waiting_for_the_exact_process_agrees_with_enumeration():
+    """The ``yield`` tool (branch and bound always behind, so it waits for the portfolio's process
+    and the hand-over waits too): every verdict equals enumeration on chain and DAG cases, and
+    some cases did wait."""
+    out = sc.campaign(8, seed=31, timeout=20.0, paper_every=0, tools=("yield",))
+    out += sc.campaign(8, seed=31, timeout=20.0, paper_every=0, tools=("yield",), family="dag")
+    for r in out:
+        assert not r.bugs, (r.case.case_seed, r.bugs)
+        assert r.outcomes["yield"].verdict == r.case.truth, r.case.case_seed
+    assert {r.case.truth for r in out} == {"sat", "unsat"}
+    assert any(r.outcomes["yield"].note == "waited" for r in out)

@@ -212,15 +212,22 @@ class Verifier:
         searches, verdicts = [], []
         for s in specs:
             search = Search(problem, s, self.config, stats, deadline, gen)
-            v = search.start()
-            if v is Verdict.SAT:
-                return self._sat(search, stats)
+            v = search.bound_root()
             if v is None:
                 searches.append(search)
             else:
                 verdicts.append(v)
         portfolio = _Portfolio(self, problem, searches, stats, deadline) if searches else None
         try:
+            if portfolio is not None:
+                portfolio.check()     # the exact process starts now, beside the root attacks and alpha-CROWN
+            for search in list(searches):
+                v = search.open_root()
+                if v is Verdict.SAT:
+                    return self._sat(search, stats)
+                if v is not None:
+                    verdicts.append(v)
+                    searches.remove(search)
             return self._loop(problem, searches, verdicts, stats, deadline, handover, start, portfolio)
         finally:
             if portfolio is not None:
@@ -228,6 +235,7 @@ class Verifier:
 
     def _loop(self, problem, searches: list[Search], verdicts: list, stats: VerifyStats, deadline: Deadline,
               handover: Deadline | None, start: float, portfolio: "_Portfolio | None") -> VerifyResult:
+        waited = False
         while searches:
             if portfolio is not None:
                 out = portfolio.check()
@@ -236,7 +244,14 @@ class Verifier:
             if deadline.expired():
                 return VerifyResult(Verdict.TIMEOUT if problem.integral else Verdict.UNKNOWN, stats=stats,
                                     message="time limit reached")
-            if handover is not None and handover.expired() and not any(s.local_search_pending for s in searches):
+            if not waited and portfolio is not None and portfolio.running and self._behind(searches, deadline):
+                portfolio.wait(self._yield_seconds(searches, deadline))
+                waited = True                             # then one round of batches
+                continue
+            waited = False
+            if (handover is not None and handover.expired() and not any(s.local_search_pending for s in searches)
+                    and not (portfolio is not None and portfolio.running
+                             and not _small_model(self.config.exact_beside_portfolio, problem))):
                 handover = None
                 exact_deadline = deadline.fraction(self.config.exact_share)
                 out = self._exact(problem, searches, stats, deadline, time.monotonic() - start, exact_deadline)
@@ -257,6 +272,27 @@ class Verifier:
         if all(v is Verdict.UNSAT for v in verdicts):
             return VerifyResult(Verdict.UNSAT, stats=stats)
         return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
+
+    def _behind(self, searches: list[Search], deadline: Deadline) -> bool:
+        """Whether branch and bound should leave the core to the portfolio's process: yielding
+        is on (``portfolio_yield``), the root's local searches are done, every search has run a
+        batch, and at their rates so far the searches would not prove the rest by the deadline.
+        Scheduling only: both sides stay sound whatever this says."""
+        if self.config.portfolio_yield <= 0.0:
+            return False
+        if any(s.local_search_pending or s.batches == 0 for s in searches):
+            return False
+        return sum(s.eta() for s in searches) > deadline.remaining()
+
+    def _yield_seconds(self, searches: list[Search], deadline: Deadline) -> float:
+        """How long to wait for the portfolio's process before the next batches: ``y / (1 - y)``
+        times the last batches' seconds (so that waiting takes the share ``y`` of the time), the
+        rest of the time at ``y = 1``."""
+        y = self.config.portfolio_yield
+        left = max(0.0, deadline.remaining())
+        if y >= 1.0:
+            return left
+        return min(left, y / (1.0 - y) * sum(max(s.last_batch_seconds, 1e-3) for s in searches))
 
     def _exact(self, problem, searches: list[Search], stats: VerifyStats, deadline: Deadline,
                elapsed: float, exact_deadline: Deadline | None = None) -> VerifyResult | bool:
@@ -418,7 +454,7 @@ class _Portfolio:
                                 options=exact_options(self.v.config, self.problem, self.backend))
         self.fd = self.child._conn.fileno()
         _milp._WORKER.abort_fd = self.fd
-        self.stats.portfolio = f"{self.backend} process started ({self.v.config.portfolio_after:.2f} s after the root box)"
+        self.stats.portfolio = f"{self.backend} process started ({self.v.config.portfolio_after:.2f} s after the root box's bounds)"
 
     def check(self) -> VerifyResult | None:
         """A result once the exact process has decided, else None (also when it has stopped
@@ -451,6 +487,19 @@ class _Portfolio:
             return None
         self.stats.portfolio += f"; {message or name.lower()} after {took}"
         return None
+
+    @property
+    def running(self) -> bool:
+        """Whether the exact process has started and not yet answered."""
+        return self.child is not None and not self.done
+
+    def wait(self, seconds: float) -> None:
+        """Leave the core to the exact process for up to ``seconds`` (until it answers; the
+        answer is then read by :meth:`check`)."""
+        if self.running:
+            t0 = time.monotonic()
+            self.child.wait(min(seconds, max(0.0, self.deadline.remaining())))
+            self.stats.time_yield += time.monotonic() - t0
 
     def _detach(self) -> None:
         from ..exact import milp as _milp

@@ -15,12 +15,14 @@ class VerifierConfig:
     bisection: IBP only, widest-dimension split, one box at a time, an attack on every unresolved
     box). The verdicts of both are sound and complete on the input grid; only the speed differs.
 
-    ``portfolio="auto"`` (default; method bab only): once the root box has not decided a
-    property, a forked process runs the exact procedure on the whole property (CP-SAT where
-    OR-Tools is importable, else the MILP) while branch and bound goes on here; the first
-    definitive answer wins (:mod:`qa_lirpa.verify.portfolio`). On the AAAI'21 MNIST benchmark it
-    decides the instances that neither branch and bound nor the MILP fallback decides in 20 s
-    (sample 264); on a conv net it changes nothing (benchmarks/results/verifier_reach_readme.md).
+    ``portfolio="auto"`` (default; method bab only): once the root box's bounds have not decided
+    a property, a forked process runs the exact procedure on the whole property (CP-SAT where
+    OR-Tools is importable, else the MILP) while the root attacks and branch and bound go on here;
+    the first definitive answer wins (:mod:`qa_lirpa.verify.portfolio`). On the AAAI'21 MNIST
+    benchmark it decides the instances that neither branch and bound nor the MILP fallback decides
+    in 20 s (sample 264); on the MNIST conv nets it decides nearly every hard image, and
+    ``portfolio_yield`` leaves it the cores while branch and bound is behind
+    (benchmarks/results/verifier_reach.md).
 
     ``exact_fallback="milp"`` (method bab only): once ``exact_after`` of the time budget has gone
     and boxes are still open, the exact MILP procedure (:mod:`qa_lirpa.exact`, HiGHS) takes
@@ -106,14 +108,30 @@ class VerifierConfig:
     #: than branch and bound would)
     exact_share: float = 0.75
     #: the exact procedure run in a second (forked) process beside branch and bound, on the whole
-    #: property, once the root box has not decided it (qa_lirpa.verify.portfolio): "auto" (CP-SAT
-    #: where OR-Tools is importable, else the MILP), "cpsat", "milp" or "none". The first
-    #: definitive answer wins; the other side is stopped. Independent of exact_fallback (which
-    #: still runs in this process at exact_after). Uses a second core while it runs.
+    #: property, once the root box's bounds have not decided it (qa_lirpa.verify.portfolio): "auto"
+    #: (CP-SAT where OR-Tools is importable, else the MILP), "cpsat", "milp" or "none". The first
+    #: definitive answer wins; the other side is stopped. The exact_fallback hand-over still runs
+    #: in this process at exact_after (see exact_beside_portfolio). Uses a second core while it
+    #: runs.
     portfolio: Literal["none", "auto", "cpsat", "milp"] = "auto"
     #: start the portfolio's process only after this many seconds of branch and bound (0: right
-    #: after the root box), so that easy properties never fork
+    #: after the root box's bounds, beside the root attacks and alpha-CROWN), so that easy
+    #: properties never fork
     portfolio_after: float = 0.0
+    #: while the portfolio's process runs and branch and bound is behind (at its rate so far it
+    #: would not prove the rest of the property by the deadline: Search.eta), this process waits
+    #: for the exact process this share of the time between its batches (1: until it answers);
+    #: 0: never. The cores then go to the exact process: on the eps=4 MNIST conv net it decides
+    #: the hard images while branch and bound proves nothing (with the process started right
+    #: after the root box's bounds and exact_beside_portfolio auto, 36 slowest images, two
+    #: processes side by side: 21 -> 18 timeouts; benchmarks/results/certify_full/eps4_yield)
+    portfolio_yield: float = 0.9
+    #: whether the exact_fallback hand-over runs while the portfolio's process runs ("on"), or
+    #: waits until the process has stopped undecided ("off"); "auto": on up to 1024 hidden units
+    #: (on the AAAI'21 MLP the MILP hand-over, with its LP tightening, falsified samples 300, 303
+    #: and 352 at eps 4 that the CP-SAT process did not), off above (on the eps=4 MNIST conv net
+    #: the MILP without LP tightening decided nothing and took a core from the process)
+    exact_beside_portfolio: Literal["auto", "on", "off"] = "auto"
     #: the exact procedures' (the portfolio's process and the exact_fallback hand-over) rigorous
     #: LP bound tightening of every hidden unit before they solve: "on", "off", or "auto" (on up
     #: to 1024 hidden units, e.g. the AAAI'21 MLP; off above, e.g. the MNIST small_conv models,
@@ -148,6 +166,9 @@ class VerifierConfig:
                   (self.portfolio in ("none", "auto", "cpsat", "milp"),
                    "portfolio must be 'none', 'auto', 'cpsat' or 'milp'"),
                   (self.portfolio_after >= 0, "portfolio_after must be >= 0"),
+                  (0.0 <= self.portfolio_yield <= 1.0, "portfolio_yield must be in [0, 1]"),
+                  (self.exact_beside_portfolio in ("auto", "on", "off"),
+                   "exact_beside_portfolio must be 'auto', 'on' or 'off'"),
                   (self.exact_tighten in ("auto", "on", "off"), "exact_tighten must be 'auto', 'on' or 'off'"),
                   (self.cpsat_presolve in ("auto", "on", "off"), "cpsat_presolve must be 'auto', 'on' or 'off'"),
                   (0.0 <= self.exact_after <= 1.0, "exact_after must be in [0, 1]"),

@@ -1,11 +1,13 @@
 """The exact procedure in a second process beside branch and bound (``VerifierConfig.portfolio``).
 
-:class:`ExactChild` forks the verifying process once a search has not been decided by its root
-box: the child runs the exact procedure (:func:`qa_lirpa.exact.cpsat.solve_cpsat` or
-:func:`qa_lirpa.exact.milp.solve_milp`) on the whole property, every box of it, from the start;
-the parent goes on with branch and bound and looks at the child's answer between batches. The
-first definitive answer wins; the other side is stopped (the child by SIGKILL, then reaped: no
-zombie). The child also dies with its parent (``PR_SET_PDEATHSIG``).
+:class:`ExactChild` forks the verifying process once a search has not been decided by the
+bounds of its root box (before the root attacks and alpha-CROWN): the child runs the exact
+procedure (:func:`qa_lirpa.exact.cpsat.solve_cpsat` or :func:`qa_lirpa.exact.milp.solve_milp`) on
+the whole property, every box of it, from the start; the parent goes on with the root attacks and
+branch and bound and looks at the child's answer between batches; while branch and bound is behind
+it waits for the child part of the time (``VerifierConfig.portfolio_yield``,
+:meth:`ExactChild.wait`). The first definitive answer wins; the other side is stopped (the child
+by SIGKILL, then reaped: no zombie). The child also dies with its parent (``PR_SET_PDEATHSIG``).
 
 Trust is that of the in-process fallback: the child's ``sat`` comes with input codes that the
 exact procedure has already run through ``integer_forward``; the parent re-runs them through its
@@ -118,6 +120,16 @@ class ExactChild:
             self.elapsed = time.monotonic() - self.t0
             self.stop()
         return self.answer
+
+    def wait(self, seconds: float) -> Optional[tuple]:
+        """Block up to ``seconds`` for the child's answer (this process then leaves its core to
+        the child); the answer as :meth:`poll`, or None."""
+        if self.answer is None and self.proc is not None and seconds > 0:
+            try:
+                self._conn.poll(seconds)
+            except (EOFError, OSError):
+                pass
+        return self.poll()
 
     def stop(self) -> None:
         """Kill the child if it still runs and reap it (idempotent)."""

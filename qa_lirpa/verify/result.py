@@ -38,8 +38,10 @@ class VerifyStats:
     milp_boxes: int = 0
     time_milp: float = 0.0
     exact: str = ""
-    #: the portfolio's exact process (VerifierConfig.portfolio): what it did
+    #: the portfolio's exact process (VerifierConfig.portfolio): what it did, and the seconds this
+    #: process waited for it (VerifierConfig.portfolio_yield)
     portfolio: str = ""
+    time_yield: float = 0.0
     #: ONNX models: grid points decided by running onnxruntime, and the float32 envelope the
     #: bounds carried (:func:`qa_lirpa.onnx.referee.float32_envelope`), "" for other models
     referee_points: int = 0
@@ -84,7 +86,8 @@ class VerifyResult:
         lines.append(f"time: {s.time_total:.3f} s (bounding {s.time_bounding:.3f}, attack "
                      f"{s.time_attack:.3f}, exact {s.time_exact:.3f}"
                      + (f", MILP {s.time_milp:.3f}" if s.milp_calls else "")
-                     + (f", alpha-CROWN {s.time_alpha:.3f}" if s.alpha_calls else "") + ")")
+                     + (f", alpha-CROWN {s.time_alpha:.3f}" if s.alpha_calls else "")
+                     + (f", waiting for the exact process {s.time_yield:.3f}" if s.time_yield else "") + ")")
         if s.exact:
             lines.append(f"exact fallback: {s.exact}")
         if s.portfolio:

@@ -124,10 +124,23 @@ class Search:
         #: the root's local search while it has budget left (slices before the batches)
         self._ls: attack.LocalSearch | None = None
         self._ls_left = 0.0
+        #: the share of the root box's volume that the batches have proved safe so far, and the
+        #: seconds they took (the progress that :meth:`eta` extrapolates)
+        self.proved_share = 0.0
+        self.batch_seconds = 0.0
+        self.last_batch_seconds = 0.0
+        #: the root box, its alive disjuncts and margins between bound_root and open_root
+        self._root: tuple | None = None
 
     # ----- phases ---------------------------------------------------------------------------
     def start(self) -> Verdict | None:
-        """Bound and attack the root box; push it if undecided."""
+        """Bound, attack and push the root box: :meth:`bound_root`, then :meth:`open_root`."""
+        v = self.bound_root()
+        return v if v is not None else self.open_root()
+
+    def bound_root(self) -> Verdict | None:
+        """Bound the root box (exact IBP, CROWN): ``UNSAT`` when that refutes every disjunct, else
+        None and the box waits for :meth:`open_root`."""
         root = self.p.root(self.lower, self.upper)
         if root is None:
             return Verdict.UNSAT
@@ -139,6 +152,14 @@ class Search:
         self.crown_cost = self.crown_time
         if not alive.any():
             return Verdict.UNSAT
+        self._root = (lo, hi, alive, margin)
+        return None
+
+    def open_root(self) -> Verdict | None:
+        """The root box that :meth:`bound_root` left open: the root attack (``SAT``), alpha-CROWN
+        (``UNSAT``), then the local search is set up and the box pushed (None)."""
+        lo, hi, alive, margin = self._root
+        self._root = None
         if self._attack_root(lo, hi):
             return Verdict.SAT
         if self._alpha_root_ready():
@@ -169,10 +190,22 @@ class Search:
         crown_time = self._process(lo, hi, depth, alive, score, use_crown)
         self.batches += 1
         spent = time.perf_counter() - t0
+        if self._proved > -math.inf:
+            self.proved_share += 2.0 ** self._proved
+        self.batch_seconds += spent
+        self.last_batch_seconds = spent
         self.crown.report(use_crown, self._proved, spent)
         self._update_cost(spent, crown_time, lo.shape[0])
         self.stats.queue_peak = max(self.stats.queue_peak, len(self.stack))
         return Verdict.SAT if self.found is not None else None
+
+    def eta(self) -> float:
+        """Seconds the batches would need to prove the rest of the root box at their rate so far
+        (proved volume share per second); ``inf`` before they have proved anything. A heuristic
+        for scheduling only: it decides no verdict."""
+        if self.proved_share <= 0.0 or self.batch_seconds <= 0.0:
+            return math.inf
+        return max(0.0, 1.0 - self.proved_share) * self.batch_seconds / self.proved_share
 
     # ----- bounding -------------------------------------------------------------------------
     def bound(self, lo, hi, alive, trace: Trace | None, crown: bool, alpha: bool = False):

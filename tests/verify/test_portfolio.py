@@ -176,3 +176,86 @@ def test_tighten_policy_follows_the_model_size(cases):
     assert _bab.exact_options(replace(cfg, cpsat_presolve="on"), problem, "cpsat")["presolve"] is True
     with pytest.raises(ValueError):
         VerifierConfig(cpsat_presolve="maybe")
+
+
+def test_eta_extrapolates_the_proved_share(cases):
+    """Search.eta: the seconds the batches would need for the rest of the root box at their rate
+    so far (infinite before they have proved anything)."""
+    from qa_lirpa.verify.result import VerifyStats
+    from qa_lirpa.verify.search import Search
+
+    case = cases[0]
+    v = Verifier(case.model, VerifierConfig(device="cpu"), input_shape=sc._shape(case.meta))
+    s = Search(v.problem(sc._shape(case.meta)), case.spec, v.config, VerifyStats(), Deadline.after(5),
+               torch.Generator().manual_seed(0))
+    assert s.eta() == float("inf")
+    s.proved_share, s.batch_seconds = 0.25, 2.0
+    assert s.eta() == pytest.approx(6.0)
+    s.proved_share = 1.0
+    assert s.eta() == 0.0
+
+
+def test_behind_needs_batches_and_a_finished_local_search():
+    from types import SimpleNamespace as NS
+
+    v = Verifier.__new__(Verifier)
+    v.config = VerifierConfig(portfolio_yield=0.9)
+    far = Deadline.after(100.0)
+    slow = NS(local_search_pending=False, batches=3, eta=lambda: 1e9)
+    quick = NS(local_search_pending=False, batches=3, eta=lambda: 1.0)
+    assert v._behind([slow], far) and not v._behind([quick], far)
+    assert v._behind([quick, slow], far)                      # the searches run one after another
+    assert not v._behind([NS(local_search_pending=True, batches=3, eta=lambda: 1e9)], far)
+    assert not v._behind([NS(local_search_pending=False, batches=0, eta=lambda: 1e9)], far)
+    slow.last_batch_seconds = 0.2
+    assert v._yield_seconds([slow], far) == pytest.approx(1.8)
+    v.config = VerifierConfig(portfolio_yield=1.0)
+    assert v._yield_seconds([slow], far) == pytest.approx(far.remaining(), abs=0.5)
+    v.config = VerifierConfig(portfolio_yield=0.0)
+    assert not v._behind([slow], far)
+    with pytest.raises(ValueError):
+        VerifierConfig(portfolio_yield=1.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_waiting_for_the_process_agrees_with_enumeration(cases, backend, monkeypatch):
+    """Branch and bound told it is always behind: it waits for the exact process between its
+    batches (the MILP hand-over waits too, ``exact_beside_portfolio: off``) and the verdicts
+    still equal enumeration. No attacks, no alpha-CROWN: else the process answers before a
+    batch has run."""
+    from qa_lirpa.verify.search import Search
+
+    monkeypatch.setattr(Search, "eta", lambda self: float("inf"))
+    waited = 0
+    for case in cases[:8]:
+        cfg = VerifierConfig(portfolio=backend, exact_fallback="milp", exact_after=0.0, falsify=False,
+                             alpha_root=False, exact_beside_portfolio="off", device="cpu")
+        r = Verifier(case.model, cfg, input_shape=sc._shape(case.meta)).verify(case.spec, timeout=20)
+        assert r.verdict.value == case.truth, (case.case_seed, r.stats.portfolio)
+        if case.truth == "sat":
+            assert not sc.check_counterexample(case, r.counterexample)
+        if r.stats.time_yield > 0:
+            waited += 1
+            assert r.stats.milp_calls == 0, r.stats.exact      # no hand-over beside the process
+    assert waited, "no case waited for the exact process"
+    assert not [c for c in _children() if c[1] == "Z"], "zombie child processes"
+
+
+def test_handover_beside_the_process_follows_the_model_size(cases, monkeypatch):
+    """``exact_beside_portfolio: auto``: the MILP hand-over runs while the process runs on small
+    models, and waits for the process to stop on large ones."""
+    case = next(c for c in cases if c.truth == "unsat")
+    cfg = VerifierConfig(portfolio="milp", exact_fallback="milp", exact_after=0.0, falsify=False,
+                         alpha_root=False, portfolio_yield=0.0, device="cpu")
+    v = Verifier(case.model, cfg, input_shape=sc._shape(case.meta))
+    problem = v.problem(sc._shape(case.meta))
+    calls = []
+    monkeypatch.setattr(Verifier, "_exact", lambda self, *a, **k: calls.append(1) or False)
+    v.verify(case.spec, timeout=20)
+    assert calls, "the hand-over did not run beside the process on a small model"
+    calls.clear()
+    problem.crown.units = _bab.TIGHTEN_UNITS + 1
+    r = v.verify(case.spec, timeout=20)
+    assert r.verdict.value == "unsat" and not calls, r.stats.portfolio
+    with pytest.raises(ValueError):
+        VerifierConfig(exact_beside_portfolio="sometimes")
