@@ -42,7 +42,7 @@ Each case is then decided by
 * ``yield``: bab with the portfolio and the MILP hand-over at once, ``portfolio_yield: 0.9``,
   ``exact_beside_portfolio: off``,
   ``falsify: false``, no alpha-CROWN (else the process answers before a batch), and branch and
-  bound told it is always behind (``Search.eta`` infinite), so it waits for the process
+  bound told it is always behind and the cores busy (``Search.eta`` infinite), so it waits for the process
   between its batches and the hand-over waits for the process to stop (the table counts the cases
   that waited).
 
@@ -449,20 +449,21 @@ def _judge(case: Case, verdict: str, x, seconds: float) -> Outcome:
 @contextlib.contextmanager
 def _always_behind(on: bool):
     """The ``yield`` tool: branch and bound is told that it is always behind (``Search.eta`` is
-    infinite), so it waits for the portfolio's process between its batches and the MILP hand-over
+    infinite) and that the cores are busy (``cores_busy``), so it waits for the portfolio's process between its batches and the MILP hand-over
     waits until the process has stopped: the scheduling paths of ``portfolio_yield`` on cases that
     branch and bound alone would decide at once."""
     if not on:
         yield
         return
+    from qa_lirpa.verify import bab
     from qa_lirpa.verify.search import Search
 
-    saved = Search.eta
-    Search.eta = lambda self: math.inf
+    saved = Search.eta, bab.cores_busy
+    Search.eta, bab.cores_busy = (lambda self: math.inf), (lambda: True)
     try:
         yield
     finally:
-        Search.eta = saved
+        Search.eta, bab.cores_busy = saved
 
 
 def run_tool(case: Case, tool: str, timeout: float) -> Outcome:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import time
 from typing import Sequence
 
@@ -221,13 +222,9 @@ class Verifier:
         try:
             if portfolio is not None:
                 portfolio.check()     # the exact process starts now, beside the root attacks and alpha-CROWN
-            for search in list(searches):
-                v = search.open_root()
-                if v is Verdict.SAT:
-                    return self._sat(search, stats)
-                if v is not None:
-                    verdicts.append(v)
-                    searches.remove(search)
+            out = self._each(searches, verdicts, stats, Search.open_root)
+            if out is not None:
+                return out
             return self._loop(problem, searches, verdicts, stats, deadline, handover, start, portfolio)
         finally:
             if portfolio is not None:
@@ -249,9 +246,7 @@ class Verifier:
                 waited = True                             # then one round of batches
                 continue
             waited = False
-            if (handover is not None and handover.expired() and not any(s.local_search_pending for s in searches)
-                    and not (portfolio is not None and portfolio.running
-                             and not _small_model(self.config.exact_beside_portfolio, problem))):
+            if handover is not None and self._handover_due(handover, searches, portfolio, problem):
                 handover = None
                 exact_deadline = deadline.fraction(self.config.exact_share)
                 out = self._exact(problem, searches, stats, deadline, time.monotonic() - start, exact_deadline)
@@ -262,27 +257,46 @@ class Verifier:
                     searches = []
                     break
                 continue                                  # undecided: branch and bound goes on
-            for search in list(searches):
-                v = search.step()
-                if v is Verdict.SAT:
-                    return self._sat(search, stats)
-                if v is not None:
-                    verdicts.append(v)
-                    searches.remove(search)
+            out = self._each(searches, verdicts, stats, Search.step)
+            if out is not None:
+                return out
         if all(v is Verdict.UNSAT for v in verdicts):
             return VerifyResult(Verdict.UNSAT, stats=stats)
         return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
 
+    def _each(self, searches: list[Search], verdicts: list, stats: VerifyStats, step) -> VerifyResult | None:
+        """``step`` (``Search.open_root`` or ``Search.step``) on every open search: a ``SAT`` ends
+        the run (its result); another verdict takes the search off the list."""
+        for search in list(searches):
+            v = step(search)
+            if v is Verdict.SAT:
+                return self._sat(search, stats)
+            if v is not None:
+                verdicts.append(v)
+                searches.remove(search)
+        return None
+
+    def _handover_due(self, handover: Deadline, searches: list[Search], portfolio: "_Portfolio | None",
+                      problem) -> bool:
+        """Whether the exact_fallback hand-over runs now: its time has come, the root's local
+        searches are done, and the portfolio's process is not running, unless the hand-over runs
+        beside it on this model (``exact_beside_portfolio``)."""
+        if not handover.expired() or any(s.local_search_pending for s in searches):
+            return False
+        beside = _small_model(self.config.exact_beside_portfolio, problem)
+        return portfolio is None or not portfolio.running or beside
+
     def _behind(self, searches: list[Search], deadline: Deadline) -> bool:
-        """Whether branch and bound should leave the core to the portfolio's process: yielding
+        """Whether branch and bound should leave its core to the portfolio's process: yielding
         is on (``portfolio_yield``), the root's local searches are done, every search has run a
-        batch, and at their rates so far the searches would not prove the rest by the deadline.
-        Scheduling only: both sides stay sound whatever this says."""
+        batch, at their rates so far the searches would not prove the rest by the deadline, and
+        the cores are all busy (:func:`cores_busy`: with a core to spare, waiting would gain the
+        process nothing). Scheduling only: both sides stay sound whatever this says."""
         if self.config.portfolio_yield <= 0.0:
             return False
         if any(s.local_search_pending or s.batches == 0 for s in searches):
             return False
-        return sum(s.eta() for s in searches) > deadline.remaining()
+        return sum(s.eta() for s in searches) > deadline.remaining() and cores_busy()
 
     def _yield_seconds(self, searches: list[Search], deadline: Deadline) -> float:
         """How long to wait for the portfolio's process before the next batches: ``y / (1 - y)``
@@ -381,6 +395,27 @@ class Verifier:
 
 #: "auto" of exact_tighten and cpsat_presolve: on up to this many hidden units, off above
 TIGHTEN_UNITS = 1024
+
+
+def cores_busy(loadavg: str = "/proc/loadavg") -> bool:
+    """Whether the cores this process may use are all busy: more threads runnable right now than
+    cores (Linux: the runnable count of ``/proc/loadavg``, this process included), or a one-minute
+    load average half a core above their number (the count alone flickers when other processes
+    wait for a moment). True when it cannot tell."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open(loadavg) as f:
+            fields = f.read().split()
+        load, runnable = float(fields[0]), int(fields[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0] >= cores + 0.5
+        except (AttributeError, OSError):
+            return True
+    return runnable > cores or load >= cores + 0.5
 
 
 def _small_model(setting: str, problem) -> bool:

@@ -118,10 +118,11 @@ class VerifierConfig:
     #: after the root box's bounds, beside the root attacks and alpha-CROWN), so that easy
     #: properties never fork
     portfolio_after: float = 0.0
-    #: while the portfolio's process runs and branch and bound is behind (at its rate so far it
-    #: would not prove the rest of the property by the deadline: Search.eta), this process waits
-    #: for the exact process this share of the time between its batches (1: until it answers);
-    #: 0: never. The cores then go to the exact process: on the eps=4 MNIST conv net it decides
+    #: while the portfolio's process runs, branch and bound is behind (at its rate so far it
+    #: would not prove the rest of the property by the deadline: Search.eta) and the cores are
+    #: all busy (bab.cores_busy: e.g. the other worker of a two-worker certify run), this process
+    #: waits for the exact process this share of the time between its batches (1: until it
+    #: answers); 0: never. The cores then go to the exact process: on the eps=4 MNIST conv net it decides
     #: the hard images while branch and bound proves nothing (with the process started right
     #: after the root box's bounds and exact_beside_portfolio auto, 36 slowest images, two
     #: processes side by side: 21 -> 18 timeouts; benchmarks/results/certify_full/eps4_yield)

@@ -195,9 +195,10 @@ def test_eta_extrapolates_the_proved_share(cases):
     assert s.eta() == 0.0
 
 
-def test_behind_needs_batches_and_a_finished_local_search():
+def test_behind_needs_batches_and_a_finished_local_search(monkeypatch):
     from types import SimpleNamespace as NS
 
+    monkeypatch.setattr(_bab, "cores_busy", lambda: True)
     v = Verifier.__new__(Verifier)
     v.config = VerifierConfig(portfolio_yield=0.9)
     far = Deadline.after(100.0)
@@ -213,19 +214,34 @@ def test_behind_needs_batches_and_a_finished_local_search():
     assert v._yield_seconds([slow], far) == pytest.approx(far.remaining(), abs=0.5)
     v.config = VerifierConfig(portfolio_yield=0.0)
     assert not v._behind([slow], far)
+    v.config = VerifierConfig(portfolio_yield=0.9)
+    monkeypatch.setattr(_bab, "cores_busy", lambda: False)     # a core to spare: waiting gains nothing
+    assert not v._behind([slow], far)
     with pytest.raises(ValueError):
         VerifierConfig(portfolio_yield=1.5)
 
 
+def test_cores_busy_reads_the_runnable_count_and_the_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    f = tmp_path / "loadavg"
+    for text, busy in [("0.50 0.40 0.30 2/120 999", False), ("0.50 0.40 0.30 3/120 999", True),
+                       ("2.50 2.10 1.90 1/120 999", True), ("2.40 2.10 1.90 2/120 999", False)]:
+        f.write_text(text + "\n")
+        assert _bab.cores_busy(str(f)) is busy, text
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert _bab.cores_busy(str(tmp_path / "missing")) is True        # falls back to the load average
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_waiting_for_the_process_agrees_with_enumeration(cases, backend, monkeypatch):
-    """Branch and bound told it is always behind: it waits for the exact process between its
+    """Branch and bound told it is always behind (and the cores busy): it waits for the exact process between its
     batches (the MILP hand-over waits too, ``exact_beside_portfolio: off``) and the verdicts
     still equal enumeration. No attacks, no alpha-CROWN: else the process answers before a
     batch has run."""
     from qa_lirpa.verify.search import Search
 
     monkeypatch.setattr(Search, "eta", lambda self: float("inf"))
+    monkeypatch.setattr(_bab, "cores_busy", lambda: True)
     waited = 0
     for case in cases[:8]:
         cfg = VerifierConfig(portfolio=backend, exact_fallback="milp", exact_after=0.0, falsify=False,
