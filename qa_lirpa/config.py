@@ -85,7 +85,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<config>", p
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key '{prefix}{k}' (known keys: {known})")
         kwargs[k] = _convert(v, hints[k], prefix + k, source)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:                    # the dataclass's own checks (ranges, combinations)
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

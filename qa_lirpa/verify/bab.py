@@ -220,9 +220,10 @@ class Verifier:
                 verdicts.append(v)
         portfolio = _Portfolio(self, problem, searches, stats, deadline) if searches else None
         try:
-            if portfolio is not None:
-                portfolio.check()     # the exact process starts now, beside the root attacks and alpha-CROWN
-            out = self._each(searches, verdicts, stats, Search.open_root)
+            # the exact process starts now, beside the root attacks and alpha-CROWN
+            out = portfolio.check() if portfolio is not None else None
+            if out is None:
+                out = self._each(searches, verdicts, stats, Search.open_root)
             if out is not None:
                 return out
             return self._loop(problem, searches, verdicts, stats, deadline, handover, start, portfolio)

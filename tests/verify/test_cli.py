@@ -137,6 +137,20 @@ def test_shipped_configs_load():
     assert (paper.method, paper.batch_size, paper.crown, paper.branching) == ("paper", 1, "never", "widest")
 
 
+@pytest.mark.parametrize("text, words", [("portfolio_yield: 1.5\n", "portfolio_yield must be in [0, 1]"),
+                                         ("exact_after: -0.1\n", "exact_after must be in [0, 1]"),
+                                         ("exact_beside_portfolio: maybe\n", "exact_beside_portfolio")])
+def test_config_value_errors_name_the_file(tmp_path, capsys, text, words):
+    """A value out of range (the dataclass's own checks) is one line naming the file, as a
+    mistyped key is."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code, _, err = run(capsys, "verify", "--config", str(path), "--model", str(tmp_path / "m.pt"),
+                       "--vnnlib", str(tmp_path / "p.vnnlib"))
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and str(path) in line and words in line and "Traceback" not in err, err
+
+
 def test_parse_samples_and_table():
     assert list(parse_samples("0:3", 10)) == [0, 1, 2]
     assert list(parse_samples("5", 10)) == [5]
