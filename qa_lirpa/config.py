@@ -90,7 +90,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<config>", p
     except ConfigError:
         raise
     except ValueError as e:                    # the dataclass's own checks (ranges, combinations)
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from e
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

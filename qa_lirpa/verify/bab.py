@@ -263,7 +263,8 @@ class Verifier:
                 return out
         if all(v is Verdict.UNSAT for v in verdicts):
             return VerifyResult(Verdict.UNSAT, stats=stats)
-        return VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
+        out = portfolio.check() if portfolio is not None else None     # an answer may be waiting
+        return out or VerifyResult(Verdict.UNKNOWN, stats=stats, message="boxes too small to split in float64")
 
     def _each(self, searches: list[Search], verdicts: list, stats: VerifyStats, step) -> VerifyResult | None:
         """``step`` (``Search.open_root`` or ``Search.step``) on every open search: a ``SAT`` ends
@@ -402,7 +403,9 @@ def cores_busy(loadavg: str = "/proc/loadavg") -> bool:
     """Whether the cores this process may use are all busy: more threads runnable right now than
     cores (Linux: the runnable count of ``/proc/loadavg``, this process included), or a one-minute
     load average half a core above their number (the count alone flickers when other processes
-    wait for a moment). True when it cannot tell."""
+    wait for a moment). True when it cannot tell. The counts are the host's, the cores this
+    process's affinity: pinned to a few cores of a large host it reads busy more often, under a
+    container's CPU quota less often. Only the scheduling depends on it."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -485,9 +488,14 @@ class _Portfolio:
                  for s in self.searches]
         shape = (1,) + tuple(self.problem.shape)
         self.t0 = time.monotonic()
-        self.child = ExactChild(self.backend, self.problem.ref, specs, shape, self.deadline,
-                                threads=self.v.config.exact_threads or None,
-                                options=exact_options(self.v.config, self.problem, self.backend))
+        try:
+            self.child = ExactChild(self.backend, self.problem.ref, specs, shape, self.deadline,
+                                    threads=self.v.config.exact_threads or None,
+                                    options=exact_options(self.v.config, self.problem, self.backend))
+        except OSError as e:                  # the fork failed: branch and bound goes on alone
+            self.done = True
+            self.stats.portfolio = f"{self.backend} process not started ({type(e).__name__}: {e})"
+            return
         self.fd = self.child._conn.fileno()
         _milp._WORKER.abort_fd = self.fd
         self.stats.portfolio = f"{self.backend} process started ({self.v.config.portfolio_after:.2f} s after the root box's bounds)"

@@ -80,6 +80,10 @@ def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tu
         conn.close()
 
 
+#: the longest single wait of :meth:`ExactChild.wait` (``Connection.poll`` fails on infinity)
+MAX_WAIT_S = 86400.0
+
+
 class ExactChild:
     """One exact solve of ``specs`` (all must be unsat for ``unsat``) in a forked process;
     ``options``: keyword arguments of the backend's solve (e.g. ``tighten``, the rigorous LP bound
@@ -100,8 +104,13 @@ class ExactChild:
         self.proc = ctx.Process(target=_child_main, daemon=True,
                                 args=(child_conn, backend, model, list(specs), tuple(shape), deadline.at, threads,
                                       dict(options or {})))
-        self.proc.start()
-        child_conn.close()
+        try:
+            self.proc.start()
+        except BaseException:                  # e.g. fork's OSError (EAGAIN, ENOMEM): no pipe left open
+            self._conn.close()
+            raise
+        finally:
+            child_conn.close()
         self.answer: Optional[tuple] = None
         self.elapsed = 0.0
 
@@ -126,7 +135,7 @@ class ExactChild:
         the child); the answer as :meth:`poll`, or None."""
         if self.answer is None and self.proc is not None and seconds > 0:
             try:
-                self._conn.poll(seconds)
+                self._conn.poll(min(seconds, MAX_WAIT_S))
             except (EOFError, OSError):
                 pass
         return self.poll()

@@ -275,3 +275,33 @@ def test_handover_beside_the_process_follows_the_model_size(cases, monkeypatch):
     assert r.verdict.value == "unsat" and not calls, r.stats.portfolio
     with pytest.raises(ValueError):
         VerifierConfig(exact_beside_portfolio="sometimes")
+
+
+def test_a_failed_fork_leaves_branch_and_bound_alone(cases, monkeypatch):
+    """The fork of the exact process fails (EAGAIN): the verdicts still equal enumeration, the
+    stats say why, and no pipe is left open."""
+    import multiprocessing.context as mpc
+
+    def no_fork(self):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(mpc.ForkProcess, "start", no_fork)
+    fds, tried = len(os.listdir("/proc/self/fd")), 0
+    for case in cases[:6]:
+        cfg = VerifierConfig(portfolio="milp", falsify=False, exact_fallback="none", device="cpu")
+        r = Verifier(case.model, cfg, input_shape=sc._shape(case.meta)).verify(case.spec, timeout=20)
+        assert r.verdict.value == case.truth, (case.case_seed, r.stats.portfolio)
+        if r.stats.portfolio:                      # the root box's bounds left the property open
+            assert r.stats.portfolio.startswith("milp process not started (BlockingIOError"), r.stats.portfolio
+            tried += 1
+    assert tried, "no case tried to start the process"
+    assert len(os.listdir("/proc/self/fd")) <= fds, "pipes left open"
+
+
+def test_waiting_without_a_limit(cases):
+    """``ExactChild.wait`` with no finite limit (an unlimited deadline) waits for the answer."""
+    case = cases[0]
+    child = ExactChild("milp", case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20))
+    ans = child.wait(float("inf"))
+    assert ans is not None and ans[0].lower() == case.truth, ans
+    child.stop()
