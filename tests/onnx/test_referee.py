@@ -178,12 +178,17 @@ def test_run_instance_logs_the_float32_margin(tmp_path, capsys):
     assert "onnxruntime referee: float32 envelope" in err and "outputs within" in err
 
 
+@pytest.mark.parametrize("route", ["handover", "portfolio"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_milp_handover_with_output_error_matches_onnxruntime(seed):
+def test_milp_handover_with_output_error_matches_onnxruntime(seed, route, monkeypatch):
     """Exact hidden arithmetic, a float output layer (output error only): the MILP takes over at
-    once with each right-hand side widened by the output error; at thresholds on and next to
-    onnxruntime's maximum the verdicts match enumeration in onnxruntime."""
-    from qa_lirpa.verify import VerifierConfig
+    once (``handover``), or the exact process started right after the root box's bounds answers
+    (``portfolio``, branch and bound waiting for it), each right-hand side widened by the output
+    error; at thresholds on and next to onnxruntime's maximum the verdicts match enumeration in
+    onnxruntime (next to it, the process's widened point fails the exact check and the search
+    decides with onnxruntime's help)."""
+    from qa_lirpa.verify import VerifierConfig, bab
+    from qa_lirpa.verify.search import Search
 
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 1, (2, 3)).astype(np.float32)
@@ -197,11 +202,21 @@ def test_milp_handover_with_output_error_matches_onnxruntime(seed):
     pts = np.array(list(itertools.product(*[range(10, 18), range(20, 27), range(30, 36)])), np.float32)
     y0 = np.asarray(run_onnxruntime(path, pts), np.float64)[:, 0]
     top = float(y0.max())
-    cfg = VerifierConfig(exact_after=0.0, falsify=False, portfolio="none")   # the hand-over alone
+    if route == "handover":
+        cfg = VerifierConfig(exact_after=0.0, falsify=False, portfolio="none")
+    else:
+        cfg = VerifierConfig(exact_fallback="none", falsify=False, alpha_root=False, portfolio="milp",
+                             portfolio_yield=1.0)
+        monkeypatch.setattr(bab, "cores_busy", lambda: True)
+        monkeypatch.setattr(Search, "eta", lambda self: float("inf"))
     for t, want in ((top, Verdict.SAT), (float(np.nextafter(np.float32(top), np.float32(np.inf))), Verdict.UNSAT)):
         spec = InputSpec(lo, hi, [(np.array([[-1.0, 0.0]]), np.array([-t]))])
         v = Verifier(load_onnx(path), cfg)
         assert v.problem((3,)).envelope.tolerance == {} and v.problem((3,)).output_error > 0
         r = v.verify(spec, timeout=30)
-        assert r.verdict is want, (seed, t)
-        assert r.stats.milp_calls > 0 or want is Verdict.SAT
+        assert r.verdict is want, (seed, t, r.stats.portfolio)
+        if route == "handover":
+            assert r.stats.milp_calls > 0 or want is Verdict.SAT
+        else:       # the process answered: "sat" (at the edge a widened point that onnxruntime refutes) or "unsat"
+            assert any(w in r.stats.portfolio for w in ("unsat after", "; sat after", "failed the exact check")), \
+                r.stats.portfolio
