@@ -38,7 +38,7 @@ Each case is then decided by
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
   on the whole property, its answer and counterexample taken as they come back over the pipe);
 * ``presolve``: the same process with the large-model settings (no LP tightening, no CP-SAT
-  presolve);
+  presolve, CP-SAT's LP eager);
 * ``yield``: bab with the portfolio and the MILP hand-over at once, ``portfolio_yield: 0.9``,
   ``exact_beside_portfolio: off``,
   ``falsify: false``, no alpha-CROWN (else the process answers before a batch), and branch and
@@ -479,7 +479,8 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
 
             backend, options = backend_for("auto"), None
             if tool == "presolve":      # the large-model settings: no LP tightening, no CP-SAT presolve
-                options = {"tighten": False, "presolve": False} if backend == "cpsat" else {"tighten": False}
+                options = ({"tighten": False, "presolve": False, "eager_lp": True} if backend == "cpsat"
+                           else {"tighten": False})
             child = ExactChild(backend, case.model, [case.spec], (1,) + _shape(case.meta),
                                Deadline.after(timeout), options=options)
             try:
@@ -622,7 +623,7 @@ def markdown_table(s: dict) -> str:
              "bab_handover": "verifier bab, falsify off, MILP hand-over at once", "paper": "verifier paper",
              "milp": "MILP (HiGHS)", "portfolio": "verifier bab + portfolio process, falsify off",
              "process": "portfolio process alone",
-             "presolve": "portfolio process alone, no LP tightening, no CP-SAT presolve",
+             "presolve": "portfolio process alone, no LP tightening, no CP-SAT presolve, eager LP",
              "yield": "verifier bab + portfolio process, bab told it is always behind (waits for the process)",
              "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off",
              "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off"}

@@ -3,26 +3,13 @@ and the exact MILP procedure agree with enumeration on random tiny QNNs and prop
 run is ``benchmarks/soundness_campaign.py``."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "soundness_campaign.py"
+from benchscripts import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("soundness_campaign", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look the module up by name
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sc = _load()
+sc = load_benchmark("soundness_campaign.py", "soundness_campaign")
 
 
 @pytest.fixture(scope="module")

@@ -395,7 +395,8 @@ class Verifier:
         return VerifyResult(Verdict.SAT, counterexample=x, outputs=y, stats=stats)
 
 
-#: "auto" of exact_tighten and cpsat_presolve: on up to this many hidden units, off above
+#: "auto" of exact_tighten and cpsat_presolve: on up to this many hidden units, off above (and of
+#: cpsat_lp: lazy up to it, eager above)
 TIGHTEN_UNITS = 1024
 
 
@@ -444,11 +445,14 @@ def exact_options(config: VerifierConfig, problem, backend: str) -> dict:
     ``backend == "cpsat"``, :func:`~qa_lirpa.exact.cpsat.solve_cpsat`) under ``config``: the LP
     tightening (``exact_tighten``) and CP-SAT's presolve (``cpsat_presolve``; "auto" as for the
     tightening: on up to ``TIGHTEN_UNITS`` hidden units, off above, where on the eps=4 MNIST conv
-    net CP-SAT decided most hard images faster without it). Neither changes what the solve
-    decides, only how fast."""
+    net CP-SAT decided most hard images faster without it) and CP-SAT's LP (``cpsat_lp``; "auto":
+    lazy up to ``TIGHTEN_UNITS`` hidden units, eager above). None changes what the solve decides,
+    only how fast."""
     opts = {"tighten": exact_tighten(config.exact_tighten, problem)}
     if backend == "cpsat":
         opts["presolve"] = _small_model(config.cpsat_presolve, problem)
+        lp = config.cpsat_lp
+        opts["eager_lp"] = lp == "eager" or (lp == "auto" and not _small_model("auto", problem))
     return opts
 
 

@@ -108,7 +108,7 @@ def test_matches_enumeration(seed):
     model, spec, shape, truth = random_case(seed)
     kw = {"mode": ("split", "combined")[seed % 4 == 1], "objective": seed % 5 != 4,
           "tighten": seed % 3 != 2, "threads": 2 if seed % 8 == 3 else 1,
-          "presolve": (seed // 2) % 2 == 0}
+          "presolve": (seed // 2) % 2 == 0, "eager_lp": seed % 7 in (1, 4)}
     res = solve_cpsat(model, spec, timeout=30, **kw)
     assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), (res, truth, kw)
     if truth:
@@ -194,3 +194,30 @@ def test_verifier_without_ortools_runs_plain_bab(monkeypatch):
     res = _run(case, _config(exact_fallback="cpsat"))
     _check(case, res)
     assert res.stats.milp_calls == 0 and "OR-Tools" in res.stats.exact
+
+
+@pytest.mark.parametrize("hull_lines", [True, False])
+@pytest.mark.parametrize("eager_lp", [False, True])
+@pytest.mark.parametrize("side", ["top", "bottom"])
+def test_counterexample_only_at_a_clamp(side, hull_lines, eager_lp):
+    """Counterexamples only where a hidden unit with both clamps live on the box sits at its upper
+    clamp (``top``) or strictly below its lower one (``bottom``): each clamp line must keep its
+    literal, else those points leave the model (a wrong unsat)."""
+    model = mlp([1, 3, 2], seed=0)
+    lin1, lin2 = model[1], model[3]
+    with torch.no_grad():       # h1 = clamp(x/2 - 5, 0, 31.5), h2 = relu(x/2 - 35), h3 = relu(2 - x/2)
+        lin1.weight.copy_(torch.tensor([[0.5], [0.5], [-0.5]]))
+        lin1.bias.copy_(torch.tensor([-5.0, -35.0, 2.0]))
+        lin2.weight.copy_(torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 0.5]]))   # (h1 + h2) / 2, h3 / 2
+        lin2.bias.zero_()
+    shape = (1, 1)
+    lo, hi = np.array([0.0]), np.array([100.0])
+    row = (np.array([[-1.0, 0.0]]), np.array([-20.0])) if side == "top" else (np.array([[0.0, -1.0]]), np.array([-0.5]))
+    spec = InputSpec(lo, hi, [row])
+    xs = grid_points(model, lo, hi, shape)
+    bad = [float(x) for x, y in zip(xs.reshape(-1), exact_outputs(model, xs)) if violates(y, spec.disjuncts)]
+    assert bad and (min(bad) >= 87 if side == "top" else max(bad) <= 2), bad
+    res = solve_cpsat(model, spec, timeout=30, tighten=False, presolve=False, eager_lp=eager_lp,
+                      hull_lines=hull_lines)
+    assert res.verdict == Verdict.SAT
+    check_counterexample(model, spec, res, shape)

@@ -1,21 +1,13 @@
 """The QA-IBP benchmark's run definitions give valid training configs of the intended kind."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from benchscripts import load_benchmark
 
 from qa_lirpa.train.cli import load_train_config
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "qaibp" / "bench.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("qaibp_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod            # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("qaibp/bench.py", "qaibp_bench")
 
 
 def test_run_specs_make_the_three_kinds_of_training():

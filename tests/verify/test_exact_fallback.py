@@ -4,11 +4,8 @@ input grid, a sat must carry a counterexample that violates the property under i
 a failing or lying MILP must not change a verdict, and the time limit must hold."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +13,7 @@ import torch
 from torch import nn
 
 from aaai21_instances import aaai21_instance
+from benchscripts import load_benchmark
 
 from qa_lirpa.base.deadline import Deadline
 from qa_lirpa.config import load_config
@@ -25,21 +23,7 @@ from qa_lirpa.nn import QuantAct
 from qa_lirpa.verify import Verdict, VerifierConfig, Verifier, VerifyStats, verify
 from qa_lirpa.verify.search import Search
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _campaign():
-    """benchmarks/soundness_campaign.py: random tiny QNNs and properties with enumeration truth."""
-    name = "soundness_campaign"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "soundness_campaign.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-sc = _campaign()
+sc = load_benchmark("soundness_campaign.py", "soundness_campaign")   # random QNNs, enumeration truth
 SEEDS = range(6100, 6120)
 
 

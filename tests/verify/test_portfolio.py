@@ -6,34 +6,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from benchscripts import load_benchmark
 
 from qa_lirpa.base.deadline import Deadline
 from qa_lirpa.verify import Verifier, VerifierConfig
 from qa_lirpa.verify import bab as _bab
 from qa_lirpa.verify.portfolio import ExactChild, backend_for
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "soundness_campaign.py"
-
-
-def _campaign():
-    if "soundness_campaign" in sys.modules:
-        return sys.modules["soundness_campaign"]
-    spec = importlib.util.spec_from_file_location("soundness_campaign", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sc = _campaign()
+sc = load_benchmark("soundness_campaign.py", "soundness_campaign")
 HAVE_ORTOOLS = importlib.util.find_spec("ortools") is not None
 BACKENDS = ["milp", pytest.param("cpsat", marks=pytest.mark.skipif(not HAVE_ORTOOLS, reason="OR-Tools not installed"))]
 SEEDS = [700000 + i for i in range(12)]
@@ -139,13 +126,13 @@ def test_config_validation():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_process_without_lp_tightening_agrees_with_enumeration(cases, backend):
-    """``exact_tighten: off`` and ``cpsat_presolve: off`` (the defaults above 1024 hidden units):
-    the exact process solves on interval domains alone, CP-SAT without its presolve; its verdicts
-    still equal enumeration."""
+    """``exact_tighten: off``, ``cpsat_presolve: off`` and ``cpsat_lp: eager`` (the defaults above
+    1024 hidden units): the exact process solves on interval domains alone, CP-SAT without its
+    presolve and with its whole LP from the start; its verdicts still equal enumeration."""
     for case in cases:
+        cfg = VerifierConfig(exact_tighten="off", cpsat_presolve="off", cpsat_lp="eager")
         child = ExactChild(backend, case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20),
-                           options=_bab.exact_options(VerifierConfig(exact_tighten="off", cpsat_presolve="off"),
-                                                      None, backend))
+                           options=_bab.exact_options(cfg, None, backend))
         ans = None
         while ans is None:
             ans = child.poll()
@@ -168,14 +155,44 @@ def test_tighten_policy_follows_the_model_size(cases):
         VerifierConfig(exact_tighten="sometimes")
     cfg = VerifierConfig(device="cpu")
     assert _bab.exact_options(cfg, problem, "milp") == {"tighten": False}
-    assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": False, "presolve": False}
+    assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": False, "presolve": False, "eager_lp": True}
+    assert _bab.exact_options(replace(cfg, cpsat_lp="lazy"), problem, "cpsat")["eager_lp"] is False
     problem.crown.units = _bab.TIGHTEN_UNITS
-    assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": True, "presolve": True}
+    assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": True, "presolve": True, "eager_lp": False}
     assert _bab.exact_options(replace(cfg, cpsat_presolve="off"), problem, "cpsat")["presolve"] is False
+    assert _bab.exact_options(replace(cfg, cpsat_lp="eager"), problem, "cpsat")["eager_lp"] is True
     problem.crown.units = _bab.TIGHTEN_UNITS + 1
     assert _bab.exact_options(replace(cfg, cpsat_presolve="on"), problem, "cpsat")["presolve"] is True
     with pytest.raises(ValueError):
         VerifierConfig(cpsat_presolve="maybe")
+    with pytest.raises(ValueError):
+        VerifierConfig(cpsat_lp="eagerly")
+
+
+@pytest.mark.skipif(not HAVE_ORTOOLS, reason="OR-Tools not installed")
+@pytest.mark.parametrize("eager", [False, True])
+def test_cpsat_lp_setting_reaches_the_solver(cases, monkeypatch, eager):
+    """``eager_lp`` is what CP-SAT is told (``add_lp_constraints_lazily``), and the verdict is
+    enumeration's either way."""
+    from ortools.sat.python import cp_model
+
+    from qa_lirpa.exact.cpsat import solve_cpsat
+
+    seen = []
+    solve = cp_model.CpSolver.solve
+
+    def spy(self, *a, **kw):
+        seen.append(self.parameters.add_lp_constraints_lazily)
+        return solve(self, *a, **kw)
+
+    monkeypatch.setattr(cp_model.CpSolver, "solve", spy)
+    unsat = [c for c in cases if c.truth == "unsat"][:2]
+    assert unsat
+    for case in unsat:
+        r = solve_cpsat(case.model, case.spec, timeout=20, input_shape=(1,) + sc._shape(case.meta),
+                        tighten=False, presolve=False, eager_lp=eager)
+        assert r.verdict.name == "UNSAT", case.case_seed
+    assert seen and all(lazy is (not eager) for lazy in seen)
 
 
 def test_eta_extrapolates_the_proved_share(cases):
