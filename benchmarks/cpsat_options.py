@@ -66,9 +66,9 @@ def _run(args_dict: dict, variant: tuple, out) -> None:
     name, kw, params = variant
     try:
         _images(args_dict, name, kw, params, out)
-    except Exception as e:  # noqa: BLE001 - reported as this variant's error, the others go on
-        print(f"variant {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        raise
+    except Exception as e:  # noqa: BLE001 - one line for this variant (exit status 1), the others go on
+        print(f"cpsat_options: variant {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
     finally:
         out.put((name, None, None, None, None))
 
@@ -140,7 +140,12 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", action="append", required=True, help="NAME:KEY=VALUE,... (see the module doc)")
     ap.add_argument("--timeout", type=float, default=20.0)
     args = ap.parse_args(argv)
-    images = [int(s) for s in args.images.split(",") if s]
+    if not Path(args.model).is_file():
+        raise SystemExit(f"cpsat_options: {args.model}: no such model file")
+    try:
+        images = [int(s) for s in args.images.split(",") if s]
+    except ValueError:
+        raise SystemExit(f"cpsat_options: --images {args.images!r}: not a comma-separated list of indices") from None
     variants = [parse_variant(v) for v in args.variant]
     names = [v[0] for v in variants]
     if len(set(names)) != len(names):
