@@ -303,3 +303,24 @@ def test_float32_near_tie_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match="float32"):
         model = load_aaai21(path)
     assert int(model[2].weight_codes()[0, 0]) == 0
+
+
+def test_model_file_loader_reads_h5(tmp_path):
+    """The one model-file loader (every --model option) reads the benchmark's HDF5 files with the
+    same exact semantics, and names the file in one line when it cannot."""
+    from qa_lirpa.base.errors import UserError
+    from qa_lirpa.modelfile import load_model_file
+
+    w = synthetic_weights(5)
+    path = tmp_path / "family.H5"
+    write_keras_h5(path, *w)
+    model = load_model_file(path)
+    assert next(model.parameters()).dtype == torch.float64 and not model.training
+    pixels = np.random.default_rng(6).integers(0, 256, (200, 784)).astype(np.uint8)
+    out = integer_codes(model, torch.from_numpy(pixels).double()).values.numpy()
+    assert np.array_equal(out, numpy_reference(*w, pixels))
+    bad = tmp_path / "text.hdf5"
+    bad.write_text("not hdf5")
+    with pytest.raises(UserError) as info:
+        load_model_file(bad)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)

@@ -40,7 +40,7 @@ def load_verifier_config(source: str | None, overrides: list[str]) -> VerifierCo
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="qa-lirpa checkpoint or .onnx file")
+    p.add_argument("--model", required=True, help="qa-lirpa checkpoint, .onnx file or AAAI'21 Keras .h5 weights")
     p.add_argument("--config", default=None, help="verifier YAML (shipped name, e.g. verify_paper, or path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
