@@ -49,6 +49,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{source}: bad value for '{key}'")
     if origin is typing.Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):
+            value = "on" if value else "off"      # YAML 1.1 reads a bare on / off as a boolean
         if value not in args:
             raise ConfigError(f"{source}: '{key}' must be one of {list(args)}, got {value!r}")
         return value

@@ -137,6 +137,20 @@ def test_shipped_configs_load():
     assert (paper.method, paper.batch_size, paper.crown, paper.branching) == ("paper", 1, "never", "widest")
 
 
+def test_on_off_settings_as_written_in_yaml(tmp_path):
+    """The auto | on | off settings take a bare ``on`` / ``off`` (YAML 1.1 reads them as booleans)
+    in a file and as an override; a boolean is no value of a setting without on / off."""
+    from qa_lirpa.config import ConfigError, load_config
+    from qa_lirpa.verify import VerifierConfig
+
+    path = tmp_path / "onoff.yaml"
+    path.write_text("cpsat_presolve: on\nexact_tighten: off\n")
+    cfg = load_config(VerifierConfig, path, ["exact_beside_portfolio=off", "cpsat_lp=lazy"])
+    assert (cfg.cpsat_presolve, cfg.exact_tighten, cfg.exact_beside_portfolio, cfg.cpsat_lp) == ("on", "off", "off", "lazy")
+    with pytest.raises(ConfigError, match="cpsat_lp"):
+        load_config(VerifierConfig, None, ["cpsat_lp=on"])
+
+
 @pytest.mark.parametrize("text, words", [("portfolio_yield: 1.5\n", "portfolio_yield must be in [0, 1]"),
                                          ("exact_after: -0.1\n", "exact_after must be in [0, 1]"),
                                          ("exact_beside_portfolio: maybe\n", "exact_beside_portfolio")])
