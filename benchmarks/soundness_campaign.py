@@ -35,6 +35,9 @@ Each case is then decided by
   counterexample search besides single points and box centres (no random points, no PGD steps),
   no CROWN (more roots stay open), portfolio and MILP off (the table counts the cases it ran on,
   and the sat ones it decided);
+* ``lns``: bab with the neighbourhood search (``lns_s``: CP-SAT on sub-boxes around the local
+  search's best point) after a local search of 1 ms, as ``local`` otherwise (the table counts
+  the cases it ran on, and the sat ones decided at the root);
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
   on the whole property, its answer and counterexample taken as they come back over the pipe);
 * ``presolve``: the same process with the large-model settings (no LP tightening, no CP-SAT
@@ -95,7 +98,7 @@ BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
 TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local", "presolve",
-         "yield")
+         "yield", "lns")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -510,6 +513,10 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
             if tool == "local":
                 extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
                          "random_points": 0, "attack_steps": 0, "local_search_s": 2.0, "local_search_starts": 2}
+            if tool == "lns":
+                extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
+                         "random_points": 0, "attack_steps": 0, "local_search_s": 0.001, "local_search_starts": 1,
+                         "lns_s": 2.0, "lns_size": 1}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
                                  falsify=tool not in ("bab_nf", "bab_handover", "portfolio", "alpha", "yield"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
@@ -524,6 +531,8 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 note = "alpha"
             if tool == "local" and res.stats.local_search_calls:
                 note = "local_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "local"
+            if tool == "lns" and res.stats.lns_rounds:
+                note = "lns_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "lns"
             if verdict == "sat" and x is not None and res.outputs is not None:
                 y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(
                     (1,) + _shape(case.meta)))
@@ -606,6 +615,8 @@ def summarize(results: list[CaseResult]) -> dict:
             alpha_runs=sum(o.note == "alpha" for o in outs),
             local_runs=sum(o.note in ("local", "local_sat") for o in outs),
             local_sat=sum(o.note == "local_sat" for o in outs),
+            lns_runs=sum(o.note in ("lns", "lns_sat") for o in outs),
+            lns_sat=sum(o.note == "lns_sat" for o in outs),
             waited=sum(o.note == "waited" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
@@ -626,7 +637,8 @@ def markdown_table(s: dict) -> str:
              "presolve": "portfolio process alone, no LP tightening, no CP-SAT presolve, eager LP",
              "yield": "verifier bab + portfolio process, bab told it is always behind (waits for the process)",
              "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off",
-             "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off"}
+             "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off",
+             "lns": "verifier bab, the neighbourhood search after 1 ms of local search, CROWN, portfolio and MILP off"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
                      f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
@@ -642,6 +654,10 @@ def markdown_table(s: dict) -> str:
         t = s["tools"]["local"]
         lines += ["", f"local: the root's local search ran on {t['local_runs']} of {t['runs']} cases; "
                       f"{t['local_sat']} of them were sat at the root (found by it, or by a centre check)"]
+    if "lns" in s["tools"]:
+        t = s["tools"]["lns"]
+        lines += ["", f"lns: the neighbourhood search ran on {t['lns_runs']} of {t['runs']} cases; "
+                      f"{t['lns_sat']} of them were sat at the root"]
     if "yield" in s["tools"]:
         t = s["tools"]["yield"]
         lines += ["", f"yield: branch and bound waited for the exact process in {t['waited']} of {t['runs']} "

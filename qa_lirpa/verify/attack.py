@@ -1,7 +1,9 @@
 """Counterexample search: PGD through the straight-through (fake-quant, float64) model, snapped to
 the input grid, plus box corners, centres and random grid points, and a greedy descent on the grid
 itself (:class:`LocalSearch`: PGD's snapped points are often a few pixel moves short of a violation
-that the rounding hides from the straight-through gradient).
+that the rounding hides from the straight-through gradient), and an exact procedure on small
+neighbourhoods of the descent's best point (:class:`NeighbourhoodSearch`: where the descent stops
+one output step short, a violation often needs many coordinated pixel moves).
 
 Nothing here decides a verdict: every candidate is checked by the caller with the exact semantics
 (and confirmed by the reference before ``sat``). The candidates are merely likely violators.
@@ -218,6 +220,15 @@ class LocalSearch:
         start[dims] = lo[dims] + (u * (width + 1).to(torch.float64)).to(torch.int64).clamp(max=width)
         return start
 
+    def centre(self) -> torch.Tensor | None:
+        """The best descent end so far, else the descent in progress, else the next start (None
+        when there is none): where a search after this one best begins."""
+        if self.best is not None:
+            return self.best
+        if self._cur is not None:
+            return self._cur
+        return self.queue[0] if self.queue else None
+
     def advance(self, deadline: Deadline, hard: Deadline | None = None) -> list[torch.Tensor]:
         """Go on until ``deadline`` (or :attr:`done`); the descents' end points of this slice. A
         step that has begun is finished unless ``hard`` (default ``deadline``) comes first."""
@@ -247,4 +258,61 @@ class LocalSearch:
         return new_ends
 
 
-__all__ = ["violation", "box_points", "pgd", "LocalSearch"]
+#: a neighbourhood solver: ``(lo, hi, seconds)`` (int64 ``[D]`` sub-box of the grid) ->
+#: ``(codes, answered)``: grid codes ``[D]`` of a violation in it or None, and whether the
+#: procedure answered within the time (a violation, or none in the sub-box)
+NeighbourhoodSolver = Callable[[torch.Tensor, torch.Tensor, float], "tuple[torch.Tensor | None, bool]"]
+
+
+class NeighbourhoodSearch:
+    """Large-neighbourhood search around a grid point ``centre`` of the box ``[lo, hi]`` (``[D]``
+    int64): each round frees ``size`` coordinates (half of them those the straight-through
+    gradient at the centre ranks most promising, ``|g_d| * (hi_d - lo_d)``, half at random), fixes
+    the others at the centre's values and gives that sub-box to ``solve`` (an exact procedure,
+    e.g. CP-SAT minimising the violated row) for at most ``round_s`` seconds. The size doubles
+    after a round the procedure answered in time (no violation there: look wider, up to every
+    coordinate) and halves after one it left open (down to ``min_size``, or ``size`` if smaller). Grid problems only;
+    nothing here decides a verdict: a point it returns goes to the caller's exact check, and a
+    neighbourhood without a violation proves nothing about the box."""
+
+    def __init__(self, problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec,
+                 centre: torch.Tensor, solve: NeighbourhoodSolver, gen: torch.Generator, size: int = 128,
+                 min_size: int = 16, round_s: float = 1.0) -> None:
+        self.lo, self.hi = lo.reshape(-1).to(torch.int64).cpu(), hi.reshape(-1).to(torch.int64).cpu()
+        self.centre = centre.reshape(-1).to(torch.int64).cpu()
+        self.solve, self.gen, self.round_s = solve, gen, float(round_s)
+        self.free = (self.hi > self.lo).nonzero().squeeze(1)
+        self.size = max(1, int(size))
+        self.min_size = max(1, min(int(min_size), self.size))
+        self.rounds = 0
+        #: a round freed every coordinate and found no violation (the search has nothing left)
+        self.exhausted = False
+        g = _gradient(problem, centre.reshape(1, -1).to(torch.float64), ospec,
+                      torch.zeros(1, dtype=torch.bool, device=centre.device))[0].cpu()
+        rank = (g.abs() * (self.hi - self.lo).to(torch.float64))[self.free]
+        self.ranked = self.free[torch.argsort(rank, descending=True)]
+
+    def neighbourhood(self) -> torch.Tensor:
+        """The coordinates freed in the next round (int64, sorted)."""
+        n = min(self.size, self.free.numel())
+        top = self.ranked[: n // 2]
+        rest = self.ranked[n // 2:]
+        pick = rest[torch.randperm(rest.numel(), generator=self.gen)[: n - top.numel()]]
+        return torch.sort(torch.cat([top, pick])).values
+
+    def round(self, seconds: float) -> torch.Tensor | None:
+        """One round of at most ``min(seconds, round_s)`` seconds: grid codes ``[D]`` of a
+        candidate violation, or None."""
+        nb = self.neighbourhood()
+        sub_lo, sub_hi = self.centre.clone(), self.centre.clone()
+        sub_lo[nb], sub_hi[nb] = self.lo[nb], self.hi[nb]
+        point, answered = self.solve(sub_lo, sub_hi, max(0.0, min(float(seconds), self.round_s)))
+        self.rounds += 1
+        if point is None and answered and nb.numel() == self.free.numel():
+            self.exhausted = True                  # the whole box answered: no other neighbourhood left
+        if point is None:
+            self.size = min(self.free.numel(), self.size * 2) if answered else max(self.min_size, self.size // 2)
+        return point
+
+
+__all__ = ["violation", "box_points", "pgd", "LocalSearch", "NeighbourhoodSearch", "NeighbourhoodSolver"]

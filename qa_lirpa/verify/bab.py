@@ -208,11 +208,36 @@ class Verifier:
             self._exact_reasons[backend] = reason
         return self._exact_reasons[backend]
 
+    def neighbourhood_solver(self, problem, spec: InputSpec):
+        """The exact procedure of the neighbourhood search (``config.lns_s``) on ``spec``: CP-SAT
+        on a sub-box of the grid (one worker, objective on the violated row, stops at the first
+        violation; ``qa_lirpa.exact.cpsat.solve_cpsat``), returning the violation's grid codes
+        and whether it answered in time; None where CP-SAT does not encode this model exactly
+        (:meth:`exact_reason`). Its ``sat`` is a candidate for :meth:`Search._check` only: the
+        search never takes a verdict from it, and its ``unsat`` on a sub-box is dropped."""
+        if self.config.lns_s <= 0 or not problem.integral or self.exact_reason(problem, "cpsat"):
+            return None
+        from ..exact.cpsat import solve_cpsat
+
+        shape = (1,) + tuple(problem.shape)
+
+        def solve(lo: torch.Tensor, hi: torch.Tensor, seconds: float):
+            if seconds <= 0:
+                return None, False
+            r = solve_cpsat(problem.ref, spec, timeout=seconds, input_shape=shape,
+                            code_box=(lo.numpy(), hi.numpy()), tighten=False, presolve=False)
+            if r.verdict is Verdict.SAT and r.counterexample is not None:
+                x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
+                return problem.codes(x).reshape(-1), True
+            return None, r.verdict is Verdict.UNSAT
+
+        return solve
+
     def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: Deadline,
              gen: torch.Generator, handover: Deadline | None = None, start: float = 0.0) -> VerifyResult:
         searches, verdicts = [], []
         for s in specs:
-            search = Search(problem, s, self.config, stats, deadline, gen)
+            search = Search(problem, s, self.config, stats, deadline, gen, lns=self.neighbourhood_solver(problem, s))
             v = search.bound_root()
             if v is None:
                 searches.append(search)

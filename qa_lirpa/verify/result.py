@@ -25,6 +25,10 @@ class VerifyStats:
     attack_calls: int = 0
     #: the root's greedy descent on the input grid (VerifierConfig.local_search_s)
     local_search_calls: int = 0
+    #: rounds of the neighbourhood search after it (VerifierConfig.lns_s)
+    lns_rounds: int = 0
+    #: why the neighbourhood search stopped early ("" when it did not)
+    lns_error: str = ""
     points_checked: int = 0
     queue_peak: int = 0
     time_total: float = 0.0

@@ -96,8 +96,11 @@ class Search:
     verdict (``SAT``, ``UNSAT``, or ``UNKNOWN`` when continuous boxes cannot be halved)."""
 
     def __init__(self, problem: Problem, spec: InputSpec, config: VerifierConfig, stats: VerifyStats,
-                 deadline: Deadline, gen: torch.Generator) -> None:
+                 deadline: Deadline, gen: torch.Generator, lns: attack.NeighbourhoodSolver | None = None) -> None:
         self.p, self.cfg, self.stats, self.deadline, self.gen = problem, config, stats, deadline, gen
+        #: the exact procedure on sub-boxes for the neighbourhood search after the local search
+        #: (None: no such search on this model)
+        self.lns_solver = lns
         self.spec = spec
         self.lower, self.upper = np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
         if self.lower.size != problem.dim:
@@ -124,6 +127,10 @@ class Search:
         #: the root's local search while it has budget left (slices before the batches)
         self._ls: attack.LocalSearch | None = None
         self._ls_left = 0.0
+        self._root_box: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: then the neighbourhood search around its best point while it has budget left
+        self._lns: attack.NeighbourhoodSearch | None = None
+        self._lns_left = 0.0
         #: the share of the root box's volume that the batches have proved safe so far, and the
         #: seconds they took (the progress that :meth:`eta` extrapolates)
         self.proved_share = 0.0
@@ -173,13 +180,16 @@ class Search:
 
     @property
     def local_search_pending(self) -> bool:
-        """Whether the root's local search still has budget (each step runs a slice of it first)."""
-        return self._ls is not None
+        """Whether the root's local search or the neighbourhood search after it still has budget
+        (each step runs a slice of it first)."""
+        return self._ls is not None or self._lns is not None
 
     def step(self) -> Verdict | None:
-        """Process one batch (after a slice of the root's local search, while it runs); a verdict
-        when the search is over."""
+        """Process one batch (after a slice of the root's local search or of the neighbourhood search
+        after it, while they run); a verdict when the search is over."""
         if self._ls is not None and self._local_search_slice():
+            return Verdict.SAT
+        if self._lns is not None and self._lns_slice():
             return Verdict.SAT
         if not len(self.stack):
             return Verdict.UNKNOWN if self.incomplete else Verdict.UNSAT
@@ -371,6 +381,7 @@ class Search:
         # its own random stream: the search's other random draws (the box attacks) stay what they
         # are without it
         own = torch.Generator().manual_seed(int(self.cfg.seed) + 1)
+        self._root_box = (lo, hi)
         self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, own, confirm=self._check)
         self._ls_left = self.cfg.local_search_s
         self.stats.local_search_calls += 1
@@ -386,7 +397,40 @@ class Search:
         if self.found is None and ends:     # the float score can also miss by a rounding the other way
             self._check(torch.stack(ends))
         if self.found is not None or self._ls.done or self._ls_left <= 0:
+            if self.found is None:
+                self._start_lns(self._ls.centre())
             self._ls = None
+        return self.found is not None
+
+    def _start_lns(self, centre: torch.Tensor | None) -> None:
+        """Set up :class:`attack.NeighbourhoodSearch` around the local search's best point, for
+        ``config.lns_s`` seconds of this process's CPU time (the exact procedure's threads
+        included), where the model has a neighbourhood solver."""
+        if self.lns_solver is None or self.cfg.lns_s <= 0 or centre is None or self._root_box is None:
+            return
+        lo, hi = self._root_box
+        own = torch.Generator().manual_seed(int(self.cfg.seed) + 2)
+        self._lns = attack.NeighbourhoodSearch(self.p, lo[0], hi[0], self.ospec, centre, self.lns_solver, own,
+                                               size=self.cfg.lns_size)
+        self._lns_left = self.cfg.lns_s
+
+    def _lns_slice(self) -> bool:
+        """One round of the neighbourhood search; True when it found a counterexample (exactly
+        checked, recorded in ``found``). A solver error ends the search (it only ever finds)."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        seconds = min(self._lns_left, self.deadline.remaining())
+        try:
+            point = self._lns.round(seconds) if seconds > 0 else None
+        except Exception as e:  # noqa: BLE001 - a falsifier's failure decides nothing
+            self.stats.lns_error = f"{type(e).__name__}: {e}"
+            point, self._lns_left = None, 0.0
+        self.stats.lns_rounds += 1
+        self._lns_left -= time.process_time() - c0
+        self.stats.time_attack += time.perf_counter() - t0
+        if point is not None:
+            self._check(point.reshape(1, -1).to(self._root_box[0].device))
+        if self.found is not None or self._lns_left <= 0 or self.deadline.expired() or self._lns.exhausted:
+            self._lns = None
         return self.found is not None
 
     def _check(self, points: torch.Tensor) -> bool:

@@ -99,14 +99,23 @@ def test_verifier_with_only_local_search_equals_enumeration(block):
     root."""
     cfg = VerifierConfig(crown="never", alpha_root=False, random_points=0, attack_steps=0, local_search_s=1.0,
                          portfolio="none", exact_fallback="none", device="cpu")
+    ran, sat_at_root = against_enumeration(cfg, range(300 + 12 * block, 312 + 12 * block),
+                                           lambda st: st.local_search_calls > 0)
+    assert ran >= 3 and sat_at_root >= 1, (ran, sat_at_root)
+
+
+def against_enumeration(cfg: VerifierConfig, seeds, used) -> tuple[int, int]:
+    """Verify ``make_case(seed)`` for each seed with ``cfg`` and compare with enumeration; returns
+    how many runs ``used(stats)`` says used the procedure under test, and how many of those were
+    sat at the root box."""
     ran = sat_at_root = 0
-    for seed in range(300 + 12 * block, 312 + 12 * block):
+    for seed in seeds:
         model, spec = make_case(seed)
         r = verify(model, spec, cfg, timeout=30)
         check(r, model, spec)
-        ran += r.stats.local_search_calls > 0
-        sat_at_root += r.verdict is Verdict.SAT and r.stats.local_search_calls > 0 and r.stats.max_depth == 0
-    assert ran >= 3 and sat_at_root >= 1, (ran, sat_at_root)
+        ran += bool(used(r.stats))
+        sat_at_root += bool(used(r.stats)) and r.verdict is Verdict.SAT and r.stats.max_depth == 0
+    return ran, sat_at_root
 
 
 def test_local_search_is_validated():
