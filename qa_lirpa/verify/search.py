@@ -436,7 +436,9 @@ class Search:
     def _check(self, points: torch.Tensor) -> bool:
         """Exact check of points ``[N, D]``; a confirmed violation is recorded (True). A violating
         grid point that no real input of the box reaches is not a counterexample (and is safe to
-        drop: it is not in the input set)."""
+        drop: it is not in the input set). No points (``centre_checks: 0``): nothing to check."""
+        if points.shape[0] == 0:
+            return False
         t0 = time.perf_counter()
         try:
             self.stats.points_checked += points.shape[0]

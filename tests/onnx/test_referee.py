@@ -178,6 +178,22 @@ def test_run_instance_logs_the_float32_margin(tmp_path, capsys):
     assert "onnxruntime referee: float32 envelope" in err and "outputs within" in err
 
 
+def _float_output_gemm(seed: int, name: str):
+    """An ONNX file with an exact input quantizer and a float32 Gemm output layer (random weights
+    of ``seed``), an input box, and onnxruntime's maximum of output 0 on that box's grid."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1, (2, 3)).astype(np.float32)
+    b = rng.normal(0, 1, 2).astype(np.float32)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="DQ"),
+             h.make_node("Gemm", ["d", "w", "b"], ["out"], transB=1, name="fc")]
+    inits = [_t("s", np.float32(1.0)), _t("z", np.uint8(0)), _t("w", w), _t("b", b)]
+    path = save(make_model(nodes, *_io(3, 2), inits), name)
+    lo, hi = np.array([10.0, 20.0, 30.0]), np.array([17.0, 26.0, 35.0])
+    pts = np.array(list(itertools.product(*[range(10, 18), range(20, 27), range(30, 36)])), np.float32)
+    return path, lo, hi, float(np.asarray(run_onnxruntime(path, pts), np.float64)[:, 0].max())
+
+
 @pytest.mark.parametrize("route", ["handover", "portfolio"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_milp_handover_with_output_error_matches_onnxruntime(seed, route, monkeypatch):
@@ -190,18 +206,7 @@ def test_milp_handover_with_output_error_matches_onnxruntime(seed, route, monkey
     from qa_lirpa.verify import VerifierConfig, bab
     from qa_lirpa.verify.search import Search
 
-    rng = np.random.default_rng(seed)
-    w = rng.normal(0, 1, (2, 3)).astype(np.float32)
-    b = rng.normal(0, 1, 2).astype(np.float32)
-    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
-             h.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="DQ"),
-             h.make_node("Gemm", ["d", "w", "b"], ["out"], transB=1, name="fc")]
-    inits = [_t("s", np.float32(1.0)), _t("z", np.uint8(0)), _t("w", w), _t("b", b)]
-    path = save(make_model(nodes, *_io(3, 2), inits), f"ref_milp_{seed}.onnx")
-    lo, hi = np.array([10.0, 20.0, 30.0]), np.array([17.0, 26.0, 35.0])
-    pts = np.array(list(itertools.product(*[range(10, 18), range(20, 27), range(30, 36)])), np.float32)
-    y0 = np.asarray(run_onnxruntime(path, pts), np.float64)[:, 0]
-    top = float(y0.max())
+    path, lo, hi, top = _float_output_gemm(seed, f"ref_milp_{seed}.onnx")
     if route == "handover":
         cfg = VerifierConfig(exact_after=0.0, falsify=False, portfolio="none")
     else:
@@ -220,3 +225,28 @@ def test_milp_handover_with_output_error_matches_onnxruntime(seed, route, monkey
         else:       # the process answered: "sat" (at the edge a widened point that onnxruntime refutes) or "unsat"
             assert any(w in r.stats.portfolio for w in ("unsat after", "; sat after", "failed the exact check")), \
                 r.stats.portfolio
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_neighbourhood_search_at_the_float32_edge(seed):
+    """The neighbourhood search (CP-SAT on sub-boxes, exact rational arithmetic) beside the root's
+    corner checks on an ONNX file with a float output layer: at onnxruntime's maximum the answer is
+    sat with a point onnxruntime confirms, and at the next float32 above it the search runs (no
+    corner violates) and a point CP-SAT may call a violation fails onnxruntime's check, so the
+    answer stays unsat."""
+    from qa_lirpa.verify import VerifierConfig
+
+    path, lo, hi, top = _float_output_gemm(10 + seed, f"ref_lns_{seed}.onnx")
+    cfg = VerifierConfig(crown="never", alpha_root=False, random_points=0, attack_steps=0, centre_checks=0,
+                         local_search_s=0.001, local_search_starts=1, lns_s=5.0, lns_size=1, portfolio="none",
+                         exact_fallback="none", device="cpu")
+    for t, want in ((top, Verdict.SAT), (float(np.nextafter(np.float32(top), np.float32(np.inf))), Verdict.UNSAT)):
+        spec = InputSpec(lo, hi, [(np.array([[-1.0, 0.0]]), np.array([-t]))])
+        r = Verifier(load_onnx(path), cfg).verify(spec, timeout=30)
+        assert r.verdict is want, (seed, t, r.summary())
+        assert not r.stats.lns_error
+        if want is Verdict.UNSAT:
+            assert r.stats.lns_rounds > 0
+        else:
+            y = np.asarray(run_onnxruntime(path, np.asarray(r.counterexample, np.float32).reshape(1, 3)))[0, 0]
+            assert float(y) >= t
