@@ -848,12 +848,26 @@ _WORKER = Worker()
 atexit.register(_WORKER.close)
 
 
+#: the MILP solvers :func:`solve_milp` can hand its model to
+SOLVERS = ("highs", "scip")
+
+
 def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
-                 cost: Optional[dict] = None, target: Optional[float] = None, hard: bool = False):
+                 cost: Optional[dict] = None, target: Optional[float] = None, hard: bool = False,
+                 solver: str = "highs"):
     """Solve the MILP (feasibility, or minimise ``cost`` and stop once the objective is at most
     ``target``); returns (verdict, column values or None, node count), see
     :func:`~qa_lirpa.exact.highs_worker.solve_mip`. ``hard``: in the worker
-    process, killed ``0.1`` s after ``time_limit`` whatever HiGHS is doing."""
+    process, killed ``0.1`` s after ``time_limit`` whatever HiGHS is doing. ``solver="scip"``:
+    the same model to SCIP (:func:`qa_lirpa.exact.scip.solve_mip`, in this process: it keeps
+    its time limit)."""
+    if solver == "scip":
+        from .scip import ScipStatusError, solve_mip as scip_solve_mip
+
+        try:
+            return scip_solve_mip(lb, ub, rows, time_limit, threads, cost, target)
+        except ScipStatusError as e:
+            raise SolverError(str(e)) from None
     try:
         if hard:
             return _WORKER.solve(lb, ub, rows, time_limit, threads, cost, target)
@@ -925,7 +939,8 @@ def _confirm(model: nn.Module, spec: InputSpec, d: int, x_codes: np.ndarray, sha
 def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60.0,
                input_shape: Optional[Sequence[int]] = None, mode: str = "split", objective: bool = True, tighten: bool = True,
                threads: Optional[int] = None,
-               code_box: Optional[tuple[np.ndarray, np.ndarray]] = None, hard_timeout: bool = False) -> MilpResult:
+               code_box: Optional[tuple[np.ndarray, np.ndarray]] = None, hard_timeout: bool = False,
+               solver: str = "highs") -> MilpResult:
     """Decide ``spec`` on ``model`` exactly (see the module docstring); details in :class:`MilpResult`.
 
     ``input_shape``: the model's input shape with batch dimension 1 (default ``(1, n_inputs)``;
@@ -948,11 +963,16 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
     process (:class:`~qa_lirpa.exact.highs_worker.Worker`) that is killed 0.1 s after the
     deadline, which then answers ``timeout`` (the LPs of ``tighten`` stay in this process: the
     simplex method checks the clock often).
+    ``solver``: ``"highs"`` (default) or ``"scip"`` (PySCIPOpt, :mod:`qa_lirpa.exact.scip`): the
+    same MILP, solved by SCIP (its cut separation off; it stops at the first feasible point); the
+    LPs of ``tighten`` stay HiGHS's. ``hard_timeout`` applies to HiGHS only.
     """
     t0 = time.perf_counter()
     deadline = as_deadline(timeout)
     if mode not in ("split", "combined"):
         raise ValueError(f"mode must be 'split' or 'combined', got {mode!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     res = MilpResult(Verdict.UNSAT)
     shape = spec_code_box(model, spec, input_shape, shape_only=True)
     enc = _Encoder(model, shape, tighten=tighten, deadline=deadline, threads=threads)
@@ -1018,8 +1038,8 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
             if v is not None:
                 val = sol[v]
                 q = int(round(val))
-                if abs(val - q) > 1e-6:
-                    raise SolverError(f"HiGHS returned a fractional input code {val}")
+                if abs(val - q) > 1e-5:             # within the solvers' integrality tolerance
+                    raise SolverError(f"{solver} returned a fractional input code {val}")
                 xs[i] = q
         return xs
 
@@ -1058,7 +1078,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
         _check_sizes(tmp, extra)
         res.disjuncts_solved = 1
         status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline.remaining(), threads,
-                                          hard=hard_timeout)
+                                          hard=hard_timeout, solver=solver)
         res.nodes += nodes
         if status is Verdict.SAT:
             chosen = [d for z, d in sel if sol[z] > 0.5]
@@ -1079,7 +1099,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
         if objective and len(rows) == 1:
             cost, target = dict(rows[0][0].coefs), rows[0][1]
         status, sol, nodes = _highs_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target,
-                                          hard=hard_timeout)
+                                          hard=hard_timeout, solver=solver)
         res.nodes += nodes
         if status is Verdict.SAT:
             x = _confirm(model, spec, d, codes_from(sol), shape)

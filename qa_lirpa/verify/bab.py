@@ -116,14 +116,6 @@ class Verifier:
         self._problem = None
         self._milp_reason: str | None = None
         self._exact_reasons: dict[str, str] = {}
-        self.portfolio_backend = ""
-        if self.config.portfolio != "none":
-            from .portfolio import backend_for
-
-            self.portfolio_backend = backend_for(self.config.portfolio)
-            if self.portfolio_backend == "cpsat":     # import before forking: the child starts warm
-                from ..exact import cpsat  # noqa: F401
-                from ortools.sat.python import cp_model  # noqa: F401
         if self.input_shape is not None:
             self.problem(self.input_shape)
 
@@ -179,6 +171,15 @@ class Verifier:
             result.message = problem.crown_error
         return result
 
+    def portfolio_backend(self, problem) -> str:
+        """The exact backend of the portfolio's process on ``problem`` ("" for ``portfolio:
+        none``): :func:`~qa_lirpa.verify.portfolio.backend_for`, "auto" by the model's size."""
+        if self.config.portfolio == "none":
+            return ""
+        from .portfolio import backend_for
+
+        return backend_for(self.config.portfolio, _small_model("auto", problem))
+
     def milp_reason(self, problem) -> str:
         """Why the exact fallback (MILP or CP-SAT) cannot take over on this model ("" if it can);
         computed once."""
@@ -187,7 +188,7 @@ class Verifier:
         return self._milp_reason
 
     def exact_reason(self, problem, backend: str) -> str:
-        """Why the exact ``backend`` ("milp" or "cpsat") cannot decide properties of this model
+        """Why the exact ``backend`` ("milp", "scip" or "cpsat") cannot decide properties of this model
         ("" if it can); computed once per backend."""
         if backend not in self._exact_reasons:
             # lazy: the exact backends load only when a verify() call may use them (prepare_instance
@@ -197,6 +198,12 @@ class Verifier:
                 from ..exact.cpsat import unsupported_reason
             else:
                 from ..exact.milp import unsupported_reason
+            if backend == "scip":
+                from ..exact import scip
+
+                if not scip.available():
+                    self._exact_reasons[backend] = "PySCIPOpt (SCIP) is not installed"
+                    return self._exact_reasons[backend]
 
             env = getattr(problem, "envelope", None)
             if not problem.integral:
@@ -495,7 +502,7 @@ class _Portfolio:
         self.child = None
         self.done = True
         self.start_at = Deadline.never()
-        backend = verifier.portfolio_backend
+        backend = verifier.portfolio_backend(problem)
         if not backend:
             return
         reason = verifier.exact_reason(problem, backend)

@@ -121,7 +121,7 @@ class VerifierConfig:
     #: definitive answer wins; the other side is stopped. The exact_fallback hand-over still runs
     #: in this process at exact_after (see exact_beside_portfolio). Uses a second core while it
     #: runs.
-    portfolio: Literal["none", "auto", "cpsat", "milp"] = "auto"
+    portfolio: Literal["none", "auto", "cpsat", "milp", "scip"] = "auto"
     #: start the portfolio's process only after this many seconds of branch and bound (0: right
     #: after the root box's bounds, beside the root attacks and alpha-CROWN), so that easy
     #: properties never fork
@@ -179,8 +179,8 @@ class VerifierConfig:
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
                   (self.exact_fallback in ("none", "milp", "cpsat"),
                    "exact_fallback must be 'none', 'milp' or 'cpsat'"),
-                  (self.portfolio in ("none", "auto", "cpsat", "milp"),
-                   "portfolio must be 'none', 'auto', 'cpsat' or 'milp'"),
+                  (self.portfolio in ("none", "auto", "cpsat", "milp", "scip"),
+                   "portfolio must be 'none', 'auto', 'cpsat', 'milp' or 'scip'"),
                   (self.portfolio_after >= 0, "portfolio_after must be >= 0"),
                   (0.0 <= self.portfolio_yield <= 1.0, "portfolio_yield must be in [0, 1]"),
                   (self.exact_beside_portfolio in ("auto", "on", "off"),

@@ -2,7 +2,8 @@
 
 :class:`ExactChild` forks the verifying process once a search has not been decided by the
 bounds of its root box (before the root attacks and alpha-CROWN): the child runs the exact
-procedure (:func:`qa_lirpa.exact.cpsat.solve_cpsat` or :func:`qa_lirpa.exact.milp.solve_milp`) on
+procedure (:func:`qa_lirpa.exact.cpsat.solve_cpsat` or :func:`qa_lirpa.exact.milp.solve_milp`, by
+HiGHS or SCIP: :func:`exact_solver`) on
 the whole property, every box of it, from the start; the parent goes on with the root attacks and
 branch and bound and looks at the child's answer between batches; while branch and bound is behind
 it waits for the child part of the time (``VerifierConfig.portfolio_yield``,
@@ -21,6 +22,7 @@ torch. The child sets torch to one thread before it touches a tensor (no OpenMP 
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -33,14 +35,32 @@ from ..base.deadline import Deadline
 from ..base.vnnlib import InputSpec
 
 
-def backend_for(choice: str) -> str:
-    """The exact backend a ``portfolio`` setting names: ``"auto"`` is CP-SAT where OR-Tools is
-    importable, else the MILP (HiGHS)."""
+def backend_for(choice: str, small: bool = False) -> str:
+    """The exact backend a ``portfolio`` setting names: ``"auto"`` is the MILP solved by SCIP on
+    a ``small`` model (at most ``TIGHTEN_UNITS`` hidden units) where PySCIPOpt is importable,
+    else CP-SAT where OR-Tools is importable, else the MILP solved by HiGHS."""
     if choice != "auto":
         return choice
-    from ..exact.cpsat import available
+    from ..exact import cpsat, scip
 
-    return "cpsat" if available() else "milp"
+    if small and scip.available():
+        return "scip"
+    return "cpsat" if cpsat.available() else "milp"
+
+
+def exact_solver(backend: str):
+    """The solve function of an exact ``backend``: ``"cpsat"``
+    (:func:`qa_lirpa.exact.cpsat.solve_cpsat`), ``"milp"`` (:func:`qa_lirpa.exact.milp.solve_milp`,
+    HiGHS) or ``"scip"`` (the same MILP, SCIP); all take the same arguments."""
+    if backend == "cpsat":
+        from ..exact.cpsat import solve_cpsat
+
+        return solve_cpsat
+    from ..exact.milp import solve_milp
+
+    if backend == "scip":
+        return functools.partial(solve_milp, solver="scip")
+    return solve_milp
 
 
 def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tuple, deadline_at: float,
@@ -56,10 +76,7 @@ def _child_main(conn, backend: str, model, specs: Sequence[InputSpec], shape: tu
 
         # the parent's HiGHS worker process belongs to the parent: never write to its pipes
         _milp._WORKER = _milp.Worker()
-        if backend == "cpsat":
-            from ..exact.cpsat import solve_cpsat as solve
-        else:
-            solve = _milp.solve_milp
+        solve = exact_solver(backend)
         deadline = Deadline(deadline_at)
         for i, spec in enumerate(specs):
             r = solve(model, spec, timeout=deadline, input_shape=shape, threads=threads, **(options or {}))
@@ -98,6 +115,8 @@ class ExactChild:
             from ortools.sat.python import cp_model  # noqa: F401
         else:
             from ..exact import milp  # noqa: F401
+            if backend == "scip":
+                import pyscipopt  # noqa: F401
         ctx = mp.get_context("fork")
         self._conn, child_conn = ctx.Pipe(duplex=False)
         self.t0 = time.monotonic()
@@ -161,4 +180,4 @@ class ExactChild:
             pass
 
 
-__all__ = ["ExactChild", "backend_for"]
+__all__ = ["ExactChild", "backend_for", "exact_solver"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
 import os
 from fractions import Fraction
@@ -129,13 +130,18 @@ def test_random_cases_cover_sat_and_unsat():
         assert any(sub) and not all(sub)
 
 
+HAVE_SCIP = importlib.util.find_spec("pyscipopt") is not None
+SOLVERS = ["highs", pytest.param("scip", marks=pytest.mark.skipif(not HAVE_SCIP, reason="PySCIPOpt not installed"))]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed", range(N_CASES))
-def test_matches_enumeration(seed):
+def test_matches_enumeration(seed, solver):
     model, spec, shape, truth = random_case(seed)
     mode = "combined" if seed % 4 == 1 else "split"
     objective = seed % 5 != 4
     tighten = seed % 3 != 2
-    res = solve_milp(model, spec, timeout=30, mode=mode, objective=objective, tighten=tighten)
+    res = solve_milp(model, spec, timeout=30, mode=mode, objective=objective, tighten=tighten, solver=solver)
     assert res.verdict == (Verdict.SAT if truth else Verdict.UNSAT), (res, truth)
     if truth:
         assert_counterexample(model, spec, res.counterexample, shape)
@@ -457,3 +463,27 @@ def test_bad_solver_point_is_an_error(monkeypatch):
     spec_unsat = InputSpec(lo, hi, [(rows, np.array([v, -(v + 0.5)]))])
     with pytest.raises(SolverError, match="counterexample"):
         decide_milp(model, spec_unsat)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("target", [3, -7])
+def test_objective_at_the_target_is_still_a_violation(solver, target):
+    """The only feasible points have objective exactly ``target`` (the minimised row is tight):
+    HiGHS's objective cutoff (``highs_worker.objective_cutoff``) and SCIP's first-solution stop
+    must still answer sat. Fails with a cutoff at or below the target."""
+    from qa_lirpa.exact.highs_worker import objective_cutoff, solve_mip as highs_solve_mip
+    from qa_lirpa.exact.scip import solve_mip as scip_solve_mip
+
+    assert objective_cutoff({0: 1}, target) > target and objective_cutoff(None, None) > 0
+    solve = highs_solve_mip if solver == "highs" else scip_solve_mip
+    row = {0: 2, 1: -3, 2: 1}
+    lb, ub = [-20, -20, 0], [20, 20, 5]
+    rows = [(dict(row), target, None), (dict(row), None, target), ({0: 1, 1: 1}, 1, 9)]
+    verdict, sol, _ = solve(lb, ub, rows, 10.0, 1, dict(row), target)
+    assert verdict is Verdict.SAT
+    assert sum(a * round(sol[j]) for j, a in row.items()) == target
+    # one more than the row can reach: infeasible, also with the cutoff
+    rows = [(dict(row), None, target), ({0: 1}, 20, None), ({1: 1}, None, -20), ({2: 1}, 5, None)]
+    assert 2 * 20 + 3 * 20 + 5 > target
+    verdict, sol, _ = solve(lb, ub, rows, 10.0, 1, dict(row), target)
+    assert verdict is Verdict.UNSAT and sol is None

@@ -12,7 +12,7 @@ import torch
 
 from qnn_factory import DAG_KINDS, dag_qnn, rounding_for
 from qa_lirpa.base.verdict import Verdict
-from qa_lirpa.exact import cpsat, solve_milp
+from qa_lirpa.exact import cpsat, scip, solve_milp
 from qa_lirpa.exact.milp import unsupported_reason
 from qa_lirpa.nn import integer_codes
 from qa_lirpa.verify.vnnlib import InputSpec
@@ -86,6 +86,22 @@ def test_milp_matches_enumeration_on_random_dags(cases):
             else:
                 n_unsat += 1
     assert kinds == set(DAG_KINDS) and n_sat >= 50 and n_unsat >= 50
+
+
+@pytest.mark.skipif(not scip.available(), reason="PySCIPOpt is not installed")
+def test_scip_matches_enumeration_on_random_dags(cases):
+    n_sat = n_unsat = 0
+    for i, (model, shape, lower, upper, y, step) in enumerate(cases[:24]):
+        for j, (spec, truth) in enumerate(_specs(lower, upper, y, step, i)):
+            res = solve_milp(model, spec, timeout=30, input_shape=shape, mode=("split", "combined")[j % 2],
+                             tighten=bool(i % 2), solver="scip")
+            assert res.verdict is (Verdict.SAT if truth else Verdict.UNSAT), (i, j)
+            if truth:
+                _check_sat(model, spec, shape, res)
+                n_sat += 1
+            else:
+                n_unsat += 1
+    assert n_sat >= 10 and n_unsat >= 10
 
 
 @pytest.mark.skipif(not cpsat.available(), reason="OR-Tools is not installed")

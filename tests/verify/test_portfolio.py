@@ -22,7 +22,9 @@ from qa_lirpa.verify.portfolio import ExactChild, backend_for
 
 sc = load_benchmark("soundness_campaign.py", "soundness_campaign")
 HAVE_ORTOOLS = importlib.util.find_spec("ortools") is not None
-BACKENDS = ["milp", pytest.param("cpsat", marks=pytest.mark.skipif(not HAVE_ORTOOLS, reason="OR-Tools not installed"))]
+HAVE_SCIP = importlib.util.find_spec("pyscipopt") is not None
+BACKENDS = ["milp", pytest.param("cpsat", marks=pytest.mark.skipif(not HAVE_ORTOOLS, reason="OR-Tools not installed")),
+            pytest.param("scip", marks=pytest.mark.skipif(not HAVE_SCIP, reason="PySCIPOpt not installed"))]
 SEEDS = [700000 + i for i in range(12)]
 
 
@@ -60,6 +62,21 @@ def test_process_alone_agrees_with_enumeration(cases, backend):
         if name == "SAT":
             assert i == 0 and not sc.check_counterexample(case, x), case.case_seed
         assert child.proc is None                          # reaped once it answered
+
+
+def test_milp_process_after_highs_ran_here(cases):
+    """HiGHS's scheduler threads do not survive the fork: a MILP process started after this
+    process has run a HiGHS MIP (with HiGHS's default threads) must still answer (it waited forever
+    on its root node's task group before the scheduler was restarted in the child)."""
+    from qa_lirpa.exact import solve_milp
+
+    hard = [c for c in cases if solve_milp(c.model, c.spec, timeout=20, input_shape=(1,) + sc._shape(c.meta)).nodes]
+    assert hard, "no case needed a MIP node"
+    case = hard[0]
+    child = ExactChild("milp", case.model, [case.spec], (1,) + sc._shape(case.meta), Deadline.after(20))
+    t0 = time.monotonic()
+    ans = child.wait(20)
+    assert ans is not None and ans[0].lower() == case.truth, (time.monotonic() - t0, ans)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -109,11 +126,35 @@ def test_a_wrong_sat_of_the_process_is_rejected(cases):
 
 
 def test_auto_falls_back_to_milp_without_ortools(monkeypatch):
-    from qa_lirpa.exact import cpsat
+    from qa_lirpa.exact import cpsat, scip
 
     monkeypatch.setattr(cpsat, "available", lambda: False)
+    monkeypatch.setattr(scip, "available", lambda: False)
     assert backend_for("auto") == "milp"
+    assert backend_for("auto", small=True) == "milp"
     assert backend_for("cpsat") == "cpsat"
+
+
+def test_auto_takes_scip_on_small_models_only(monkeypatch):
+    from qa_lirpa.exact import cpsat, scip
+
+    monkeypatch.setattr(cpsat, "available", lambda: True)
+    monkeypatch.setattr(scip, "available", lambda: True)
+    assert backend_for("auto", small=True) == "scip"
+    assert backend_for("auto", small=False) == "cpsat"
+    monkeypatch.setattr(scip, "available", lambda: False)
+    assert backend_for("auto", small=True) == "cpsat"
+    assert backend_for("scip") == "scip"
+
+
+@pytest.mark.skipif(not HAVE_SCIP, reason="PySCIPOpt not installed")
+def test_verifier_resolves_the_portfolio_backend_per_model(cases):
+    """"auto" picks SCIP for the campaign's small models and reports it in the stats."""
+    case = next(c for c in cases if c.truth == "unsat")
+    v = Verifier(case.model, VerifierConfig(portfolio="auto", device="cpu"), input_shape=sc._shape(case.meta))
+    problem = v.problem(sc._shape(case.meta))
+    assert v.portfolio_backend(problem) == "scip"
+    assert Verifier(case.model, VerifierConfig(portfolio="none")).portfolio_backend(problem) == ""
 
 
 def test_config_validation():
