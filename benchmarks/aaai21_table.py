@@ -49,7 +49,7 @@ ABLATION = ("landed", "portfolio", "portfolio_milp", "portfolio_nofallback", "po
 COMBINED_FIELDS = ["index", "eps", "label", "predicted", "verdict", "time_s", "boxes", "milp_calls",
                    "time_milp_s", "exact"]
 NAMES = {"bab": "qa-lirpa bab", "milp": "exact MILP (HiGHS)", "combined": "qa-lirpa bab + MILP",
-         "landed": "bab + MILP (re-run beside portfolio)", "portfolio": "portfolio (bab + MILP | CP-SAT process)"}
+         "landed": "bab + MILP (re-run beside portfolio)", "portfolio": "portfolio (bab + MILP | exact process: SCIP up to 1024 hidden units, else CP-SAT)"}
 #: the verifier settings of each --run strategy (besides device cpu and exact_threads)
 STRATEGY = {"combined": dict(exact_fallback="milp", portfolio="none"),
             "landed": dict(exact_fallback="milp", portfolio="none"),

@@ -3,6 +3,8 @@ and the exact MILP procedure agree with enumeration on random tiny QNNs and prop
 run is ``benchmarks/soundness_campaign.py``."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -106,25 +108,33 @@ def test_alpha_crown_at_the_root_agrees_with_enumeration():
     assert ran == {"sat", "unsat"}, ran
 
 
+def _agrees_on_chains_and_dags(tool: str, n: int, seed: int) -> list:
+    """``n`` chain and ``n`` DAG campaign cases of ``tool``: no bug, every verdict equals
+    enumeration, and the cases hold both sat and unsat ones. Returns the results."""
+    out = sc.campaign(n, seed=seed, timeout=20.0, paper_every=0, tools=(tool,))
+    out += sc.campaign(n, seed=seed, timeout=20.0, paper_every=0, tools=(tool,), family="dag")
+    for r in out:
+        assert not r.bugs, (r.case.case_seed, r.bugs)
+        assert r.outcomes[tool].verdict == r.case.truth, r.case.case_seed
+    assert {r.case.truth for r in out} == {"sat", "unsat"}
+    return out
+
+
 def test_exact_process_without_presolve_agrees_with_enumeration():
     """The portfolio's process with the large-model settings (no LP tightening, no CP-SAT
     presolve): every verdict equals enumeration, on chain and DAG cases, sat and unsat."""
-    out = sc.campaign(9, seed=21, timeout=20.0, paper_every=0, tools=("presolve",))
-    out += sc.campaign(9, seed=21, timeout=20.0, paper_every=0, tools=("presolve",), family="dag")
-    for r in out:
-        assert not r.bugs, (r.case.case_seed, r.bugs)
-        assert r.outcomes["presolve"].verdict == r.case.truth, r.case.case_seed
-    assert {r.case.truth for r in out} == {"sat", "unsat"}
+    _agrees_on_chains_and_dags("presolve", 9, seed=21)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyscipopt") is None, reason="PySCIPOpt not installed")
+def test_scip_tool_agrees_with_enumeration():
+    """The MILP solved by SCIP: every verdict equals enumeration, chain and DAG, sat and unsat."""
+    _agrees_on_chains_and_dags("scip", 9, seed=23)
 
 
 def test_waiting_for_the_exact_process_agrees_with_enumeration():
     """The ``yield`` tool (branch and bound always behind, so it waits for the portfolio's process
     and the hand-over waits too): every verdict equals enumeration on chain and DAG cases, and
     some cases did wait."""
-    out = sc.campaign(8, seed=31, timeout=20.0, paper_every=0, tools=("yield",))
-    out += sc.campaign(8, seed=31, timeout=20.0, paper_every=0, tools=("yield",), family="dag")
-    for r in out:
-        assert not r.bugs, (r.case.case_seed, r.bugs)
-        assert r.outcomes["yield"].verdict == r.case.truth, r.case.case_seed
-    assert {r.case.truth for r in out} == {"sat", "unsat"}
+    out = _agrees_on_chains_and_dags("yield", 8, seed=31)
     assert any(r.outcomes["yield"].note == "waited" for r in out)

@@ -16,8 +16,9 @@ class VerifierConfig:
     box). The verdicts of both are sound and complete on the input grid; only the speed differs.
 
     ``portfolio="auto"`` (default; method bab only): once the root box's bounds have not decided
-    a property, a forked process runs the exact procedure on the whole property (CP-SAT where
-    OR-Tools is importable, else the MILP) while the root attacks and branch and bound go on here;
+    a property, a forked process runs the exact procedure on the whole property (on models up to
+    1024 hidden units the MILP solved by SCIP where PySCIPOpt is importable, else CP-SAT where
+    OR-Tools is, else the MILP by HiGHS) while the root attacks and branch and bound go on here;
     the first definitive answer wins (:mod:`qa_lirpa.verify.portfolio`). On the AAAI'21 MNIST
     benchmark it decides the instances that neither branch and bound nor the MILP fallback decides
     in 20 s (sample 264); on the MNIST conv nets it decides nearly every hard image, and
@@ -117,7 +118,8 @@ class VerifierConfig:
     exact_share: float = 0.75
     #: the exact procedure run in a second (forked) process beside branch and bound, on the whole
     #: property, once the root box's bounds have not decided it (qa_lirpa.verify.portfolio): "auto"
-    #: (CP-SAT where OR-Tools is importable, else the MILP), "cpsat", "milp" or "none". The first
+    #: (SCIP's MILP up to 1024 hidden units where PySCIPOpt is importable, else CP-SAT where OR-Tools
+    #: is, else HiGHS's MILP), "scip", "cpsat", "milp" or "none". The first
     #: definitive answer wins; the other side is stopped. The exact_fallback hand-over still runs
     #: in this process at exact_after (see exact_beside_portfolio). Uses a second core while it
     #: runs.
