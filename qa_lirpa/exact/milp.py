@@ -852,7 +852,7 @@ atexit.register(_WORKER.close)
 SOLVERS = ("highs", "scip")
 
 
-def _highs_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
+def _mip_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
                  cost: Optional[dict] = None, target: Optional[float] = None, hard: bool = False,
                  solver: str = "highs"):
     """Solve the MILP (feasibility, or minimise ``cost`` and stop once the objective is at most
@@ -1077,7 +1077,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
         tmp.lb, tmp.ub = lb, ub
         _check_sizes(tmp, extra)
         res.disjuncts_solved = 1
-        status, sol, nodes = _highs_solve(lb, ub, base_rows + extra, deadline.remaining(), threads,
+        status, sol, nodes = _mip_solve(lb, ub, base_rows + extra, deadline.remaining(), threads,
                                           hard=hard_timeout, solver=solver)
         res.nodes += nodes
         if status is Verdict.SAT:
@@ -1098,7 +1098,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
         cost = target = None
         if objective and len(rows) == 1:
             cost, target = dict(rows[0][0].coefs), rows[0][1]
-        status, sol, nodes = _highs_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target,
+        status, sol, nodes = _mip_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target,
                                           hard=hard_timeout, solver=solver)
         res.nodes += nodes
         if status is Verdict.SAT:

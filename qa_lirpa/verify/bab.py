@@ -359,10 +359,9 @@ class Verifier:
         it as their ``timeout``; branch and bound gets the rest.
         """
         cfg = self.config
-        if cfg.exact_fallback == "cpsat":       # lazy: see milp_reason
-            from ..exact.cpsat import solve_cpsat as solve_exact
-        else:
-            from ..exact.milp import solve_milp as solve_exact
+        from .portfolio import exact_solver      # lazy: see milp_reason
+
+        solve_exact = exact_solver(cfg.exact_fallback)
         t0 = time.monotonic()
         stop = deadline if exact_deadline is None else exact_deadline.earlier(deadline)
         n_open = sum(len(s.stack) for s in searches)

@@ -250,7 +250,7 @@ def pinned_outputs(model, lower, upper, point_codes, shape, forbid=None):
             rows.append((dict(e.coefs), value + 1 - e.const, None))
         else:
             rows.append((dict(e.coefs), None, value - 1 - e.const))
-    status, sol, _ = milp_mod._highs_solve(enc.b.lb, enc.b.ub, rows, 30.0, None)
+    status, sol, _ = milp_mod._mip_solve(enc.b.lb, enc.b.ub, rows, 30.0, None)
     if status == Verdict.UNSAT:
         return None
     assert status == Verdict.SAT
@@ -448,13 +448,13 @@ def test_bad_solver_point_is_an_error(monkeypatch):
     best = min(y[0] for y in ys)
     spec = InputSpec(lo, hi, [(np.eye(3)[:1], np.array([float(best)]))])
     assert decide_milp(model, spec)[0] == Verdict.SAT
-    real = milp_mod._highs_solve
+    real = milp_mod._mip_solve
 
     def lying(lb, ub, rows, *a, **k):
         status, sol, nodes = real(lb, ub, rows, *a, **k)
         return Verdict.SAT, list(ub), nodes     # every variable at its upper bound
 
-    monkeypatch.setattr(milp_mod, "_highs_solve", lying)
+    monkeypatch.setattr(milp_mod, "_mip_solve", lying)
     # y0 <= v and y0 >= v + 1/2: each row alone is satisfiable (no interval pre-filtering), together not
     values = sorted({y[0] for y in ys})
     assert len(values) >= 3
