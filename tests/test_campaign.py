@@ -66,7 +66,9 @@ def test_certify_workers_match_serial(checkpoint, tmp_path, capsys):
 def test_benchmark_run_workers_match_serial(checkpoint, tmp_path, capsys):
     from qa_lirpa.benchfolder import make_folder, read_instances
 
-    folder = make_folder(str(checkpoint), "synthetic", range(0, 4), [2.0, 30.0], str(tmp_path / "bench"), 10.0)
+    # 60 s per instance: far above the slowest instance (about 6 s), so that a loaded machine
+    # cannot turn a verdict into a timeout in one of the two runs and fail the comparison
+    folder = make_folder(str(checkpoint), "synthetic", range(0, 4), [2.0, 30.0], str(tmp_path / "bench"), 60.0)
     assert main(["benchmark", "run", str(folder), "--no-progress"]) == 0
     serial = _rows(folder / "results.csv")
     texts = {p.name: p.read_text() for p in (folder / "results").iterdir()}
