@@ -487,3 +487,30 @@ def test_objective_at_the_target_is_still_a_violation(solver, target):
     assert 2 * 20 + 3 * 20 + 5 > target
     verdict, sol, _ = solve(lb, ub, rows, 10.0, 1, dict(row), target)
     assert verdict is Verdict.UNSAT and sol is None
+
+
+@pytest.mark.skipif(not HAVE_SCIP, reason="PySCIPOpt not installed")
+def test_scip_runs_with_the_alns_budget(monkeypatch):
+    """SCIP's model gets the ALNS budget of ``scip.ALNS`` (what finds the Fashion proxy's sample
+    229 in about a second), its cut separation stays off, and the answer is still right. Fails
+    if the settings are dropped or not applied before the solve."""
+    import pyscipopt
+
+    from qa_lirpa.exact import scip
+
+    seen = {}
+
+    class Recording(pyscipopt.Model):
+        def optimize(self):
+            for key in (*scip.ALNS, "separating/gomory/freq"):
+                seen[key] = self.getParam(key)
+            return super().optimize()
+
+    monkeypatch.setattr(pyscipopt, "Model", Recording)
+    verdict, sol, _ = scip.solve_mip([0, 0], [4, 4], [({0: 1, 1: 1}, 7, None)], 10.0)
+    assert verdict is Verdict.SAT and round(sol[0]) + round(sol[1]) >= 7
+    for key, value in scip.ALNS.items():
+        assert seen[key] == value, key
+    assert seen["separating/gomory/freq"] == -1                       # the cut separators are off
+    default = pyscipopt.Model()
+    assert any(default.getParam(k) != v for k, v in scip.ALNS.items())   # the settings change something
