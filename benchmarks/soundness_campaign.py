@@ -38,6 +38,10 @@ Each case is then decided by
 * ``lns``: bab with the neighbourhood search (``lns_s``: CP-SAT on sub-boxes around the local
   search's best point) after a local search of 1 ms, as ``local`` otherwise (the table counts
   the cases it ran on, and the sat ones decided at the root);
+* ``restarts``: bab with the seed restarts (``restart_s``: short SCIP runs on the whole property,
+  each with another seed) after a local search of 1 ms, as ``lns`` otherwise, without the
+  neighbourhood search (the table counts the cases they ran on, and the sat ones decided at the
+  root);
 * ``scip``: the MILP procedure solved by SCIP (``solve_milp(solver="scip")``, the portfolio's
   process on models up to 1024 hidden units), LP tightening on every other case;
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
@@ -100,7 +104,7 @@ BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
 TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local", "presolve",
-         "yield", "lns", "scip")
+         "yield", "lns", "restarts", "scip")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -519,7 +523,11 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
             if tool == "lns":
                 extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
                          "random_points": 0, "attack_steps": 0, "local_search_s": 0.001, "local_search_starts": 1,
-                         "lns_s": 2.0, "lns_size": 1}
+                         "lns_s": 2.0, "lns_size": 1, "restart_s": 0.0}
+            if tool == "restarts":
+                extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
+                         "random_points": 0, "attack_steps": 0, "local_search_s": 0.001, "local_search_starts": 1,
+                         "lns_s": 0.0, "restart_s": 2.0, "restart_round_s": 0.5}
             cfg = VerifierConfig(method="paper" if tool == "paper" else "bab",
                                  falsify=tool not in ("bab_nf", "bab_handover", "portfolio", "alpha", "yield"), device="cpu",
                                  seed=case.case_seed % (2 ** 31), **extra)
@@ -536,6 +544,8 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 note = "local_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "local"
             if tool == "lns" and res.stats.lns_rounds:
                 note = "lns_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "lns"
+            if tool == "restarts" and res.stats.restart_rounds:
+                note = "restarts_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "restarts"
             if verdict == "sat" and x is not None and res.outputs is not None:
                 y = integer_forward(case.model, torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(
                     (1,) + _shape(case.meta)))
@@ -620,6 +630,8 @@ def summarize(results: list[CaseResult]) -> dict:
             local_sat=sum(o.note == "local_sat" for o in outs),
             lns_runs=sum(o.note in ("lns", "lns_sat") for o in outs),
             lns_sat=sum(o.note == "lns_sat" for o in outs),
+            restart_runs=sum(o.note in ("restarts", "restarts_sat") for o in outs),
+            restart_sat=sum(o.note == "restarts_sat" for o in outs),
             waited=sum(o.note == "waited" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
@@ -642,6 +654,7 @@ def markdown_table(s: dict) -> str:
              "alpha": "verifier bab + alpha-CROWN at the root, falsify, portfolio and MILP off",
              "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off",
              "lns": "verifier bab, the neighbourhood search after 1 ms of local search, CROWN, portfolio and MILP off",
+             "restarts": "verifier bab, the seed restarts after 1 ms of local search, CROWN, LNS, portfolio and MILP off",
              "scip": "exact MILP solved by SCIP (cut separation off), LP tightening on every other case"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
@@ -662,6 +675,10 @@ def markdown_table(s: dict) -> str:
         t = s["tools"]["lns"]
         lines += ["", f"lns: the neighbourhood search ran on {t['lns_runs']} of {t['runs']} cases; "
                       f"{t['lns_sat']} of them were sat at the root"]
+    if "restarts" in s["tools"]:
+        t = s["tools"]["restarts"]
+        lines += ["", f"restarts: the seed restarts ran on {t['restart_runs']} of {t['runs']} cases; "
+                      f"{t['restart_sat']} of them were sat at the root"]
     if "yield" in s["tools"]:
         t = s["tools"]["yield"]
         lines += ["", f"yield: branch and bound waited for the exact process in {t['waited']} of {t['runs']} "

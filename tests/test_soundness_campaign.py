@@ -138,3 +138,11 @@ def test_waiting_for_the_exact_process_agrees_with_enumeration():
     some cases did wait."""
     out = _agrees_on_chains_and_dags("yield", 8, seed=31)
     assert any(r.outcomes["yield"].note == "waited" for r in out)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyscipopt") is None, reason="PySCIPOpt not installed")
+def test_seed_restarts_tool_agrees_with_enumeration():
+    """The ``restarts`` tool (the seed restarts the only attack after a 1 ms local search): every
+    verdict equals enumeration on chain and DAG cases, and the restarts ran on some of them."""
+    out = _agrees_on_chains_and_dags("restarts", 8, seed=37)
+    assert any(r.outcomes["restarts"].note in ("restarts", "restarts_sat") for r in out)

@@ -854,7 +854,7 @@ SOLVERS = ("highs", "scip")
 
 def _mip_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int],
                  cost: Optional[dict] = None, target: Optional[float] = None, hard: bool = False,
-                 solver: str = "highs"):
+                 solver: str = "highs", seed: int = 0):
     """Solve the MILP (feasibility, or minimise ``cost`` and stop once the objective is at most
     ``target``); returns (verdict, column values or None, node count), see
     :func:`~qa_lirpa.exact.highs_worker.solve_mip`. ``hard``: in the worker
@@ -865,7 +865,7 @@ def _mip_solve(lb: list, ub: list, rows: list, time_limit: float, threads: Optio
         from .scip import ScipStatusError, solve_mip as scip_solve_mip
 
         try:
-            return scip_solve_mip(lb, ub, rows, time_limit, threads, cost, target)
+            return scip_solve_mip(lb, ub, rows, time_limit, threads, cost, target, seed)
         except ScipStatusError as e:
             raise SolverError(str(e)) from None
     try:
@@ -940,7 +940,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
                input_shape: Optional[Sequence[int]] = None, mode: str = "split", objective: bool = True, tighten: bool = True,
                threads: Optional[int] = None,
                code_box: Optional[tuple[np.ndarray, np.ndarray]] = None, hard_timeout: bool = False,
-               solver: str = "highs") -> MilpResult:
+               solver: str = "highs", seed: int = 0) -> MilpResult:
     """Decide ``spec`` on ``model`` exactly (see the module docstring); details in :class:`MilpResult`.
 
     ``input_shape``: the model's input shape with batch dimension 1 (default ``(1, n_inputs)``;
@@ -965,7 +965,8 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
     simplex method checks the clock often).
     ``solver``: ``"highs"`` (default) or ``"scip"`` (PySCIPOpt, :mod:`qa_lirpa.exact.scip`): the
     same MILP, solved by SCIP (its cut separation off; it stops at the first feasible point); the
-    LPs of ``tighten`` stay HiGHS's. ``hard_timeout`` applies to HiGHS only.
+    LPs of ``tighten`` stay HiGHS's. ``hard_timeout`` applies to HiGHS only. ``seed``: SCIP's
+    random seed shift (another seed searches elsewhere; SCIP only).
     """
     t0 = time.perf_counter()
     deadline = as_deadline(timeout)
@@ -1078,7 +1079,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
         _check_sizes(tmp, extra)
         res.disjuncts_solved = 1
         status, sol, nodes = _mip_solve(lb, ub, base_rows + extra, deadline.remaining(), threads,
-                                          hard=hard_timeout, solver=solver)
+                                          hard=hard_timeout, solver=solver, seed=seed)
         res.nodes += nodes
         if status is Verdict.SAT:
             chosen = [d for z, d in sel if sol[z] > 0.5]
@@ -1099,7 +1100,7 @@ def solve_milp(model: nn.Module, spec: InputSpec, timeout: float | Deadline = 60
         if objective and len(rows) == 1:
             cost, target = dict(rows[0][0].coefs), rows[0][1]
         status, sol, nodes = _mip_solve(b.lb, b.ub, base_rows + extra, left, threads, cost, target,
-                                          hard=hard_timeout, solver=solver)
+                                          hard=hard_timeout, solver=solver, seed=seed)
         res.nodes += nodes
         if status is Verdict.SAT:
             x = _confirm(model, spec, d, codes_from(sol), shape)

@@ -58,11 +58,13 @@ _UNDECIDED = {"timelimit", "memlimit", "nodelimit", "totalnodelimit", "stallnode
 
 
 def solve_mip(lb: list, ub: list, rows: list, time_limit: float, threads: Optional[int] = None,
-              cost: Optional[dict] = None, target: Optional[float] = None):
+              cost: Optional[dict] = None, target: Optional[float] = None, seed: int = 0):
     """Solve the MILP of integer columns with bounds ``lb``/``ub`` and rows ``(coefs, lo, hi)``
     (feasibility, or minimise ``cost`` and stop at the first feasible point: with ``target`` the
     minimised row is one of the rows, so every feasible point has objective at most ``target``).
-    ``threads`` is accepted for the common signature; SCIP's LP runs on one thread."""
+    ``threads`` is accepted for the common signature; SCIP's LP runs on one thread. ``seed``:
+    SCIP's random seed shift (its heuristics', branching's and LP's random choices; another seed
+    searches elsewhere, decides the same)."""
     from pyscipopt import Model, SCIP_PARAMSETTING, quicksum
 
     n = len(lb)
@@ -84,7 +86,7 @@ def solve_mip(lb: list, ub: list, rows: list, time_limit: float, threads: Option
     m.setParam("limits/time", max(float(time_limit), 1e-3))
     m.setParam("limits/solutions", 1)
     m.setParam("lp/threads", 1)
-    m.setParam("randomization/randomseedshift", 0)
+    m.setParam("randomization/randomseedshift", int(seed))
     m.setParam("display/verblevel", 0)
     m.setSeparating(SCIP_PARAMSETTING.OFF)
     for key, value in ALNS.items():

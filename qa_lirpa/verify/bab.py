@@ -240,11 +240,46 @@ class Verifier:
 
         return solve
 
+    def restart_solver(self, problem, spec: InputSpec):
+        """The exact procedure of the seed restarts (``config.restart_s``) on ``spec``: SCIP's MILP
+        on the whole property (:func:`~qa_lirpa.exact.milp.solve_milp` with ``solver="scip"``, the
+        portfolio process's options, the given random seed), returning a violation's grid codes
+        and whether it answered in time; None unless ``portfolio: auto`` would run SCIP on this
+        model (at most ``TIGHTEN_UNITS`` hidden units, PySCIPOpt importable, the MILP exact:
+        :meth:`exact_reason`). Its ``sat`` is a candidate for :meth:`Search._check` only; its
+        ``unsat`` only ends the restarts (the proofs stay the portfolio's and the hand-over's). A
+        run whose MILP was not even built in time raises ``SolverError`` (which ends them)."""
+        if self.config.restart_s <= 0 or not problem.integral:
+            return None
+        from .portfolio import backend_for
+
+        if backend_for("auto", _small_model("auto", problem)) != "scip" or self.exact_reason(problem, "scip"):
+            return None
+        from ..exact.milp import SolverError, solve_milp
+
+        shape = (1,) + tuple(problem.shape)
+        opts = exact_options(self.config, problem, "scip")
+
+        def solve(seconds: float, seed: int):
+            if seconds <= 0:
+                return None, False
+            r = solve_milp(problem.ref, spec, timeout=seconds, input_shape=shape, solver="scip", seed=seed, **opts)
+            if r.verdict is Verdict.TIMEOUT and r.disjuncts_solved == 0:
+                # the encoding (and its LP tightening) took the whole run: so would every other one
+                raise SolverError(f"the MILP was not built within a run of {seconds:.2f} s")
+            if r.verdict is Verdict.SAT and r.counterexample is not None:
+                x = torch.as_tensor(r.counterexample, dtype=torch.float64).reshape(shape)
+                return problem.codes(x).reshape(-1), True
+            return None, r.verdict is Verdict.UNSAT
+
+        return solve
+
     def _run(self, problem, specs: list[InputSpec], stats: VerifyStats, deadline: Deadline,
              gen: torch.Generator, handover: Deadline | None = None, start: float = 0.0) -> VerifyResult:
         searches, verdicts = [], []
         for s in specs:
-            search = Search(problem, s, self.config, stats, deadline, gen, lns=self.neighbourhood_solver(problem, s))
+            search = Search(problem, s, self.config, stats, deadline, gen, lns=self.neighbourhood_solver(problem, s),
+                            restart=self.restart_solver(problem, s))
             v = search.bound_root()
             if v is None:
                 searches.append(search)

@@ -91,11 +91,20 @@ class VerifierConfig:
     local_search_s: float = 3.0
     local_search_starts: int = 2
     #: once the root's local search has ended without a counterexample, at most this many CPU
-    #: seconds of CP-SAT on neighbourhoods of its best point (qa_lirpa.verify.attack.
-    #: NeighbourhoodSearch: ``lns_size`` inputs free at first, the others fixed; rounds of at most
-    #: 1 s) -- only where CP-SAT encodes the model exactly; it finds counterexamples, never proofs
-    #: (0: never). Since issue 14: on the AAAI'21-family Fashion-MNIST network the descent stops one
-    #: output step short of violations that a neighbourhood of 128 pixels completes in 0.1-2 s
+    #: seconds of short runs of SCIP's MILP on the whole property, each with another random seed
+    #: (1, 2, ...: the portfolio's SCIP process runs seed 0) and about ``restart_round_s`` CPU
+    #: seconds (qa_lirpa.verify.attack.Restarts) -- only on models where ``portfolio: auto`` runs
+    #: SCIP (at most 1024 hidden units, SCIP encodes the model exactly); it finds counterexamples,
+    #: never proofs (0: never). Since issue 14: on the AAAI'21-family Fashion-MNIST networks the
+    #: open instances are counterexamples that SCIP under another seed finds in 1-2 s
+    restart_s: float = 10.0
+    restart_round_s: float = 2.0
+    #: then at most this many CPU seconds of CP-SAT on neighbourhoods of the local search's best
+    #: point (qa_lirpa.verify.attack.NeighbourhoodSearch: ``lns_size`` inputs free at first, the
+    #: others fixed; rounds of at most 1 s) -- only where CP-SAT encodes the model exactly; it
+    #: finds counterexamples, never proofs (0: never). Since issue 14: on the AAAI'21-family
+    #: Fashion-MNIST network the descent stops one output step short of violations that a
+    #: neighbourhood of 128 pixels completes in 0.1-2 s
     lns_s: float = 2.0
     lns_size: int = 128
     #: memory for queued boxes; above it batches shrink to 16 boxes, so the queue stays below
@@ -176,6 +185,8 @@ class VerifierConfig:
                   (self.local_search_s >= 0 and self.local_search_starts >= 0,
                    "local_search_s/local_search_starts must be >= 0"),
                   (self.lns_s >= 0 and self.lns_size >= 1, "lns_s must be >= 0 and lns_size >= 1"),
+                  (self.restart_s >= 0 and self.restart_round_s > 0,
+                   "restart_s must be >= 0 and restart_round_s > 0"),
                   (self.queue_mem_mb >= 1, "queue_mem_mb must be >= 1"),
                   (self.leaf_points >= 1, "leaf_points must be >= 1"),
                   (self.crown_tol >= 0 and self.quant_slack >= 0, "tolerances must be >= 0"),
@@ -203,7 +214,7 @@ class VerifierConfig:
         if self.method != "paper":
             return self
         return replace(self, batch_size=1, crown="never", alpha_root=False, local_search_s=0.0, lns_s=0.0,
-                       branching="widest",
+                       restart_s=0.0, branching="widest",
                        attack_every=1, attack_boxes=1, exact_fallback="none", portfolio="none",
                        leaf_points=1)
 

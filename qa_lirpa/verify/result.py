@@ -29,6 +29,10 @@ class VerifyStats:
     lns_rounds: int = 0
     #: why the neighbourhood search stopped early ("" when it did not)
     lns_error: str = ""
+    #: runs of the seed restarts after the local search (VerifierConfig.restart_s), and why they
+    #: stopped early ("" when they did not)
+    restart_rounds: int = 0
+    restart_error: str = ""
     points_checked: int = 0
     queue_peak: int = 0
     time_total: float = 0.0

@@ -96,10 +96,14 @@ class Search:
     verdict (``SAT``, ``UNSAT``, or ``UNKNOWN`` when continuous boxes cannot be halved)."""
 
     def __init__(self, problem: Problem, spec: InputSpec, config: VerifierConfig, stats: VerifyStats,
-                 deadline: Deadline, gen: torch.Generator, lns: attack.NeighbourhoodSolver | None = None) -> None:
+                 deadline: Deadline, gen: torch.Generator, lns: attack.NeighbourhoodSolver | None = None,
+                 restart: attack.RestartSolver | None = None) -> None:
         self.p, self.cfg, self.stats, self.deadline, self.gen = problem, config, stats, deadline, gen
-        #: the exact procedure on sub-boxes for the neighbourhood search after the local search
-        #: (None: no such search on this model)
+        #: the exact procedure on the whole box for the seed restarts after the local search
+        #: (None: none on this model)
+        self.restart_solver = restart
+        #: the exact procedure on sub-boxes for the neighbourhood search after them (None: no
+        #: such search on this model)
         self.lns_solver = lns
         self.spec = spec
         self.lower, self.upper = np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
@@ -131,6 +135,13 @@ class Search:
         #: then the neighbourhood search around its best point while it has budget left
         self._lns: attack.NeighbourhoodSearch | None = None
         self._lns_left = 0.0
+        #: the local search's best point (the neighbourhood search's centre)
+        self._centre: torch.Tensor | None = None
+        #: then the seed restarts while they have budget left
+        self._restarts: attack.Restarts | None = None
+        self._restart_left = 0.0
+        #: wall and CPU clocks when the root box's bounding began (the restarts' first share of a core)
+        self._clock0 = (time.perf_counter(), time.process_time())
         #: the share of the root box's volume that the batches have proved safe so far, and the
         #: seconds they took (the progress that :meth:`eta` extrapolates)
         self.proved_share = 0.0
@@ -148,6 +159,7 @@ class Search:
     def bound_root(self) -> Verdict | None:
         """Bound the root box (exact IBP, CROWN): ``UNSAT`` when that refutes every disjunct, else
         None and the box waits for :meth:`open_root`."""
+        self._clock0 = (time.perf_counter(), time.process_time())
         root = self.p.root(self.lower, self.upper)
         if root is None:
             return Verdict.UNSAT
@@ -180,14 +192,16 @@ class Search:
 
     @property
     def local_search_pending(self) -> bool:
-        """Whether the root's local search or the neighbourhood search after it still has budget
-        (each step runs a slice of it first)."""
-        return self._ls is not None or self._lns is not None
+        """Whether the root's local search, the seed restarts or the neighbourhood search after it
+        still have budget (each step runs a slice of them first)."""
+        return self._ls is not None or self._lns is not None or self._restarts is not None
 
     def step(self) -> Verdict | None:
-        """Process one batch (after a slice of the root's local search or of the neighbourhood search
-        after it, while they run); a verdict when the search is over."""
+        """Process one batch (after a slice of the root's local search, of the seed restarts or
+        of the neighbourhood search after it, while they run); a verdict when the search is over."""
         if self._ls is not None and self._local_search_slice():
+            return Verdict.SAT
+        if self._restarts is not None and self._restart_slice():
             return Verdict.SAT
         if self._lns is not None and self._lns_slice():
             return Verdict.SAT
@@ -373,7 +387,9 @@ class Search:
         (:data:`LOCAL_SEARCH_SLICE` s) come before the batches of the steps, the first one after
         the portfolio's exact process has started; easy properties end after a slice or two."""
         pts = self._root_points
+        self._root_box = (lo, hi)
         if not self.cfg.falsify or self.cfg.local_search_s <= 0 or not self.p.integral or pts is None:
+            self._start_restarts()
             return
         with torch.no_grad():
             v = attack.violation(self.p.attack_forward(pts.to(torch.float64)), self.ospec)
@@ -381,7 +397,6 @@ class Search:
         # its own random stream: the search's other random draws (the box attacks) stay what they
         # are without it
         own = torch.Generator().manual_seed(int(self.cfg.seed) + 1)
-        self._root_box = (lo, hi)
         self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, own, confirm=self._check)
         self._ls_left = self.cfg.local_search_s
         self.stats.local_search_calls += 1
@@ -398,12 +413,14 @@ class Search:
             self._check(torch.stack(ends))
         if self.found is not None or self._ls.done or self._ls_left <= 0:
             if self.found is None:
-                self._start_lns(self._ls.centre())
+                self._centre = self._ls.centre()
+                self._start_restarts()
             self._ls = None
         return self.found is not None
 
     def _start_lns(self, centre: torch.Tensor | None) -> None:
-        """Set up :class:`attack.NeighbourhoodSearch` around the local search's best point, for
+        """After the seed restarts (or the local search where there are none): set up
+        :class:`attack.NeighbourhoodSearch` around the local search's best point, for
         ``config.lns_s`` seconds of this process's CPU time (the exact procedure's threads
         included), where the model has a neighbourhood solver."""
         if self.lns_solver is None or self.cfg.lns_s <= 0 or centre is None or self._root_box is None:
@@ -417,20 +434,60 @@ class Search:
     def _lns_slice(self) -> bool:
         """One round of the neighbourhood search; True when it found a counterexample (exactly
         checked, recorded in ``found``). A solver error ends the search (it only ever finds)."""
-        t0, c0 = time.perf_counter(), time.process_time()
         seconds = min(self._lns_left, self.deadline.remaining())
-        try:
-            point = self._lns.round(seconds) if seconds > 0 else None
-        except Exception as e:  # noqa: BLE001 - a falsifier's failure decides nothing
-            self.stats.lns_error = f"{type(e).__name__}: {e}"
-            point, self._lns_left = None, 0.0
+        ok, cpu = self._falsifier_round(lambda: self._lns.round(seconds) if seconds > 0 else None, "lns_error")
         self.stats.lns_rounds += 1
-        self._lns_left -= time.process_time() - c0
+        self._lns_left = self._lns_left - cpu if ok else 0.0
+        if self.found is not None or self._lns_left <= 0 or self.deadline.expired() or self._lns.exhausted:
+            self._lns = None
+        return self.found is not None
+
+    def _falsifier_round(self, run, error_field: str) -> tuple[bool, float]:
+        """One round of an exact falsifier (``run()``: grid codes ``[D]`` of a candidate, or
+        None), its candidate through :meth:`_check`. Returns whether it ran without an error (an
+        error is recorded in ``stats.<error_field>``: a falsifier's failure decides nothing) and
+        the CPU seconds the round took."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        ok = True
+        try:
+            point = run()
+        except Exception as e:  # noqa: BLE001 - a falsifier's failure decides nothing
+            setattr(self.stats, error_field, f"{type(e).__name__}: {e}")
+            point, ok = None, False
+        cpu = time.process_time() - c0
         self.stats.time_attack += time.perf_counter() - t0
         if point is not None:
             self._check(point.reshape(1, -1).to(self._root_box[0].device))
-        if self.found is not None or self._lns_left <= 0 or self.deadline.expired() or self._lns.exhausted:
-            self._lns = None
+        return ok, cpu
+
+    def _start_restarts(self) -> None:
+        """After the local search: set up :class:`attack.Restarts` (``config.restart_s`` seconds
+        of this process's CPU time, runs of about ``config.restart_round_s``) where the model has a
+        restart solver and falsification is on, else go on to the neighbourhood search. Their
+        first share of a core is this search's since its root bounds."""
+        if self.restart_solver is None or not self.cfg.falsify or self.cfg.restart_s <= 0:
+            self._start_lns(self._centre)
+            return
+        wall, cpu = time.perf_counter() - self._clock0[0], time.process_time() - self._clock0[1]
+        self._restarts = attack.Restarts(self.restart_solver, first_seed=int(self.cfg.seed) + 1,
+                                         round_s=self.cfg.restart_round_s, share=cpu / wall if wall > 0 else 1.0)
+        self._restart_left = self.cfg.restart_s
+
+    def _restart_slice(self) -> bool:
+        """One run of the seed restarts; True when it found a counterexample (exactly checked,
+        recorded in ``found``). A solver error ends them (they only ever find); the
+        neighbourhood search follows them."""
+        left = self.deadline.remaining()
+        ok, cpu = self._falsifier_round(
+            lambda: self._restarts.round(self._restart_left, left) if left > 0 and self._restart_left > 0 else None,
+            "restart_error")
+        self.stats.restart_rounds += 1
+        self._restart_left = self._restart_left - cpu if ok else 0.0
+        if (self.found is not None or self._restart_left <= 0 or self.deadline.expired()
+                or self._restarts.exhausted):
+            self._restarts = None
+            if self.found is None:
+                self._start_lns(self._centre)
         return self.found is not None
 
     def _check(self, points: torch.Tensor) -> bool:

@@ -94,7 +94,8 @@ def test_verifier_with_the_neighbourhood_search_equals_enumeration(block):
     centre, no random points, no PGD, no CROWN, so that roots stay open; verdicts equal
     enumeration on sat and unsat cases alike, and it decides some sat cases at the root."""
     cfg = VerifierConfig(crown="never", alpha_root=False, random_points=0, attack_steps=0, local_search_s=0.001,
-                         local_search_starts=1, lns_s=2.0, lns_size=1, portfolio="none", exact_fallback="none",
+                         local_search_starts=1, lns_s=2.0, lns_size=1, restart_s=0.0, portfolio="none",
+                         exact_fallback="none",
                          device="cpu")
     def used(stats) -> bool:
         assert not stats.lns_error
