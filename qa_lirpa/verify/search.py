@@ -201,7 +201,7 @@ class Search:
         of the neighbourhood search after it, while they run); a verdict when the search is over."""
         if self._ls is not None and self._local_search_slice():
             return Verdict.SAT
-        if self._restarts is not None and self._restart_slice():
+        if self._restarts is not None and self._restarts_due() and self._restart_slice():
             return Verdict.SAT
         if self._lns is not None and self._lns_slice():
             return Verdict.SAT
@@ -472,6 +472,14 @@ class Search:
         self._restarts = attack.Restarts(self.restart_solver, first_seed=int(self.cfg.seed) + 1,
                                          round_s=self.cfg.restart_round_s, share=cpu / wall if wall > 0 else 1.0)
         self._restart_left = self.cfg.restart_s
+
+    def _restarts_due(self) -> bool:
+        """Whether the next restart run goes before this step's batch: only while branch and
+        bound is behind (:meth:`eta`: at its rate so far it would not prove the rest of the root
+        box by the deadline; always before it has proved anything). Where its batches are on
+        track they keep the process's time; the restarts wait (scheduling only: no verdict
+        depends on it)."""
+        return self.eta() > self.deadline.remaining()
 
     def _restart_slice(self) -> bool:
         """One run of the seed restarts; True when it found a counterexample (exactly checked,

@@ -186,3 +186,34 @@ def test_a_run_that_cannot_build_its_milp_ends_them(monkeypatch):
     solve = v.restart_solver(v.problem(shape), spec)
     with pytest.raises(milp.SolverError, match="not built"):
         solve(0.5, 2)
+
+
+def test_a_run_waits_while_branch_and_bound_is_on_track():
+    """A restart run goes before a step's batch only while branch and bound is behind (its
+    rate so far would not prove the rest by the deadline, or it has proved nothing yet)."""
+    cfg = VerifierConfig(device="cpu", crown="never", alpha_root=False, random_points=0, attack_steps=0,
+                         local_search_s=0.0, restart_s=30.0, restart_round_s=0.1)
+    for case in range(200, 260):
+        model, spec = make_case(case)
+        v = Verifier(model, cfg, input_shape=(spec.n_inputs,), device="cpu")
+        p = v.problem((spec.n_inputs,))
+        seeds = []
+
+        def solve(seconds, seed):
+            seeds.append(seed)
+            return None, False
+
+        s = Search(p, spec, cfg, VerifyStats(), Deadline.after(60), torch.Generator().manual_seed(0), restart=solve)
+        if s.bound_root() is not None or s.open_root() is not None or s._restarts is None:
+            continue
+        s.proved_share, s.batch_seconds = 0.5, 0.01           # on track: half proved in 10 ms
+        assert not s._restarts_due()
+        if s.step() is not None:
+            continue                                          # decided in that batch: another case
+        assert seeds == []                                    # the batch ran, the run waited
+        s.proved_share, s.batch_seconds = 0.0, 1.0            # nothing proved yet: behind
+        assert s._restarts_due()
+        s.step()
+        assert seeds == [1]
+        return
+    pytest.fail("no case left open by the root and a batch")
