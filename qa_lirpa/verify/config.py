@@ -90,8 +90,9 @@ class VerifierConfig:
     #: Since issue 14: PGD's snapped points can end a few pixel moves short of a violation
     local_search_s: float = 3.0
     local_search_starts: int = 2
-    #: once the root's local search has ended without a counterexample, at most this many CPU
-    #: seconds of short runs of SCIP's MILP on the whole property, each with another random seed
+    #: once the root's local search has ended without a counterexample, while branch and bound
+    #: is behind (Search.eta), at most this many CPU seconds of short runs of SCIP's MILP on the
+    #: whole property, each with another random seed
     #: (1, 2, ...: the portfolio's SCIP process runs seed 0) and about ``restart_round_s`` CPU
     #: seconds (qa_lirpa.verify.attack.Restarts) -- only on models where ``portfolio: auto`` runs
     #: SCIP (at most 1024 hidden units, SCIP encodes the model exactly); it finds counterexamples,
