@@ -65,28 +65,36 @@ def test_a_run_gets_its_cpu_seconds_at_the_share_of_a_core_measured():
     assert attack.Restarts(solve, share=0.0).share == 0.1      # never an unbounded limit
 
 
+def _open_searches(cfg, solve):
+    """Searches of the cases 200-259 whose root box the bounds and root attacks leave open, each
+    with ``solve`` as its restart solver (the caller resets what ``solve`` records)."""
+    for case in range(200, 260):
+        model, spec = make_case(case)
+        v = Verifier(model, cfg, input_shape=(spec.n_inputs,), device="cpu")
+        p = v.problem((spec.n_inputs,))
+        s = Search(p, spec, cfg, VerifyStats(), Deadline.after(60), torch.Generator().manual_seed(0), restart=solve)
+        if s.bound_root() is None and s.open_root() is None:
+            yield s
+
+
 def test_they_follow_the_local_search_and_a_wrong_point_counts_for_nothing():
     """No neighbourhood solver here: the restarts start once the local search ends; a point that
     violates nothing fails the exact check, the runs go on with new seeds until an answer ends
     them."""
     cfg = VerifierConfig(device="cpu", crown="never", alpha_root=False, random_points=0, attack_steps=0,
                          local_search_s=0.001, local_search_starts=1, restart_s=30.0, restart_round_s=0.1)
-    for case in range(200, 260):
-        model, spec = make_case(case)
-        v = Verifier(model, cfg, input_shape=(spec.n_inputs,), device="cpu")
-        p = v.problem((spec.n_inputs,))
-        seeds = []
+    seeds, current = [], []
 
-        def solve(seconds, seed):
-            seeds.append(seed)
-            if len(seeds) < 3:                    # the root box's lower corner (no violation, below)
-                return s._root_box[0][0].clone(), False
-            return None, True
+    def solve(seconds, seed):
+        seeds.append(seed)
+        if len(seeds) < 3:                        # the root box's lower corner (no violation, below)
+            return current[0]._root_box[0][0].clone(), False
+        return None, True
 
-        s = Search(p, spec, cfg, VerifyStats(), Deadline.after(60), torch.Generator().manual_seed(0), restart=solve)
-        if s.bound_root() is not None or s.open_root() is not None:
-            continue
-        if p.find_violation(s._root_box[0], s.lower, s.upper, s.ospec) is not None:
+    for s in _open_searches(cfg, solve):
+        seeds.clear()
+        current[:] = [s]
+        if s.p.find_violation(s._root_box[0], s.lower, s.upper, s.ospec) is not None:
             continue
         for _ in range(200):
             if s._ls is None:
@@ -193,18 +201,15 @@ def test_a_run_waits_while_branch_and_bound_is_on_track():
     rate so far would not prove the rest by the deadline, or it has proved nothing yet)."""
     cfg = VerifierConfig(device="cpu", crown="never", alpha_root=False, random_points=0, attack_steps=0,
                          local_search_s=0.0, restart_s=30.0, restart_round_s=0.1)
-    for case in range(200, 260):
-        model, spec = make_case(case)
-        v = Verifier(model, cfg, input_shape=(spec.n_inputs,), device="cpu")
-        p = v.problem((spec.n_inputs,))
-        seeds = []
+    seeds = []
 
-        def solve(seconds, seed):
-            seeds.append(seed)
-            return None, False
+    def solve(seconds, seed):
+        seeds.append(seed)
+        return None, False
 
-        s = Search(p, spec, cfg, VerifyStats(), Deadline.after(60), torch.Generator().manual_seed(0), restart=solve)
-        if s.bound_root() is not None or s.open_root() is not None or s._restarts is None:
+    for s in _open_searches(cfg, solve):
+        seeds.clear()
+        if s._restarts is None:
             continue
         s.proved_share, s.batch_seconds = 0.5, 0.01           # on track: half proved in 10 ms
         assert not s._restarts_due()
