@@ -140,7 +140,8 @@ class Search:
         #: then the seed restarts while they have budget left
         self._restarts: attack.Restarts | None = None
         self._restart_left = 0.0
-        #: wall and CPU clocks when the root box's bounding began (the restarts' first share of a core)
+        #: wall and CPU clocks when the search was set up, just before its root bounds (the
+        #: restarts' first share of a core)
         self._clock0 = (time.perf_counter(), time.process_time())
         #: the share of the root box's volume that the batches have proved safe so far, and the
         #: seconds they took (the progress that :meth:`eta` extrapolates)
@@ -159,7 +160,6 @@ class Search:
     def bound_root(self) -> Verdict | None:
         """Bound the root box (exact IBP, CROWN): ``UNSAT`` when that refutes every disjunct, else
         None and the box waits for :meth:`open_root`."""
-        self._clock0 = (time.perf_counter(), time.process_time())
         root = self.p.root(self.lower, self.upper)
         if root is None:
             return Verdict.UNSAT
@@ -464,7 +464,7 @@ class Search:
         """After the local search: set up :class:`attack.Restarts` (``config.restart_s`` seconds
         of this process's CPU time, runs of about ``config.restart_round_s``) where the model has a
         restart solver and falsification is on, else go on to the neighbourhood search. Their
-        first share of a core is this search's since its root bounds."""
+        first share of a core is this search's since it was set up."""
         if self.restart_solver is None or not self.cfg.falsify or self.cfg.restart_s <= 0:
             self._start_lns(self._centre)
             return
