@@ -42,6 +42,11 @@ Each case is then decided by
   each with another seed) after a local search of 1 ms, as ``lns`` otherwise, without the
   neighbourhood search (the table counts the cases they ran on, and the sat ones decided at the
   root);
+* ``crown_domains``: CP-SAT (:func:`qa_lirpa.exact.cpsat.solve_cpsat`, the large-model settings:
+  no presolve, eager LP; LP tightening on every other case) with the hidden units' domains from
+  CROWN's bounds on the box (``unit_bounds`` from ``GridProblem.step_code_bounds``, what the
+  portfolio's CP-SAT process gets: ``cpsat_crown_domains``; the table counts the cases that had
+  them);
 * ``scip``: the MILP procedure solved by SCIP (``solve_milp(solver="scip")``, the portfolio's
   process on models up to 1024 hidden units), LP tightening on every other case;
 * ``process``: the portfolio's exact process alone (:class:`qa_lirpa.verify.portfolio.ExactChild`
@@ -104,7 +109,7 @@ BITS = (4, 6, 8)
 #: every output and row value is a multiple of 2**-EXACT_BITS and below 2**20 in magnitude
 EXACT_BITS = 24
 TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp", "portfolio", "process", "alpha", "local", "presolve",
-         "yield", "lns", "restarts", "scip")
+         "yield", "lns", "restarts", "scip", "crown_domains")
 #: the tools a campaign runs unless told otherwise (the portfolio's two fork processes per case)
 DEFAULT_TOOLS = ("bab", "bab_nf", "bab_handover", "paper", "milp")
 DAG_ARCHS = ("residual_mlp", "concat_mlp", "residual_conv", "avgpool_conv", "maxpool_conv", "bn_conv")
@@ -483,6 +488,17 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
             kw = {"solver": "scip", "tighten": case.case_seed % 2 == 0} if tool == "scip" else {}
             verdict, x = decide_milp(case.model, case.spec, timeout=timeout, input_shape=(1,) + _shape(case.meta), **kw)
             verdict = verdict.value                # the campaign's words are the Verdict values
+        elif tool == "crown_domains":
+            from qa_lirpa.exact.cpsat import solve_cpsat
+            from qa_lirpa.verify.grid import GridProblem
+
+            problem = GridProblem(case.model, _shape(case.meta), torch.device("cpu"))
+            root = problem.root(case.spec.lower, case.spec.upper)
+            bounds = None if root is None else problem.step_code_bounds(*root)
+            note = "domains" if bounds else ""
+            r = solve_cpsat(case.model, case.spec, timeout, input_shape=(1,) + _shape(case.meta),
+                            tighten=case.case_seed % 2 == 0, presolve=False, eager_lp=True, unit_bounds=bounds)
+            verdict, x = r.verdict.value, r.counterexample
         elif tool in ("process", "presolve"):
             from qa_lirpa.base.deadline import Deadline
             from qa_lirpa.verify.portfolio import ExactChild, backend_for
@@ -633,6 +649,7 @@ def summarize(results: list[CaseResult]) -> dict:
             restart_runs=sum(o.note in ("restarts", "restarts_sat") for o in outs),
             restart_sat=sum(o.note == "restarts_sat" for o in outs),
             waited=sum(o.note == "waited" for o in outs),
+            domain_runs=sum(o.note == "domains" for o in outs),
             mean=float(times.mean()), median=float(np.median(times)), max=float(times.max()))
     return s
 
@@ -655,7 +672,9 @@ def markdown_table(s: dict) -> str:
              "local": "verifier bab, the root's local search the only attack, CROWN, portfolio and MILP off",
              "lns": "verifier bab, the neighbourhood search after 1 ms of local search, CROWN, portfolio and MILP off",
              "restarts": "verifier bab, the seed restarts after 1 ms of local search, CROWN, LNS, portfolio and MILP off",
-             "scip": "exact MILP solved by SCIP (cut separation off), LP tightening on every other case"}
+             "scip": "exact MILP solved by SCIP (cut separation off), LP tightening on every other case",
+             "crown_domains": "CP-SAT with CROWN's hidden-unit domains, no presolve, eager LP, LP tightening on "
+                              "every other case"}
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
                      f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
@@ -679,6 +698,10 @@ def markdown_table(s: dict) -> str:
         t = s["tools"]["restarts"]
         lines += ["", f"restarts: the seed restarts ran on {t['restart_runs']} of {t['runs']} cases; "
                       f"{t['restart_sat']} of them were sat at the root"]
+    if "crown_domains" in s["tools"]:
+        t = s["tools"]["crown_domains"]
+        lines += ["", f"crown_domains: CROWN's domains went into CP-SAT on {t['domain_runs']} of {t['runs']} cases "
+                      "(the rest had no open box or no bounds)"]
     if "yield" in s["tools"]:
         t = s["tools"]["yield"]
         lines += ["", f"yield: branch and bound waited for the exact process in {t['waited']} of {t['runs']} "

@@ -143,6 +143,19 @@ class IntervalNet:
         finally:
             self.node = None
 
+    def node_boxes(self, lo: torch.Tensor, hi: torch.Tensor) -> dict:
+        """The exact interval box (:class:`IntBox`, codes) of every node's output, by node name,
+        for input code boxes ``[lo, hi]`` (int64 ``[B, *input_shape]``); for ``lo == hi`` the
+        exact codes of every node at that point."""
+        def step(node, layer, *boxes):
+            self.node = node
+            return self.ops[node.index].interval(layer, self, *boxes)
+
+        try:
+            return self.graph.walk((lo, hi), step, keep=True)
+        finally:
+            self.node = None
+
 
 __all__ = ["IntBox", "AffinePlan", "IntervalNet", "Trace", "Record", "affine_plan", "affine_interval",
            "enveloped_requant"]

@@ -170,6 +170,11 @@ class VerifierConfig:
     #: eps=4 model 15 timeouts eager / 17 lazy, eps=1 model 12 eager / 10 lazy
     #: (benchmarks/results/certify_full/eps{4,1}_hull_full)
     cpsat_lp: Literal["auto", "lazy", "eager"] = "auto"
+    #: CP-SAT in the portfolio's process gets the hidden units' domains from the bounds CROWN
+    #: computes for the rounding steps' inputs on the root box
+    #: (:meth:`~qa_lirpa.verify.grid.GridProblem.step_code_bounds`), besides the exact interval
+    #: boxes (and the LP tightening's bounds where that is on)
+    cpsat_crown_domains: bool = True
     #: HiGHS threads for the MILP (0: HiGHS's default, half the cores); CP-SAT workers (0: one)
     exact_threads: int = 0
     #: "auto" (cuda when available), "cpu", "cuda" or a torch device string

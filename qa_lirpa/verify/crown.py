@@ -135,6 +135,36 @@ class CrownBounder:
                 n.opt_stage = None
                 n.alpha = {}
 
+    def step_intervals(self, xlo: torch.Tensor, xhi: torch.Tensor) -> list[tuple] | None:
+        """The output intervals of the model's rounding steps over one box ``xlo <= x <= xhi``
+        (float64 ``[1, *input_shape]``), from the bounds of each step's input that this bounder's
+        method (CROWN, or CROWN-IBP on large models) computes on its way to the outputs: sound for
+        every slope the steps' relaxations use; each step's interval is its IBP image of those
+        bounds, widened by the operators' slack (float64, real values). Per step of the bounded
+        module, in its order: ``(value at the box's centre, lower, upper)``, each ``[1, ...]``
+        (other nonlinear nodes, e.g. max pooling, are left out). None when a rounding step is
+        not one of our FakeQuant nodes (e.g. ONNX's Round) or its input was left without bounds."""
+        from ..operators.step import BoundFakeQuant, BoundStep
+
+        al = self._al
+        ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
+        x = al.BoundedTensor((xlo + xhi) / 2, ptb)
+        method = "CROWN" if self.method == "CROWN" else self.method
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            self.bm.compute_bounds(x=(x,), method=method, bound_upper=False)
+        out = []
+        for n in self.bm.optimizable_activations:
+            if not isinstance(n, BoundStep):
+                continue
+            inp = n.inputs[0]
+            if not isinstance(n, BoundFakeQuant) or getattr(inp, "lower", None) is None \
+                    or getattr(inp, "upper", None) is None:
+                return None
+            lo, hi = n.interval_propagate((inp.lower, inp.upper))
+            out.append((self.bm.get_forward_value(n).detach(), lo.detach(), hi.detach()))
+        return out
+
     def interval(self, xlo: torch.Tensor, xhi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """IBP output bounds ``([B, *out], [B, *out])`` for ``xlo <= x <= xhi`` (float64)."""
         al = self._al

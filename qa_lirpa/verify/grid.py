@@ -223,6 +223,48 @@ class GridProblem:
             lb = lb - self.output_error * C.abs().sum(dim=-1) * (1 + 2.0 ** -40)
         return lb
 
+    def step_code_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> dict[int, list[tuple[int, int]]] | None:
+        """Bounds of the output codes of every rounding step (requantizer) of the model over one
+        grid box ``[lo, hi]`` (int64 ``[1, D]``), by node index of the model's graph: one
+        ``(lowest, highest)`` code per unit, for the domains of an exact encoding
+        (:func:`~qa_lirpa.exact.cpsat.solve_cpsat`'s ``unit_bounds``).
+
+        They come from :meth:`CrownBounder.step_intervals` (the bounds CROWN computes for the
+        steps' inputs, float64, widened by the operators' slack before rounding: as sound as the
+        verifier's own CROWN bounds). Each step of the bounded module is matched to the graph's
+        requantizer of the same position, checked by its value at the box's centre; the codes at
+        both corners of the box (exact integer semantics) must lie within the bounds. None (no
+        bounds: only an encoding's speed is lost) without CROWN, for a model with a float32
+        referee, or when a check fails."""
+        if self.crown is None or self.envelope is not None or lo.shape[0] != 1:
+            return None
+        xlo, xhi = self.body_inputs(lo), self.body_inputs(hi)
+        steps = self.crown.step_intervals(xlo, xhi)
+        graph = as_graph(self.ref)
+        names = [node.name for node, layer in graph.items() if node.index > 0 and op_for(layer).quantizer]
+        if steps is None or len(steps) != len(names):
+            return None
+        index = {node.name: node.index for node in graph.nodes}
+        with torch.no_grad():
+            at_centre = self.body.walk((xlo + xhi) / 2, lambda node, layer, *xs: layer(*xs), keep=True)
+        shape = (1,) + self.shape
+        corners = [self.net.node_boxes(c.reshape(shape), c.reshape(shape)) for c in (lo, hi)]
+        out: dict[int, list[tuple[int, int]]] = {}
+        for name, (value, vlo, vhi) in zip(names, steps):
+            mine = at_centre[name]
+            if tuple(mine.shape) != tuple(value.shape) or not torch.equal(mine.to(value.dtype), value):
+                return None
+            ref = corners[0][name]
+            codes = [_real_to_codes(v, ref) for v in (vlo, vhi)]
+            if any(c is None for c in codes):
+                return None
+            clo, chi = codes
+            for box in (c[name] for c in corners):
+                if not bool(((clo <= box.lo) & (box.hi <= chi)).all()):
+                    return None
+            out[index[name]] = list(zip(clo.reshape(-1).tolist(), chi.reshape(-1).tolist()))
+        return out
+
     def sensitivity(self, trace: Trace, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Per box and input, the input's share in the interval width of ``coef[b] @ y``: a backward
         pass of ``|coef|`` through the graph, each op pulling it back through ``|W|`` or its chord
@@ -400,6 +442,25 @@ def loose_body(body: QNNGraph) -> QNNGraph:
         op = op_for(layer)
         nodes.append((node.name, op.loose(layer) if op.quantizer else layer, node.inputs))
     return QNNGraph(nodes, output=body.output)
+
+
+def _real_to_codes(v: torch.Tensor, like) -> torch.Tensor | None:
+    """The codes (int64) whose real values (``like``'s scales and zero points, an IntBox of the
+    same shape) are the float64 values ``v``; None unless every value is within ``1e-9`` (relative)
+    of a code's."""
+    if len(like.scale) == 1:
+        s = torch.tensor(float(like.scale[0]), dtype=torch.float64)
+        z = torch.tensor(int(like.zero_point[0]), dtype=torch.int64)
+    else:
+        shape = [1] * v.dim()
+        shape[like.axis] = len(like.scale)
+        s = torch.tensor([float(x) for x in like.scale], dtype=torch.float64).reshape(shape)
+        z = torch.tensor([int(x) for x in like.zero_point], dtype=torch.int64).reshape(shape)
+    v = v.to(torch.float64).cpu()
+    k = torch.round(v / s)
+    if not bool(((k * s - v).abs() <= 1e-9 * torch.clamp(v.abs(), min=1.0)).all()):
+        return None
+    return (k.to(torch.int64) + z).reshape(like.lo.shape)
 
 
 def _affine_dequant(t: torch.Tensor, like: IntTensor) -> torch.Tensor:
