@@ -160,9 +160,11 @@ class VerifierConfig:
     #: 3-13 s: benchmarks/results/certify_full/eps4_tighten)
     exact_tighten: Literal["auto", "on", "off"] = "auto"
     #: CP-SAT's presolve in the exact procedures (the portfolio's process, exact_fallback "cpsat"):
-    #: "on", "off", or "auto" (on up to 1024 hidden units, off above: on the eps=4 MNIST conv
+    #: "on", "off", or "auto" (on up to 1024 hidden units and where the process has CROWN's
+    #: domains, cpsat_crown_domains; off above without them: on the eps=4 MNIST conv
     #: net's 35 slowest images, two processes side by side, 20 instead of 25 timeouts;
-    #: benchmarks/results/certify_full/eps4_presolve/ablation.md)
+    #: benchmarks/results/certify_full/eps4_presolve/ablation.md; with the domains presolve is
+    #: the faster again: benchmarks/results/certify_full/eps4_domains_presolve)
     cpsat_presolve: Literal["auto", "on", "off"] = "auto"
     #: CP-SAT's LP relaxation in the exact procedures: "lazy" (constraints join the LP as cuts once
     #: violated, CP-SAT's default), "eager" (all from the start, as CP-SAT's max_lp worker), or

@@ -171,3 +171,4 @@ def test_the_portfolio_hands_the_domains_to_cpsat(monkeypatch, on):
         assert res.verdict.value == case.truth, case.case_seed
     assert seen, "no case reached the portfolio's process"
     assert all(("unit_bounds" in o) is on for o in seen)
+    assert all(o["presolve"] is True for o in seen)      # small models: presolve either way

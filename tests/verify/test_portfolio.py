@@ -198,6 +198,9 @@ def test_tighten_policy_follows_the_model_size(cases):
     assert _bab.exact_options(cfg, problem, "milp") == {"tighten": False}
     assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": False, "presolve": False, "eager_lp": True}
     assert _bab.exact_options(replace(cfg, cpsat_lp="lazy"), problem, "cpsat")["eager_lp"] is False
+    # with CROWN's domains "auto" presolves on large models too; "off" stays off
+    assert _bab.exact_options(cfg, problem, "cpsat", domains=True)["presolve"] is True
+    assert _bab.exact_options(replace(cfg, cpsat_presolve="off"), problem, "cpsat", domains=True)["presolve"] is False
     problem.crown.units = _bab.TIGHTEN_UNITS
     assert _bab.exact_options(cfg, problem, "cpsat") == {"tighten": True, "presolve": True, "eager_lp": False}
     assert _bab.exact_options(replace(cfg, cpsat_presolve="off"), problem, "cpsat")["presolve"] is False
