@@ -410,8 +410,6 @@ def _weighted(vs: list, coefs: list):
     return cp_model.LinearExpr.weighted_sum(vs, coefs)
 
 
-
-
 class _Recorder(_milp._Encoder):
     """The MILP encoder with rigorous LP bound tightening, recording the bounds of every node's
     output codes (``bounds[node index]``)."""

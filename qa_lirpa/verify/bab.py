@@ -518,7 +518,8 @@ def exact_options(config: VerifierConfig, problem, backend: str, domains: bool =
     4.0 s to 13.0 / 8.2 / 1.2 / 1.6 s). None changes what the solve decides, only how fast."""
     opts = {"tighten": exact_tighten(config.exact_tighten, problem)}
     if backend == "cpsat":
-        opts["presolve"] = _small_model(config.cpsat_presolve, problem) or (domains and config.cpsat_presolve == "auto")
+        auto_on = domains and config.cpsat_presolve == "auto"
+        opts["presolve"] = _small_model(config.cpsat_presolve, problem) or auto_on
         lp = config.cpsat_lp
         opts["eager_lp"] = lp == "eager" or (lp == "auto" and not _small_model("auto", problem))
     return opts

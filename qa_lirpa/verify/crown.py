@@ -149,10 +149,9 @@ class CrownBounder:
         al = self._al
         ptb = al.PerturbationLpNorm(norm=float("inf"), x_L=xlo, x_U=xhi)
         x = al.BoundedTensor((xlo + xhi) / 2, ptb)
-        method = "CROWN" if self.method == "CROWN" else self.method
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            self.bm.compute_bounds(x=(x,), method=method, bound_upper=False)
+            self.bm.compute_bounds(x=(x,), method=self.method, bound_upper=False)
         out = []
         for n in self.bm.optimizable_activations:
             if not isinstance(n, BoundStep):
