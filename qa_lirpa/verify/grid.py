@@ -260,7 +260,7 @@ class GridProblem:
                 return None
             clo, chi = codes
             for box in (c[name] for c in corners):
-                if not bool(((clo <= box.lo) & (box.hi <= chi)).all()):
+                if not bool(((clo <= box.lo.cpu()) & (box.hi.cpu() <= chi)).all()):
                     return None
             out[index[name]] = list(zip(clo.reshape(-1).tolist(), chi.reshape(-1).tolist()))
         return out
