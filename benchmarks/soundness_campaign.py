@@ -655,6 +655,22 @@ def summarize(results: list[CaseResult]) -> dict:
     return s
 
 
+#: the line under the table for tools that count what they did (``summarize``'s fields)
+FOOTNOTES = {
+    "portfolio": "decided by its exact process in {by_process} of {runs} runs (the rest by branch and bound first)",
+    "alpha": "alpha-CROWN ran on the root box of {alpha_runs} of {runs} cases (the rest were decided by the "
+             "root's CROWN)",
+    "local": "the root's local search ran on {local_runs} of {runs} cases; {local_sat} of them were sat at the "
+             "root (found by it, or by a centre check)",
+    "lns": "the neighbourhood search ran on {lns_runs} of {runs} cases; {lns_sat} of them were sat at the root",
+    "restarts": "the seed restarts ran on {restart_runs} of {runs} cases; {restart_sat} of them were sat at the root",
+    "crown_domains": "CROWN's domains went into CP-SAT on {domain_runs} of {runs} cases (the rest had no open box "
+                     "or no bounds)",
+    "yield": "branch and bound waited for the exact process in {waited} of {runs} cases (the rest were decided "
+             "before a batch ran)",
+}
+
+
 def markdown_table(s: dict) -> str:
     lines = [f"cases: {s['cases']}; enumeration: {s['sat']} sat, {s['unsat']} unsat; "
              f"rounding modes: {', '.join(s['roundings'])}",
@@ -679,34 +695,9 @@ def markdown_table(s: dict) -> str:
     for tool, t in s["tools"].items():
         lines.append(f"| {names[tool]} | {t['runs']} | {t['agree']} | {t['undecided']} | {t['disagree']} | "
                      f"{t['bad_cex']} | {t['errors']} | {t['mean']:.3f} | {t['median']:.3f} | {t['max']:.3f} |")
-    if "portfolio" in s["tools"]:
-        t = s["tools"]["portfolio"]
-        lines += ["", f"portfolio: decided by its exact process in {t['by_process']} of {t['runs']} runs "
-                      "(the rest by branch and bound first)"]
-    if "alpha" in s["tools"]:
-        t = s["tools"]["alpha"]
-        lines += ["", f"alpha: alpha-CROWN ran on the root box of {t['alpha_runs']} of {t['runs']} cases "
-                      "(the rest were decided by the root's CROWN)"]
-    if "local" in s["tools"]:
-        t = s["tools"]["local"]
-        lines += ["", f"local: the root's local search ran on {t['local_runs']} of {t['runs']} cases; "
-                      f"{t['local_sat']} of them were sat at the root (found by it, or by a centre check)"]
-    if "lns" in s["tools"]:
-        t = s["tools"]["lns"]
-        lines += ["", f"lns: the neighbourhood search ran on {t['lns_runs']} of {t['runs']} cases; "
-                      f"{t['lns_sat']} of them were sat at the root"]
-    if "restarts" in s["tools"]:
-        t = s["tools"]["restarts"]
-        lines += ["", f"restarts: the seed restarts ran on {t['restart_runs']} of {t['runs']} cases; "
-                      f"{t['restart_sat']} of them were sat at the root"]
-    if "crown_domains" in s["tools"]:
-        t = s["tools"]["crown_domains"]
-        lines += ["", f"crown_domains: CROWN's domains went into CP-SAT on {t['domain_runs']} of {t['runs']} cases "
-                      "(the rest had no open box or no bounds)"]
-    if "yield" in s["tools"]:
-        t = s["tools"]["yield"]
-        lines += ["", f"yield: branch and bound waited for the exact process in {t['waited']} of {t['runs']} "
-                      "cases (the rest were decided before a batch ran)"]
+    for tool, text in FOOTNOTES.items():
+        if tool in s["tools"]:
+            lines += ["", f"{tool}: " + text.format(**s["tools"][tool])]
     return "\n".join(lines) + "\n"
 
 

@@ -255,3 +255,18 @@ def test_neighbourhood_search_at_the_float32_edge(seed, falsifier):
         else:
             y = np.asarray(run_onnxruntime(path, np.asarray(r.counterexample, np.float32).reshape(1, 3)))[0, 0]
             assert float(y) >= t
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_no_crown_domains_under_the_referee(per_channel):
+    """CROWN's domains for CP-SAT (``GridProblem.step_code_bounds``) bound the exact integer
+    semantics, not onnxruntime's float32 arithmetic: a problem with the referee gets none (the
+    same ONNX model without it does, so the test sees the difference)."""
+    path, shape = quantize_static_model("mlp", per_channel=per_channel)
+    model = load_onnx(path)
+    plain = GridProblem(model, tuple(shape), torch.device("cpu"), use_crown=True)
+    judged = _grid_problem(path, shape, crown=True)
+    lo = judged.codes(torch.zeros((1,) + tuple(shape))).reshape(1, -1)
+    hi = torch.clamp(lo + 3, max=judged.code_range[1])
+    assert plain.step_code_bounds(lo, hi)
+    assert judged.step_code_bounds(lo, hi) is None
