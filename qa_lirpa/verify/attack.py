@@ -144,7 +144,7 @@ class LocalSearch:
     at such a point. Grid problems only (``problem.integral``); nothing here decides a verdict."""
 
     def __init__(self, problem: Problem, lo: torch.Tensor, hi: torch.Tensor, ospec: OutputSpec, starts: torch.Tensor,
-                 gen: torch.Generator, candidates: int = 512, all_moves: int = 2048, combine: int = 16,
+                 gen: torch.Generator, candidates: int = 64, all_moves: int = 2048, combine: int = 16,
                  confirm: Callable[[torch.Tensor], bool] | None = None) -> None:
         self.p, self.ospec, self.gen, self.confirm = problem, ospec, gen, confirm
         self.lo, self.hi = lo.reshape(-1).to(torch.int64), hi.reshape(-1).to(torch.int64)

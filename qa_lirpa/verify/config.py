@@ -89,7 +89,19 @@ class VerifierConfig:
     #: CPU time, in slices before the batches (0: never).
     #: Since issue 14: PGD's snapped points can end a few pixel moves short of a violation
     local_search_s: float = 3.0
+    #: ... times this factor on models where no seed restarts follow it (``restart_s``: only
+    #: where the portfolio runs SCIP): there the descent is the main falsifier. Since issue 14:
+    #: on the eps=4 MNIST conv net the descent found its two hard counterexamples within 3 s in
+    #: 28 of 40 seeded runs, within 6 s in 35; on the Fashion-MNIST networks, where SCIP's
+    #: restarts find them, 2 more seconds of descent only delayed those finds (by 5-7 s)
+    local_search_solo: float = 2.0
     local_search_starts: int = 2
+    #: ... each descent step scoring the single-pixel moves that the straight-through gradient
+    #: ranks best, this many (all of them where there are at most 2048). Since issue 14: cheap
+    #: steps make more descents in the budget; on the eps=4 MNIST conv net's two hard
+    #: counterexamples 3 s of search found them in 4 of 16 seeded runs with 512, 31 of 40 with 64
+    #: (``benchmarks/results/verifier_reach.md``, eleventh session)
+    local_search_moves: int = 64
     #: once the root's local search has ended without a counterexample, while branch and bound
     #: is behind (Search.eta), at most this many CPU seconds of short runs of SCIP's MILP on the
     #: whole property, each with another random seed
@@ -192,6 +204,8 @@ class VerifierConfig:
                   (self.random_points >= 0 and self.centre_checks >= 0, "random_points/centre_checks must be >= 0"),
                   (self.local_search_s >= 0 and self.local_search_starts >= 0,
                    "local_search_s/local_search_starts must be >= 0"),
+                  (self.local_search_moves >= 1 and self.local_search_solo >= 0,
+                   "local_search_moves must be >= 1 and local_search_solo >= 0"),
                   (self.lns_s >= 0 and self.lns_size >= 1, "lns_s must be >= 0 and lns_size >= 1"),
                   (self.restart_s >= 0 and self.restart_round_s > 0,
                    "restart_s must be >= 0 and restart_round_s > 0"),

@@ -382,7 +382,7 @@ class Search:
     def _start_local_search(self, lo, hi) -> None:
         """Set up :class:`attack.LocalSearch` on the root box from the best root attack points
         (``config.local_search_starts``), for ``config.local_search_s`` seconds of this process's
-        CPU time in all (so that it does the same work when other processes share the cores; the
+        CPU time in all (``config.local_search_solo`` times that where no seed restarts follow) (so that it does the same work when other processes share the cores; the
         search is deterministic given the seed and that work). Its slices
         (:data:`LOCAL_SEARCH_SLICE` s) come before the batches of the steps, the first one after
         the portfolio's exact process has started; easy properties end after a slice or two."""
@@ -397,8 +397,9 @@ class Search:
         # its own random stream: the search's other random draws (the box attacks) stay what they
         # are without it
         own = torch.Generator().manual_seed(int(self.cfg.seed) + 1)
-        self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, own, confirm=self._check)
-        self._ls_left = self.cfg.local_search_s
+        self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, own, confirm=self._check,
+                                      candidates=self.cfg.local_search_moves)
+        self._ls_left = self.cfg.local_search_s * (1.0 if self._restarts_follow else self.cfg.local_search_solo)
         self.stats.local_search_calls += 1
 
     def _local_search_slice(self) -> bool:
@@ -460,12 +461,18 @@ class Search:
             self._check(point.reshape(1, -1).to(self._root_box[0].device))
         return ok, cpu
 
+    @property
+    def _restarts_follow(self) -> bool:
+        """Whether the seed restarts run after the local search (a restart solver on this model,
+        falsification on, a budget)."""
+        return self.restart_solver is not None and self.cfg.falsify and self.cfg.restart_s > 0
+
     def _start_restarts(self) -> None:
         """After the local search: set up :class:`attack.Restarts` (``config.restart_s`` seconds
         of this process's CPU time, runs of about ``config.restart_round_s``) where the model has a
         restart solver and falsification is on, else go on to the neighbourhood search. Their
         first share of a core is this search's since it was set up."""
-        if self.restart_solver is None or not self.cfg.falsify or self.cfg.restart_s <= 0:
+        if not self._restarts_follow:
             self._start_lns(self._centre)
             return
         wall, cpu = time.perf_counter() - self._clock0[0], time.process_time() - self._clock0[1]

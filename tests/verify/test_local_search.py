@@ -169,3 +169,67 @@ def test_local_search_leaves_the_search_random_stream_alone():
         if len(states) == 2:
             assert torch.equal(states[0], states[1]), seed
     assert kicked >= 2, kicked
+
+
+def test_a_step_scores_at_most_the_configured_moves():
+    """``local_search_moves`` (LocalSearch's ``candidates``): where there are more moves than
+    ``all_moves``, a step scores only that many single-pixel moves (then at most three combined
+    points), and the verifier hands the setting to the search."""
+    from qa_lirpa.verify.result import VerifyStats
+    from qa_lirpa.verify.search import Search
+
+    model, spec = make_case(201)
+    p, (lo, hi), ospec = _problem_and_spec(model, spec)
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 3):
+        ls = attack.LocalSearch(p, lo[0], hi[0], ospec, attack.box_points(p, lo, hi, 2, g), g,
+                                candidates=k, all_moves=0)
+        sizes = []
+        score = ls._score
+        ls._score = lambda pts: (sizes.append(pts.shape[0]), score(pts))[1]
+        ls.advance(Deadline.after(0.5))
+        assert ls.ends, "no descent ended"
+        assert sizes and max(sizes) <= max(k, 3), (k, sizes)
+        assert any(s == k for s in sizes)
+    cfg = VerifierConfig(crown="never", alpha_root=False, random_points=4, attack_steps=0, local_search_moves=7,
+                         portfolio="none", exact_fallback="none", device="cpu")
+    for seed in range(300, 320):
+        model, spec = make_case(seed)
+        p, _, _ = _problem_and_spec(model, spec)
+        s = Search(p, spec, cfg, VerifyStats(), Deadline.after(30), torch.Generator().manual_seed(0))
+        if s.start() is None and s._ls is not None:
+            assert s._ls.candidates == 7
+            break
+    else:
+        pytest.fail("no case left its root open for the local search")
+
+
+def test_the_descent_budget_is_longer_where_no_restarts_follow():
+    """``local_search_solo``: the descent's CPU budget is ``local_search_s`` where SCIP's seed
+    restarts follow it, that times ``local_search_solo`` where none do (no restart solver, or
+    ``restart_s: 0``)."""
+    from qa_lirpa.verify.result import VerifyStats
+    from qa_lirpa.verify.search import Search
+
+    cfg = VerifierConfig(crown="never", alpha_root=False, random_points=4, attack_steps=0, local_search_s=1.5,
+                         local_search_solo=3.0, portfolio="none", exact_fallback="none", device="cpu")
+    never = lambda seconds, seed: (None, False)      # noqa: E731 - a restart solver that finds nothing
+    for seed in range(300, 320):
+        model, spec = make_case(seed)
+        p, _, _ = _problem_and_spec(model, spec)
+        budgets = []
+        for c, restart in ((cfg, never), (cfg, None), (replace(cfg, restart_s=0.0), never)):
+            s = Search(p, spec, c, VerifyStats(), Deadline.after(30), torch.Generator().manual_seed(0),
+                       restart=restart)
+            if s.start() is not None or s._ls is None:
+                break
+            budgets.append(s._ls_left)
+        if len(budgets) == 3:
+            assert budgets == [1.5, 4.5, 4.5], budgets
+            break
+    else:
+        pytest.fail("no case left its root open for the local search")
+    with pytest.raises(ValueError, match="local_search"):
+        VerifierConfig(local_search_moves=0)
+    with pytest.raises(ValueError, match="local_search"):
+        VerifierConfig(local_search_solo=-1.0)
