@@ -25,6 +25,8 @@ class VerifyStats:
     attack_calls: int = 0
     #: the root's greedy descent on the input grid (VerifierConfig.local_search_s)
     local_search_calls: int = 0
+    #: ... of them given the longer budget for a near miss (VerifierConfig.local_search_solo)
+    local_search_extended: int = 0
     #: rounds of the neighbourhood search after it (VerifierConfig.lns_s)
     lns_rounds: int = 0
     #: why the neighbourhood search stopped early ("" when it did not)

@@ -3,6 +3,7 @@ its points stay on the box's grid, a descent never ends worse than it started, i
 minimum where the score is separable, and the verifier with it still agrees with enumeration."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -204,10 +205,10 @@ def test_a_step_scores_at_most_the_configured_moves():
         pytest.fail("no case left its root open for the local search")
 
 
-def test_the_descent_budget_is_longer_where_no_restarts_follow():
-    """``local_search_solo``: the descent's CPU budget is ``local_search_s`` where SCIP's seed
-    restarts follow it, that times ``local_search_solo`` where none do (no restart solver, or
-    ``restart_s: 0``)."""
+def test_the_descent_budget_is_longer_for_a_near_miss_where_no_restarts_follow():
+    """``local_search_solo``: the descent's CPU budget is ``local_search_s``; where SCIP's seed
+    restarts do not follow it (no restart solver, or ``restart_s: 0``) it gets ``local_search_solo
+    - 1`` times that again once the budget is spent, if its best end is then a near miss."""
     from qa_lirpa.verify.result import VerifyStats
     from qa_lirpa.verify.search import Search
 
@@ -217,19 +218,44 @@ def test_the_descent_budget_is_longer_where_no_restarts_follow():
     for seed in range(300, 320):
         model, spec = make_case(seed)
         p, _, _ = _problem_and_spec(model, spec)
-        budgets = []
+        searches = []
         for c, restart in ((cfg, never), (cfg, None), (replace(cfg, restart_s=0.0), never)):
             s = Search(p, spec, c, VerifyStats(), Deadline.after(30), torch.Generator().manual_seed(0),
                        restart=restart)
             if s.start() is not None or s._ls is None:
                 break
-            budgets.append(s._ls_left)
-        if len(budgets) == 3:
-            assert budgets == [1.5, 4.5, 4.5], budgets
-            break
+            searches.append(s)
+        if len(searches) < 3:
+            continue
+        assert [s._ls_left for s in searches] == [1.5, 1.5, 1.5]
+        assert [s._ls_extra for s in searches] == [0.0, 3.0, 3.0]
+        # spend the budget with the best end a near miss (a tenth of the root bound's depth)
+        for s in searches:
+            s._ls_left, s._ls.best_v, s._root_margin = 0.0, 0.05, -1.0
+            ls = s._ls
+            s._local_search_slice()
+            assert (s._ls is ls) == (s._ls_extra == 0.0 and s is not searches[0])
+        assert searches[0]._ls is None and searches[1]._ls is not None and searches[1]._ls_left > 2.5
+        assert searches[1].stats.local_search_extended == 1 and searches[0].stats.local_search_extended == 0
+        # no near miss: the budget ends
+        s = Search(p, spec, cfg, VerifyStats(), Deadline.after(30), torch.Generator().manual_seed(0))
+        assert s.start() is None and s._ls is not None
+        s._ls_left, s._ls.best_v, s._root_margin = 0.0, 0.2, -1.0
+        s._local_search_slice()
+        assert s._ls is None and s.stats.local_search_extended == 0
+        break
     else:
         pytest.fail("no case left its root open for the local search")
     with pytest.raises(ValueError, match="local_search"):
         VerifierConfig(local_search_moves=0)
     with pytest.raises(ValueError, match="local_search"):
         VerifierConfig(local_search_solo=-1.0)
+
+
+def test_near_miss():
+    from qa_lirpa.verify.search import near_miss
+
+    assert near_miss(0.05, -1.0) and near_miss(0.1, -1.0) and not near_miss(0.11, -1.0)
+    assert near_miss(-0.5, -1.0)                      # a float violation the exact check refused
+    assert not near_miss(0.0, 0.0) and not near_miss(0.0, 0.5) and not near_miss(0.0, -math.inf)
+    assert near_miss(0.3, -1.0, share=0.5) and not near_miss(0.3, -1.0, share=0.2)
