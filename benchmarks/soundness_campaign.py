@@ -31,10 +31,11 @@ Each case is then decided by
   slopes), full CROWN always on, ``falsify: false``, ``portfolio: none``, ``exact_fallback: none``:
   alpha-CROWN runs on every case the root's CROWN leaves open, sat ones included (the table counts
   them);
-* ``local``: bab with the root's greedy descent on the input grid (``local_search_s``) as the only
-  counterexample search besides single points and box centres (no random points, no PGD steps),
-  no CROWN (more roots stay open), portfolio and MILP off (the table counts the cases it ran on,
-  and the sat ones it decided);
+* ``local``: bab with the root's greedy descent on the input grid (``local_search_s``: 1 s, and
+  ``local_search_solo`` times that for a near miss, as no seed restarts follow: ``restart_s: 0``) as
+  the only counterexample search besides single points and box centres (no random points, no PGD
+  steps), no CROWN (more roots stay open), portfolio and MILP off (the table counts the cases it
+  ran on, the sat ones it decided and those whose budget was extended);
 * ``lns``: bab with the neighbourhood search (``lns_s``: CP-SAT on sub-boxes around the local
   search's best point) after a local search of 1 ms, as ``local`` otherwise (the table counts
   the cases it ran on, and the sat ones decided at the root);
@@ -536,7 +537,8 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                          "crown_method": "CROWN"}
             if tool == "local":
                 extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
-                         "random_points": 0, "attack_steps": 0, "local_search_s": 2.0, "local_search_starts": 2}
+                         "random_points": 0, "attack_steps": 0, "local_search_s": 1.0, "local_search_starts": 2,
+                         "restart_s": 0.0}
             if tool == "lns":
                 extra = {"portfolio": "none", "exact_fallback": "none", "crown": "never", "alpha_root": False,
                          "random_points": 0, "attack_steps": 0, "local_search_s": 0.001, "local_search_starts": 1,
@@ -559,6 +561,7 @@ def run_tool(case: Case, tool: str, timeout: float) -> Outcome:
                 note = "alpha"
             if tool == "local" and res.stats.local_search_calls:
                 note = "local_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "local"
+                note += "_ext" if res.stats.local_search_extended else ""
             if tool == "lns" and res.stats.lns_rounds:
                 note = "lns_sat" if res.verdict.value == "sat" and res.stats.max_depth == 0 else "lns"
             if tool == "restarts" and res.stats.restart_rounds:
@@ -643,8 +646,9 @@ def summarize(results: list[CaseResult]) -> dict:
             errors=sum(o.verdict == "error" for o in outs),
             by_process=sum(o.note == "process" for o in outs),
             alpha_runs=sum(o.note == "alpha" for o in outs),
-            local_runs=sum(o.note in ("local", "local_sat") for o in outs),
-            local_sat=sum(o.note == "local_sat" for o in outs),
+            local_runs=sum(o.note.startswith("local") for o in outs),
+            local_sat=sum(o.note.startswith("local_sat") for o in outs),
+            local_ext=sum(o.note.endswith("_ext") for o in outs),
             lns_runs=sum(o.note in ("lns", "lns_sat") for o in outs),
             lns_sat=sum(o.note == "lns_sat" for o in outs),
             restart_runs=sum(o.note in ("restarts", "restarts_sat") for o in outs),
@@ -661,7 +665,7 @@ FOOTNOTES = {
     "alpha": "alpha-CROWN ran on the root box of {alpha_runs} of {runs} cases (the rest were decided by the "
              "root's CROWN)",
     "local": "the root's local search ran on {local_runs} of {runs} cases; {local_sat} of them were sat at the "
-             "root (found by it, or by a centre check)",
+             "root (found by it, or by a centre check); {local_ext} got the longer budget for a near miss",
     "lns": "the neighbourhood search ran on {lns_runs} of {runs} cases; {lns_sat} of them were sat at the root",
     "restarts": "the seed restarts ran on {restart_runs} of {runs} cases; {restart_sat} of them were sat at the root",
     "crown_domains": "CROWN's domains went into CP-SAT on {domain_runs} of {runs} cases (the rest had no open box "

@@ -101,8 +101,8 @@ class VerifierConfig:
     #: ... each descent step scoring the single-pixel moves that the straight-through gradient
     #: ranks best, this many (all of them where there are at most 2048). Since issue 14: cheap
     #: steps make more descents in the budget; on the eps=4 MNIST conv net's two hard
-    #: counterexamples 3 s of search found them in 4 of 16 seeded runs with 512, 31 of 40 with 64
-    #: (``benchmarks/results/verifier_reach.md``, eleventh session)
+    #: counterexamples, 20 seeded 3-s runs each, the descent found them in 13 of the 40 runs with
+    #: 512, in 32 with 64 (``benchmarks/falsify_seeds.py``)
     local_search_moves: int = 64
     #: once the root's local search has ended without a counterexample, while branch and bound
     #: is behind (Search.eta), at most this many CPU seconds of short runs of SCIP's MILP on the

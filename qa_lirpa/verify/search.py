@@ -153,6 +153,7 @@ class Search:
         #: the root bound's lower bound of the violation score (``OutputSpec.box_score``; set by
         #: open_root)
         self._root_margin = -math.inf
+        #: CPU seconds the local search may still get for a near miss (local_search_solo)
         self._ls_extra = 0.0
 
     # ----- phases ---------------------------------------------------------------------------
@@ -388,9 +389,9 @@ class Search:
     def _start_local_search(self, lo, hi) -> None:
         """Set up :class:`attack.LocalSearch` on the root box from the best root attack points
         (``config.local_search_starts``), for ``config.local_search_s`` seconds of this process's
-        CPU time in all (``config.local_search_solo`` times that where no seed restarts follow and
-        the search's best end is then a :func:`near_miss`) (so that it does the same work when other processes share the cores; the
-        search is deterministic given the seed and that work). Its slices
+        CPU time in all (so that it does the same work when other processes share the cores; the
+        search is deterministic given the seed and that work); ``config.local_search_solo`` times
+        that where no seed restarts follow and its best end is then a :func:`near_miss`. Its slices
         (:data:`LOCAL_SEARCH_SLICE` s) come before the batches of the steps, the first one after
         the portfolio's exact process has started; easy properties end after a slice or two."""
         pts = self._root_points
@@ -407,8 +408,8 @@ class Search:
         self._ls = attack.LocalSearch(self.p, lo[0], hi[0], self.ospec, starts, own, confirm=self._check,
                                       candidates=self.cfg.local_search_moves)
         self._ls_left = self.cfg.local_search_s
-        #: the budget's extension for a near miss where no restarts follow (local_search_solo)
-        self._ls_extra = 0.0 if self._restarts_follow else self.cfg.local_search_s * max(0.0, self.cfg.local_search_solo - 1.0)
+        extra = max(0.0, self.cfg.local_search_solo - 1.0) * self.cfg.local_search_s
+        self._ls_extra = 0.0 if self._restarts_follow else extra
         self.stats.local_search_calls += 1
 
     def _local_search_slice(self) -> bool:
