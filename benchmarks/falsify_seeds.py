@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def parse_range(text: str) -> list[int]:
-    if ":" in text:
-        a, b = text.split(":")
-        return list(range(int(a), int(b)))
-    return [int(t) for t in text.split(",") if t]
+def parse_range(text: str, option: str) -> list[int]:
+    """Comma-separated parts, each an index or a ``start:stop`` range (``parse_samples``'s syntax)."""
+    from qa_lirpa.base.samples import parse_samples
+
+    return [i for part in text.split(",") if part.strip() for i in parse_samples(part, option=option)]
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -47,16 +47,15 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def properties(model_path: str, dataset: str, eps: int | None, samples: list[int]):
-    """``(index, problem, lo, hi, ospec, lower, upper)`` of each sample's robustness property
-    (``eps`` pixel steps; None: the AAAI'21 rule ``1 + index // 100``)."""
+    """``(index, problem, lo, hi, ospec, lower, upper)`` of each correctly classified sample's
+    robustness property (``certify``'s: ``eps`` pixel steps; None: the AAAI'21 rule
+    ``1 + index // 100``)."""
     import numpy as np
-    import torch
 
     from qa_lirpa.train.datasets import load_dataset
     from qa_lirpa.verify import Verifier, VerifierConfig
-    from qa_lirpa.verify.certify import pixel_unit
+    from qa_lirpa.verify.certify import pixel_unit, sample_property
     from qa_lirpa.verify.cli import load_model
-    from qa_lirpa.verify.robustness import robustness_spec
     from qa_lirpa.verify.spec import OutputSpec
 
     model = load_model(model_path, "cpu")
@@ -66,14 +65,15 @@ def properties(model_path: str, dataset: str, eps: int | None, samples: list[int
     unit = pixel_unit(model)
     for i in samples:
         image = images[i]
+        _, spec = sample_property(verifier, image, int(ds.labels[i]), eps if eps is not None else 1 + i // 100, unit)
+        if spec is None:
+            print(f"sample {i}: misclassified, skipped", flush=True)
+            continue
         problem = verifier.problem(tuple(image.shape))
-        e = eps if eps is not None else 1 + i // 100
-        out = problem.exact_output(image.to(torch.float64).unsqueeze(0) * unit)
-        p = image.to(torch.float64).reshape(-1).numpy()
-        lower, upper = np.maximum(p - e, 0.0) * unit, np.minimum(p + e, 255.0) * unit
-        spec = robustness_spec(out, int(ds.labels[i]), lower, upper)
+        lower, upper = np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
         root = problem.root(lower, upper)
         if root is None:
+            print(f"sample {i}: no grid point in the box, skipped", flush=True)
             continue
         ospec = OutputSpec.from_disjuncts(spec.disjuncts, spec.n_outputs, problem.device)
         yield i, problem, root[0], root[1], ospec, lower, upper
@@ -126,10 +126,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     variants = [parse_variant(v) for v in (args.variant or ["moves64:moves=64"])]
-    seeds = parse_range(args.seeds)
+    seeds = parse_range(args.seeds, "--seeds")
     rows = []                        # (sample, variant, CPU s to a find or None per seed, best scores)
     for i, problem, lo, hi, ospec, lower, upper in properties(args.model, args.dataset, args.eps,
-                                                               parse_range(args.samples)):
+                                                               parse_range(args.samples, "--samples")):
         for name, over in variants:
             times, bests = [], []
             for s in seeds:

@@ -28,6 +28,7 @@ from .. import campaign
 from ..base.errors import UserError
 from ..base.files import atomic_write_bytes, atomic_write_text
 from ..base.samples import parse_samples
+from ..base.vnnlib import InputSpec
 from ..base.verdict import Verdict
 from ..graph import as_graph, input_quantizer
 from ..modelfile import load_model_file
@@ -95,18 +96,29 @@ def pixel_unit(model: nn.Module) -> float:
     return spec.scale[0]
 
 
-def certify_sample(verifier: Verifier, image: torch.Tensor, label: int, eps: float,
-                   unit: float, timeout: float, index: int = 0) -> SampleResult:
-    """Classify exactly, then verify robustness in the eps box (pixel units)."""
-    t0 = time.monotonic()
+def sample_property(verifier: Verifier, image: torch.Tensor, label: int, eps: float,
+                    unit: float) -> tuple[int, InputSpec | None]:
+    """The exact predicted class of ``image`` (pixel values 0-255) and, where it is ``label``,
+    the robustness property of the ``eps`` box (pixel units, clipped to 0-255, times ``unit``);
+    None for a misclassified image."""
     x = image.to(torch.float64).unsqueeze(0) * unit
     out = verifier.problem(tuple(image.shape)).exact_output(x)
     pred = int(argmax_smallest(out.dequantize().reshape(1, -1))[0])
     if pred != label:
-        return SampleResult(index, label, pred, outcome_word(None), time.monotonic() - t0, 0)
+        return pred, None
     p = image.to(torch.float64).reshape(-1).numpy()
     lower, upper = np.maximum(p - eps, 0.0) * unit, np.minimum(p + eps, 255.0) * unit
-    result = verifier.verify(robustness_spec(out, label, lower, upper), timeout=timeout)
+    return pred, robustness_spec(out, label, lower, upper)
+
+
+def certify_sample(verifier: Verifier, image: torch.Tensor, label: int, eps: float,
+                   unit: float, timeout: float, index: int = 0) -> SampleResult:
+    """Classify exactly, then verify robustness in the eps box (pixel units)."""
+    t0 = time.monotonic()
+    pred, spec = sample_property(verifier, image, label, eps, unit)
+    if spec is None:
+        return SampleResult(index, label, pred, outcome_word(None), time.monotonic() - t0, 0)
+    result = verifier.verify(spec, timeout=timeout)
     return SampleResult(index, label, pred, outcome_word(result.verdict), time.monotonic() - t0,
                         result.stats.boxes_bounded)
 
@@ -272,6 +284,6 @@ def certify_command(args: argparse.Namespace, cfg: VerifierConfig, load_model: C
     return 0
 
 
-__all__ = ["SampleResult", "CertifyJob", "outcome_word", "parse_samples", "pixel_unit", "certify_sample", "certify",
+__all__ = ["SampleResult", "CertifyJob", "outcome_word", "parse_samples", "pixel_unit", "sample_property", "certify_sample", "certify",
            "certify_task", "certify_error", "summary_table", "write_csv", "certify_command",
            "gpu_share"]
